@@ -1,0 +1,43 @@
+// cxr: the command-line entry point. Parses flags and dispatches; every
+// subcommand lives in its own file and calls one core-library entry point.
+#include <iostream>
+
+#include "cli.h"
+#include "cxr/common/error.h"
+#include "cxr/version.h"
+
+namespace {
+
+std::string first_line(const std::string& s) {
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "cxr: COVID-19 assisted diagnosis from chest X-rays (research use only, "
+      "not for clinical decisions)"};
+  app.set_version_flag("--version", std::string("cxr ") + cxr::kVersion);
+  app.require_subcommand(1);
+  app.fallthrough();
+  cxr::cli::register_explore(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(cxr::ExitCode::kUsage);
+  } catch (const cxr::Error& e) {
+    std::cerr << "cxr: error: " << first_line(e.what()) << "\n";
+    return static_cast<int>(e.exit_code());
+  } catch (const c10::Error& e) {
+    std::cerr << "cxr: error: " << first_line(e.what_without_backtrace())
+              << "\n";
+    return static_cast<int>(cxr::ExitCode::kInternal);
+  } catch (const std::exception& e) {
+    std::cerr << "cxr: error: " << first_line(e.what()) << "\n";
+    return static_cast<int>(cxr::ExitCode::kInternal);
+  }
+  return 0;
+}

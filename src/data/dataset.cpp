@@ -1,0 +1,513 @@
+// Dataset discovery, seeded stratified split and the decoded cache.
+#include "cxr/data/dataset.h"
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/common/progress.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::data {
+namespace {
+
+const char* kLayoutHelp =
+    "expected ROOT/{train,val,test}/<CLASS>/*.png (split layout) or "
+    "ROOT/<CLASS>/*.png or ROOT/<CLASS>/images/*.png (flat layout, e.g. the "
+    "COVID-19 Radiography Database from Kaggle)";
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+bool hidden(const fs::path& p) {
+  auto n = p.filename().string();
+  return !n.empty() && n[0] == '.';
+}
+
+std::vector<std::string> subdirs(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory() && !hidden(e.path())) {
+      out.push_back(e.path().filename().string());
+    }
+  }
+  if (ec) {
+    throw DataError("cannot list folder '" + dir.string() + "': " +
+                    ec.message());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> image_files(const fs::path& dir) {
+  fs::path d = dir;
+  if (fs::is_directory(dir / "images")) d = dir / "images";
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(d, ec)) {
+    if (!hidden(e.path()) && !e.is_directory() && is_image_file(e.path())) {
+      out.push_back(e.path().string());
+    }
+  }
+  if (ec) {
+    throw DataError("cannot list folder '" + d.string() + "': " +
+                    ec.message());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// Fisher-Yates with mt19937_64: identical on every standard library
+/// (std::shuffle's algorithm is implementation-defined).
+void seeded_shuffle(std::vector<std::string>& v, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (size_t i = v.size(); i > 1; --i) {
+    size_t j = static_cast<size_t>(rng() % i);
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+void assign_classes(DatasetIndex& idx, const DatasetOptions& o) {
+  if (idx.classes.size() != 2) {
+    std::string found;
+    for (const auto& c : idx.classes) found += (found.empty() ? "" : ", ") + c;
+    throw DataError("data '" + idx.root + "': found " +
+                    std::to_string(idx.classes.size()) + " class folders (" +
+                    found +
+                    "); cxr trains a two-class model: keep exactly two class "
+                    "folders, e.g. COVID and Normal");
+  }
+  auto it = std::find(idx.classes.begin(), idx.classes.end(), o.positive);
+  if (it == idx.classes.end()) {
+    throw ConfigError("--positive " + o.positive + ": no such class in '" +
+                      idx.root + "' (classes: " + idx.classes[0] + ", " +
+                      idx.classes[1] + ")");
+  }
+  idx.positive = o.positive;
+  idx.negative = idx.classes[0] == o.positive ? idx.classes[1] : idx.classes[0];
+}
+
+// ---- decoded cache -------------------------------------------------------
+
+constexpr char kCacheMagic[8] = {'C', 'X', 'R', 'C', 'A', 'C', 'H', '2'};
+
+struct CacheRecord {
+  int64_t file_size = 0;
+  int64_t mtime_ns = 0;
+  ImageInfo info;
+  uint64_t pixel_hash = 0;
+  std::vector<uint8_t> pixels;  // size * size
+};
+
+struct FileStamp {
+  int64_t size = -1;
+  int64_t mtime_ns = 0;
+};
+
+FileStamp stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {static_cast<int64_t>(st.st_size),
+          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL +
+              st.st_mtim.tv_nsec};
+}
+
+fs::path cache_path(const DatasetOptions& o, const std::string& root) {
+  std::string key = root + "|" + std::to_string(o.size);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%016llx",
+                static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
+  return fs::path(o.cache_dir) /
+         ("decoded-" + std::to_string(o.size) + "px-" + buf + ".bin");
+}
+
+template <typename T>
+void put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+void put_str(std::string& out, const std::string& s) {
+  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+struct Reader {
+  const std::string& buf;
+  size_t pos = 0;
+  bool ok = true;
+  template <typename T>
+  T get() {
+    T v{};
+    if (pos + sizeof(T) > buf.size()) {
+      ok = false;
+      return v;
+    }
+    std::memcpy(&v, buf.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string get_str() {
+    auto n = get<uint32_t>();
+    if (!ok || pos + n > buf.size() || n > (1u << 16)) {
+      ok = false;
+      return {};
+    }
+    std::string s = buf.substr(pos, n);
+    pos += n;
+    return s;
+  }
+};
+
+/// Reads the cache; a missing, foreign or damaged cache is simply empty
+/// (it is rebuilt from the images, never trusted blindly).
+std::unordered_map<std::string, CacheRecord> read_cache(const fs::path& p,
+                                                        int size) {
+  std::unordered_map<std::string, CacheRecord> out;
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return out;
+  std::string buf((std::istreambuf_iterator<char>(in)),
+                  std::istreambuf_iterator<char>());
+  Reader r{buf};
+  if (buf.size() < sizeof kCacheMagic ||
+      std::memcmp(buf.data(), kCacheMagic, sizeof kCacheMagic) != 0) {
+    return out;
+  }
+  r.pos = sizeof kCacheMagic;
+  if (r.get<int32_t>() != size) return out;
+  const auto n = r.get<uint64_t>();
+  const size_t px = static_cast<size_t>(size) * size;
+  for (uint64_t i = 0; i < n && r.ok; ++i) {
+    std::string path = r.get_str();
+    CacheRecord rec;
+    rec.file_size = r.get<int64_t>();
+    rec.mtime_ns = r.get<int64_t>();
+    rec.info.width = r.get<int32_t>();
+    rec.info.height = r.get<int32_t>();
+    rec.info.channels = r.get<int32_t>();
+    rec.info.bit_depth = r.get<int32_t>();
+    rec.info.format = r.get_str();
+    rec.info.color = r.get_str();
+    rec.pixel_hash = r.get<uint64_t>();
+    if (!r.ok || r.pos + px > buf.size()) {
+      out.clear();
+      return out;
+    }
+    rec.pixels.assign(buf.begin() + static_cast<std::ptrdiff_t>(r.pos),
+                      buf.begin() + static_cast<std::ptrdiff_t>(r.pos + px));
+    r.pos += px;
+    out.emplace(std::move(path), std::move(rec));
+  }
+  if (!r.ok) out.clear();
+  return out;
+}
+
+void write_cache(const fs::path& p, int size,
+                 const std::vector<std::pair<std::string, const CacheRecord*>>&
+                     records) {
+  std::string out;
+  out.reserve(records.size() * (static_cast<size_t>(size) * size + 160));
+  out.append(kCacheMagic, sizeof kCacheMagic);
+  put<int32_t>(out, size);
+  put<uint64_t>(out, records.size());
+  for (const auto& [path, rec] : records) {
+    put_str(out, path);
+    put<int64_t>(out, rec->file_size);
+    put<int64_t>(out, rec->mtime_ns);
+    put<int32_t>(out, rec->info.width);
+    put<int32_t>(out, rec->info.height);
+    put<int32_t>(out, rec->info.channels);
+    put<int32_t>(out, rec->info.bit_depth);
+    put_str(out, rec->info.format);
+    put_str(out, rec->info.color);
+    put<uint64_t>(out, rec->pixel_hash);
+    out.append(reinterpret_cast<const char*>(rec->pixels.data()),
+               rec->pixels.size());
+  }
+  write_text_atomic(p, out);
+}
+
+}  // namespace
+
+const char* split_name(Split s) {
+  switch (s) {
+    case Split::kTrain: return "train";
+    case Split::kVal: return "val";
+    case Split::kTest: return "test";
+  }
+  return "?";
+}
+
+Split parse_split(const std::string& name) {
+  if (name == "train") return Split::kTrain;
+  if (name == "val") return Split::kVal;
+  if (name == "test") return Split::kTest;
+  throw ConfigError("--split " + name + ": use train, val or test");
+}
+
+DatasetIndex index_dataset(const DatasetOptions& o) {
+  if (o.root.empty()) {
+    throw ConfigError("no data folder given; pass DATA (" +
+                      std::string(kLayoutHelp) + ")");
+  }
+  if (!fs::is_directory(o.root)) {
+    throw DataError("data folder '" + o.root + "' does not exist; " +
+                    kLayoutHelp);
+  }
+  if (!(o.train_fraction > 0 && o.val_fraction >= 0 &&
+        o.train_fraction + o.val_fraction < 1.0)) {
+    throw ConfigError(
+        "--train-fraction/--val-fraction: need train > 0, val >= 0 and "
+        "train + val < 1 (test gets the rest)");
+  }
+  DatasetIndex idx;
+  idx.root = o.root;
+  fs::path root(o.root);
+  auto top = subdirs(root);
+  auto has = [&](const char* n) {
+    return std::find(top.begin(), top.end(), n) != top.end();
+  };
+  if (has("train")) {
+    if (!has("val") || !has("test")) {
+      throw DataError("data '" + o.root +
+                      "' has train/ but not both val/ and test/; " +
+                      kLayoutHelp);
+    }
+    idx.layout = "split";
+    idx.classes = subdirs(root / "train");
+    assign_classes(idx, o);
+    for (Split s : kAllSplits) {
+      for (const auto& c : idx.classes) {
+        fs::path d = root / split_name(s) / c;
+        if (!fs::is_directory(d)) {
+          throw DataError("data '" + o.root + "': missing folder '" +
+                          d.string() + "' (every split needs both classes)");
+        }
+        for (auto& f : image_files(d)) {
+          idx.samples.push_back({f, c == idx.positive ? 1 : 0, s});
+        }
+      }
+    }
+  } else {
+    idx.layout = "flat";
+    idx.classes = top;
+    assign_classes(idx, o);
+    for (const auto& c : idx.classes) {
+      auto files = image_files(root / c);
+      seeded_shuffle(files, o.seed ^ fnv1a64(c.data(), c.size()));
+      const auto n = static_cast<double>(files.size());
+      const size_t n_train = static_cast<size_t>(std::llround(n * o.train_fraction));
+      const size_t n_val = std::min(
+          files.size() - n_train,
+          static_cast<size_t>(std::llround(n * o.val_fraction)));
+      for (size_t i = 0; i < files.size(); ++i) {
+        Split s = i < n_train ? Split::kTrain
+                  : i < n_train + n_val ? Split::kVal
+                                        : Split::kTest;
+        idx.samples.push_back({files[i], c == idx.positive ? 1 : 0, s});
+      }
+    }
+    std::stable_sort(idx.samples.begin(), idx.samples.end(),
+                     [](const Sample& a, const Sample& b) {
+                       if (a.split != b.split) return a.split < b.split;
+                       if (a.label != b.label) return a.label > b.label;
+                       return a.path < b.path;
+                     });
+  }
+  for (Split s : kAllSplits) {
+    for (int label : {0, 1}) {
+      bool any = std::any_of(idx.samples.begin(), idx.samples.end(),
+                             [&](const Sample& x) {
+                               return x.split == s && x.label == label;
+                             });
+      if (!any) {
+        throw DataError("data '" + o.root + "': the " + split_name(s) +
+                        " split has no '" +
+                        (label ? idx.positive : idx.negative) +
+                        "' images; " + kLayoutHelp);
+      }
+    }
+  }
+  return idx;
+}
+
+torch::Tensor ImageSet::float_images() const {
+  return images.to(torch::kFloat32).div_(255.0f);
+}
+
+const ImageSet& Dataset::split(Split s) const {
+  auto it = splits.find(s);
+  if (it == splits.end()) {
+    throw DataError(std::string("split '") + split_name(s) + "' not loaded");
+  }
+  return it->second;
+}
+
+ImageSet Dataset::train_val() const {
+  return concat({&split(Split::kTrain), &split(Split::kVal)});
+}
+
+ImageSet concat(const std::vector<const ImageSet*>& sets) {
+  ImageSet out;
+  std::vector<torch::Tensor> imgs, labels;
+  for (const ImageSet* s : sets) {
+    imgs.push_back(s->images);
+    labels.push_back(s->labels);
+    out.paths.insert(out.paths.end(), s->paths.begin(), s->paths.end());
+    out.infos.insert(out.infos.end(), s->infos.begin(), s->infos.end());
+    out.pixel_hashes.insert(out.pixel_hashes.end(), s->pixel_hashes.begin(),
+                            s->pixel_hashes.end());
+  }
+  out.images = torch::cat(imgs, 0);
+  out.labels = torch::cat(labels, 0);
+  return out;
+}
+
+Dataset load_dataset(const DatasetOptions& o) {
+  if (o.size < 16 || o.size > 1024) {
+    throw ConfigError("--size " + std::to_string(o.size) +
+                      ": use a side length between 16 and 1024 pixels");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  Dataset ds;
+  ds.index = index_dataset(o);
+  const auto& samples = ds.index.samples;
+  const size_t n = samples.size();
+  const size_t px = static_cast<size_t>(o.size) * o.size;
+
+  std::string abs_root = fs::weakly_canonical(fs::absolute(o.root)).string();
+  std::unordered_map<std::string, CacheRecord> cache;
+  fs::path cpath;
+  if (!o.cache_dir.empty()) {
+    cpath = cache_path(o, abs_root);
+    cache = read_cache(cpath, o.size);
+  }
+
+  std::vector<CacheRecord> fresh(n);
+  std::vector<const CacheRecord*> rec(n, nullptr);
+  std::vector<std::string> errors(n);
+  std::vector<FileStamp> stamps(n);
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < n; ++i) {
+    stamps[i] = stamp(samples[i].path);
+    auto it = cache.find(samples[i].path);
+    if (it != cache.end() && it->second.file_size == stamps[i].size &&
+        it->second.mtime_ns == stamps[i].mtime_ns) {
+      rec[i] = &it->second;
+    } else {
+      todo.push_back(i);
+    }
+  }
+
+  if (!todo.empty()) {
+    int threads = o.threads > 0
+                      ? o.threads
+                      : static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
+    Progress bar("decode", static_cast<long>(todo.size()), todo.size() > 200);
+    std::mutex bar_mutex;
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      torch::NoGradGuard no_grad;
+      for (size_t k = next++; k < todo.size(); k = next++) {
+        const size_t i = todo[k];
+        try {
+          GrayImage img = read_gray(samples[i].path, o.limits);
+          torch::Tensor small = resize_square(img.pixels, o.size)
+                                    .mul(255.0f)
+                                    .round_()
+                                    .to(torch::kUInt8)
+                                    .contiguous();
+          CacheRecord& r = fresh[i];
+          r.file_size = stamps[i].size;
+          r.mtime_ns = stamps[i].mtime_ns;
+          r.info = img.info;
+          r.pixel_hash = img.pixel_hash;
+          r.pixels.assign(small.data_ptr<uint8_t>(),
+                          small.data_ptr<uint8_t>() + px);
+          rec[i] = &r;
+        } catch (const Error& e) {
+          errors[i] = e.what();
+        } catch (const std::exception& e) {
+          errors[i] = "image '" + samples[i].path + "': " + e.what();
+        }
+        std::lock_guard<std::mutex> lock(bar_mutex);
+        bar.step(1);
+      }
+    };
+    // Per-image tensor ops are tiny: one intra-op thread per worker.
+    const int saved_threads = torch::get_num_threads();
+    torch::set_num_threads(1);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(work);
+    for (auto& t : pool) t.join();
+    torch::set_num_threads(saved_threads);
+    bar.finish();
+  }
+
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (errors[i].empty()) continue;
+    ++bad;
+    ds.skipped.push_back({samples[i].path, errors[i]});
+  }
+  if (bad > 0 && !o.skip_bad) {
+    std::string msg = errors[std::distance(
+        errors.begin(), std::find_if(errors.begin(), errors.end(),
+                                     [](const std::string& e) {
+                                       return !e.empty();
+                                     }))];
+    if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad files)";
+    msg += "; fix or remove it, or pass --skip-bad to load the rest";
+    throw DataError(msg);
+  }
+
+  if (!o.cache_dir.empty() && (!todo.empty() || cache.size() != n - bad)) {
+    std::vector<std::pair<std::string, const CacheRecord*>> keep;
+    for (size_t i = 0; i < n; ++i) {
+      if (rec[i]) keep.emplace_back(samples[i].path, rec[i]);
+    }
+    ensure_dir(o.cache_dir);
+    write_cache(cpath, o.size, keep);
+  }
+
+  for (Split s : kAllSplits) {
+    std::vector<size_t> ids;
+    for (size_t i = 0; i < n; ++i) {
+      if (samples[i].split == s && rec[i]) ids.push_back(i);
+    }
+    ImageSet set;
+    const auto m = static_cast<int64_t>(ids.size());
+    set.images = torch::empty({m, 1, o.size, o.size}, torch::kUInt8);
+    set.labels = torch::empty({m}, torch::kFloat32);
+    auto* dst = set.images.data_ptr<uint8_t>();
+    auto* lab = set.labels.data_ptr<float>();
+    for (int64_t j = 0; j < m; ++j) {
+      const size_t i = ids[static_cast<size_t>(j)];
+      std::memcpy(dst + static_cast<size_t>(j) * px, rec[i]->pixels.data(), px);
+      lab[j] = static_cast<float>(samples[i].label);
+      set.paths.push_back(samples[i].path);
+      set.infos.push_back(rec[i]->info);
+      set.pixel_hashes.push_back(rec[i]->pixel_hash);
+    }
+    ds.splits.emplace(s, std::move(set));
+  }
+  ds.stats.decoded = static_cast<int64_t>(todo.size() - bad);
+  ds.stats.from_cache = static_cast<int64_t>(n - todo.size());
+  ds.stats.seconds = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count();
+  return ds;
+}
+
+}  // namespace cxr::data

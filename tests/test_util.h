@@ -1,0 +1,42 @@
+#pragma once
+// Helpers shared by the test suites: temp folders and tiny images.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <string>
+
+namespace cxr::testing {
+
+/// A fresh folder under the system temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& p) const {
+    return path_ / p;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Seeds torch before each test.
+class SeededTest : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::manual_seed(0); }
+};
+
+/// Writes bytes to a file (creating parent folders).
+void write_bytes(const std::filesystem::path& p, const std::string& bytes);
+
+/// Runs a shell command, returns its exit status; output goes to `out`.
+int run_command(const std::string& cmd, std::string* out = nullptr);
+
+/// Path of ../shared as configured at build time ("" in unit tests).
+std::string shared_dir();
+
+}  // namespace cxr::testing
