@@ -1,9 +1,11 @@
 #pragma once
 // Shared pieces of the thin CLI: one register_* function per subcommand
-// (one file each), runtime flags, environment-derived defaults.
+// (one file each), runtime and data flags, environment-derived defaults.
 #include <CLI/CLI.hpp>
 
 #include <string>
+
+#include "cxr/data/dataset.h"
 
 namespace cxr::cli {
 
@@ -12,10 +14,27 @@ struct RuntimeFlags {
   int threads = 0;
 };
 void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags);
+/// Applies --threads; returns the device name (validated later).
+void apply_runtime(const RuntimeFlags& flags);
+
+/// Data flags shared by explore/train/study: --size, --positive, split
+/// fractions, --seed (split), --skip-bad, --cache-dir, --no-cache.
+struct DataFlags {
+  data::DatasetOptions options;
+  bool no_cache = false;
+};
+void add_data_flags(CLI::App& cmd, DataFlags& flags);
+/// Final DatasetOptions (fills the default cache dir unless --no-cache).
+data::DatasetOptions resolve_data(const DataFlags& flags);
 
 /// $XDG_CACHE_HOME/cxr or ~/.cache/cxr (the CLI owns environment lookups).
 std::string default_cache_dir();
+/// $CXR_DATA, else ../shared/data/cxr-seed when present, else "".
+std::string default_data_dir();
 
 void register_explore(CLI::App& app);
+void register_train(CLI::App& app);
+void register_evaluate(CLI::App& app);
+void register_predict(CLI::App& app);
 
 }  // namespace cxr::cli

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   cxr::cli::register_explore(app);
+  cxr::cli::register_train(app);
+  cxr::cli::register_evaluate(app);
+  cxr::cli::register_predict(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,8 +1,14 @@
 #pragma once
 /// Pure metric functions: confusion matrix, threshold metrics, ROC/AUC,
-/// bootstrap confidence intervals, threshold choice. No I/O.
+/// bootstrap confidence intervals, threshold choice, calibration. No I/O.
 /// Conventions: `scores` are P(positive) (or any monotone score), `labels`
 /// are 0/1, index 1 = positive class.
+///
+/// Input contract shared by every function taking (scores, labels): both
+/// have the same length, labels are 0 or 1 and scores are not NaN;
+/// otherwise DataError is thrown naming the first offending index.
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -16,14 +22,19 @@ struct Confusion {
   std::array<std::array<int64_t, 2>, 2> matrix() const {
     return {{{tn, fp}, {fn, tp}}};
   }
+  /// Number of cases counted.
+  int64_t total() const { return tp + fp + tn + fn; }
 };
 
 /// Counts with prediction = score >= threshold.
 Confusion confusion(const std::vector<double>& scores,
-                    const std::vector<int>& labels, double threshold);
+                    const std::vector<int>& labels,
+                    double threshold);
 
 /// Rates from a confusion matrix. Undefined ratios (0/0) are NaN and are
-/// reported as such, never silently 0.
+/// reported as such, never silently 0. f1 = 2tp / (2tp + fp + fn), so it is
+/// 0 (not NaN) when positives exist but none is predicted, and NaN only when
+/// there are neither positive labels nor positive predictions.
 struct ThresholdMetrics {
   double accuracy = 0, precision = 0, recall = 0, specificity = 0, f1 = 0;
 };
@@ -32,12 +43,17 @@ ThresholdMetrics rates(const Confusion& c);
 struct RocCurve {
   std::vector<double> fpr, tpr, thresholds;  ///< from (0,0) to (1,1)
 };
-/// ROC over all distinct thresholds (ties handled as one step).
+/// ROC over all distinct thresholds (ties handled as one step). Point i is
+/// the operating point of "score >= thresholds[i]"; the first point (0,0)
+/// has threshold +infinity. Thresholds are strictly decreasing. Empty input
+/// gives an empty curve; with a single class present the undefined rate
+/// (fpr without negatives, tpr without positives) is NaN.
 RocCurve roc_curve(const std::vector<double>& scores,
                    const std::vector<int>& labels);
 /// Area under the ROC curve (Mann-Whitney, ties count 1/2). NaN when only
 /// one class is present.
-double roc_auc(const std::vector<double>& scores, const std::vector<int>& labels);
+double roc_auc(const std::vector<double>& scores,
+               const std::vector<int>& labels);
 
 struct Interval {
   double value = 0, low = 0, high = 0;  ///< point estimate and 95% CI
@@ -48,11 +64,17 @@ struct MetricsWithCi {
   double threshold = 0.5;
   int64_t n = 0;
   int bootstrap_samples = 0;
+  uint64_t seed = 0;  ///< bootstrap seed, recorded for reproducibility
 };
 /// Percentile bootstrap (resampling cases with replacement, seeded) for every
-/// metric at `threshold`. Replicates where a metric is undefined are dropped.
+/// metric at `threshold`. Replicates where a metric is undefined are dropped;
+/// low/high are NaN when no replicate defines the metric (or when
+/// bootstrap_samples is 0). Uses std::mt19937_64 with a portable index
+/// mapping, so results are identical on every platform for a given seed.
+/// Throws ConfigError for a NaN threshold or negative bootstrap_samples.
 MetricsWithCi evaluate_with_ci(const std::vector<double>& scores,
-                               const std::vector<int>& labels, double threshold,
+                               const std::vector<int>& labels,
+                               double threshold,
                                int bootstrap_samples = 2000,
                                uint64_t seed = 1);
 
@@ -60,6 +82,50 @@ MetricsWithCi evaluate_with_ci(const std::vector<double>& scores,
 /// (use validation scores, never test). Throws ConfigError when target is
 /// not in (0, 1] or no positives exist.
 double threshold_for_sensitivity(const std::vector<double>& scores,
-                                 const std::vector<int>& labels, double target);
+                                 const std::vector<int>& labels,
+                                 double target);
+
+/// Wilson score 95% interval for a proportion successes / n (better than the
+/// normal approximation for small n or proportions near 0 or 1). value is
+/// successes / n. n == 0 gives NaN for all three. Throws ConfigError when
+/// successes is not in [0, n].
+Interval wilson_interval(int64_t successes, int64_t n);
+
+/// Mean squared difference between the score and the 0/1 label (lower is
+/// better; 0.25 for a constant 0.5). NaN for empty input. Scores must be
+/// probabilities in [0, 1] (DataError otherwise).
+double brier_score(const std::vector<double>& scores,
+                   const std::vector<int>& labels);
+
+/// One bin of a reliability (calibration) table.
+struct CalibrationBin {
+  double lower = 0, upper = 0;  ///< bin edges of the predicted probability
+  double mean_predicted = 0;    ///< mean score in the bin (NaN when empty)
+  double observed_rate = 0;     ///< fraction of positives (NaN when empty)
+  int64_t count = 0;
+};
+/// Reliability table with `bins` equal-width bins over [0, 1]; bin i holds
+/// scores in [i/bins, (i+1)/bins), the last bin also holds 1.0. Every bin is
+/// returned, empty ones with count 0. Scores must be in [0, 1] (DataError
+/// otherwise); ConfigError when bins < 1.
+std::vector<CalibrationBin> calibration_table(const std::vector<double>& scores,
+                                              const std::vector<int>& labels,
+                                              int bins = 10);
+
+/// Expected calibration error: count-weighted mean |observed - predicted|
+/// over the non-empty bins of a calibration table. NaN when all are empty.
+double expected_calibration_error(const std::vector<CalibrationBin>& table);
+
+/// JSON for reports. Undefined values (NaN) are written as null.
+/// {"value", "low", "high"}
+nlohmann::json to_json(const Interval& interval);
+/// {"tp", "fp", "tn", "fn"}
+nlohmann::json to_json(const Confusion& confusion);
+/// {"n", "threshold", "bootstrap_samples", "seed", "confidence",
+///  "confusion", "accuracy", "precision", "recall", "specificity", "f1",
+///  "auc"}
+nlohmann::json to_json(const MetricsWithCi& metrics);
+/// [{"lower", "upper", "mean_predicted", "observed_rate", "count"}, ...]
+nlohmann::json to_json(const std::vector<CalibrationBin>& table);
 
 }  // namespace cxr::metrics

@@ -15,7 +15,8 @@ struct Series {
   std::vector<double> x;
   std::vector<double> y;
   bool dashed = false;
-  bool steps = false;  ///< draw as a step function (histograms)
+  bool steps = false;  ///< draw as a step function (histograms):
+                       ///< y[i] holds from x[i] to x[i + 1]
 };
 
 struct LineChart {
@@ -24,21 +25,25 @@ struct LineChart {
   std::string y_label;
   std::vector<Series> series;
   std::optional<double> x_min, x_max, y_min, y_max;  ///< default: data range
-  bool diagonal = false;           ///< draw y = x (ROC curves)
-  std::vector<double> x_markers;   ///< vertical dotted lines (e.g. best epoch)
+  bool diagonal = false;          ///< draw y = x (ROC curves)
+  std::vector<double> x_markers;  ///< vertical dotted lines (e.g. best epoch)
   int width = 720;
   int height = 460;
 };
 
 /// Draws a line chart with axes, ticks, grid and a legend. Atomic write;
-/// throws IoError naming the path.
+/// throws IoError naming the path. Non-finite points are skipped and break
+/// the line; the legend goes into the plot corner that hides the least data.
+/// Throws ConfigError when a series has different x and y lengths, when the
+/// size is outside [160, 8000] px or when an explicit min is not below max.
 void save_line_chart(const LineChart& chart, const std::string& png_path);
 
 /// Several charts side by side in one PNG (e.g. loss | accuracy).
 void save_line_charts(const std::vector<LineChart>& charts,
                       const std::string& png_path);
 
-/// A 2x2 confusion matrix with counts and row percentages.
+/// A 2x2 confusion matrix with counts and row percentages; cells are shaded
+/// by their share of the row. ConfigError for negative counts.
 /// m[true][pred], index 1 = positive class. labels = {negative, positive}.
 void save_confusion_matrix(const std::array<std::array<int64_t, 2>, 2>& m,
                            const std::array<std::string, 2>& labels,
@@ -54,21 +59,38 @@ struct Tile {
 struct GridOptions {
   std::string title;
   int columns = 8;
-  int tile_size = 160;        ///< displayed side length of each tile, px
-  bool colorbar = false;      ///< add a colour bar of the colour map on the right
-  std::string colorbar_label; ///< e.g. "Grad-CAM (normalised)"
+  int tile_size = 160;    ///< displayed side length of each tile, px
+  bool colorbar = false;  ///< add a colour bar of the colour map on the right
+  std::string colorbar_label;  ///< e.g. "Grad-CAM (normalised)"
 };
 
-/// Draws tiles in a grid with captions under each tile.
-void save_image_grid(const std::vector<Tile>& tiles, const GridOptions& options,
+/// Draws tiles in a grid with captions under each tile (up to two lines,
+/// shortened with an ellipsis when wider than the tile). Tiles keep their
+/// aspect ratio; values outside [0, 1] are clipped and NaN shows as black.
+/// ConfigError for no tiles, a tile of the wrong shape or bad options.
+void save_image_grid(const std::vector<Tile>& tiles,
+                     const GridOptions& options,
                      const std::string& png_path);
 
 /// Perceptually ordered colour map (viridis): [H, W] in [0,1] -> [3, H, W].
+/// Uses matplotlib's 256-entry table with linear interpolation, computed on
+/// the tensor's device; any shape S gives [3, S...] float32. Values outside
+/// [0, 1] are clipped, NaN maps to 0.
 torch::Tensor colormap_viridis(const torch::Tensor& values);
 
 /// Alpha-blends a heat map (values [H, W] in [0,1]) over a gray image
 /// ([H, W] in [0,1]). Returns [3, H, W] in [0,1]. `alpha` in [0,1].
+/// [1, H, W] inputs are accepted too; the result is on gray's device.
+/// Throws ConfigError naming the problem for mismatched sizes, values
+/// outside [0, 1] (or NaN) and a bad alpha.
 torch::Tensor overlay_heatmap(const torch::Tensor& gray,
-                              const torch::Tensor& heat, double alpha = 0.45);
+                              const torch::Tensor& heat,
+                              double alpha = 0.45);
+
+/// "Nice" tick values (multiples of 1, 2, 2.5 or 5 times a power of ten)
+/// inside [lo, hi] (give or take 1e-9 of a step), at most `max_ticks` of
+/// them and at least 2 when max_ticks >= 3. Empty for a non-finite or
+/// inverted range, {lo} when lo == hi.
+std::vector<double> nice_ticks(double lo, double hi, int max_ticks = 7);
 
 }  // namespace cxr::viz

@@ -1,0 +1,102 @@
+#include <iomanip>
+#include <iostream>
+
+#include "cli.h"
+#include "cxr/evaluate/evaluate.h"
+
+namespace cxr::cli {
+
+void register_evaluate(CLI::App& app) {
+  struct Flags {
+    RuntimeFlags runtime;
+    evaluate::EvalOptions eval;
+    double threshold = -1, target = -1;
+    bool no_cache = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "evaluate",
+      "Evaluate a run on a split: confusion matrix, metrics with 95% "
+      "bootstrap CIs, ROC");
+  cmd->add_option("run", f->eval.run_dir, "run folder from cxr train")
+      ->required();
+  cmd->add_option("--split", f->eval.split, "train, val or test")
+      ->capture_default_str();
+  cmd->add_option("--data", f->eval.data_root,
+                  "dataset folder (default: the one the run was trained on)");
+  cmd->add_option("--threshold", f->threshold,
+                  "decision threshold on P(positive) (default: the run's)");
+  cmd->add_option("--target-sensitivity", f->target,
+                  "choose the threshold on validation for this sensitivity");
+  cmd->add_option("--bootstrap", f->eval.bootstrap, "bootstrap replicates")
+      ->capture_default_str();
+  cmd->add_option("--out", f->eval.out_dir,
+                  "output folder (default RUN/eval-SPLIT)");
+  cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto e = f->eval;
+    if (f->threshold >= 0) e.threshold = f->threshold;
+    if (f->target >= 0) e.target_sensitivity = f->target;
+    e.device = f->runtime.device;
+    e.cache_dir = f->no_cache ? "" : default_cache_dir();
+    auto j = evaluate::evaluate_run(e);
+    std::cout << evaluate::format_metrics(j);
+    std::cout << "wrote "
+              << (e.out_dir.empty() ? e.run_dir + "/eval-" + e.split
+                                    : e.out_dir)
+              << "/{metrics.json,predictions.csv,confusion.png,roc.png}\n";
+  });
+}
+
+void register_predict(CLI::App& app) {
+  struct Flags {
+    RuntimeFlags runtime;
+    evaluate::PredictOptions predict;
+    double threshold = -1;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "predict", "Predict P(COVID) for image files or folders");
+  cmd->add_option("run", f->predict.run_dir, "run folder from cxr train")
+      ->required();
+  cmd->add_option("images", f->predict.inputs, "image files or folders")
+      ->required();
+  cmd->add_option("--threshold", f->threshold,
+                  "decision threshold (default: the run's)");
+  cmd->add_option("--csv", f->predict.csv_path, "write predictions as CSV");
+  cmd->add_option("--json", f->predict.json_path, "write predictions as JSON");
+  cmd->add_flag("--skip-bad", f->predict.skip_bad,
+                "report unreadable images and predict the rest");
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto p = f->predict;
+    if (f->threshold >= 0) p.threshold = f->threshold;
+    p.device = f->runtime.device;
+    std::string pos;
+    auto preds = evaluate::predict_files(p, &pos);
+    size_t w = 4;
+    for (const auto& r : preds) w = std::max(w, r.file.size());
+    std::cout << std::left << std::setw(static_cast<int>(w)) << "file"
+              << "  P(" << pos << ")  decision\n";
+    bool any_error = false;
+    for (const auto& r : preds) {
+      std::cout << std::left << std::setw(static_cast<int>(w)) << r.file
+                << "  ";
+      if (r.error.empty()) {
+        std::cout << std::fixed << std::setprecision(4) << std::setw(8)
+                  << r.probability << "  " << r.decision << "\n";
+      } else {
+        any_error = true;
+        std::cout << "error: " << r.error << "\n";
+      }
+    }
+    if (any_error) {
+      std::cerr << "cxr: some images could not be read (listed above)\n";
+    }
+  });
+}
+
+}  // namespace cxr::cli

@@ -1,0 +1,121 @@
+#include <iostream>
+
+#include "cli.h"
+#include "cxr/common/runtime.h"
+#include "cxr/train/run.h"
+
+namespace cxr::cli {
+
+/// Flags of the model and the training loop, shared with tune and study.
+void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
+  auto& m = o.model;
+  auto& t = o.train;
+  cmd.add_option("--model", m.arch, "baseline, mobilenetv2 or resnet50v2")
+      ->capture_default_str();
+  cmd.add_option("--filters", m.filters,
+                 "baseline: channels of each conv block, e.g. 32,64,128")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd.add_option("--batch-norm", m.batch_norm,
+                 "baseline: batch norm after each conv (true/false)")
+      ->capture_default_str();
+  cmd.add_option("--dropout", m.dropout, "dropout before the output layer")
+      ->capture_default_str();
+  cmd.add_option("--head-units", m.head_units,
+                 "transfer: units of the Dense(relu) head")
+      ->capture_default_str();
+  cmd.add_option("--weights", o.weights,
+                 "transfer: Keras .h5 ImageNet weights (with or without top)");
+  cmd.add_option("--optimizer", t.optimizer, "adam, sgd or rmsprop")
+      ->capture_default_str();
+  cmd.add_option("--lr", t.lr, "learning rate")->capture_default_str();
+  cmd.add_option("--momentum", t.momentum, "sgd/rmsprop momentum")
+      ->capture_default_str();
+  cmd.add_option("--weight-decay", t.weight_decay, "L2 weight decay")
+      ->capture_default_str();
+  cmd.add_option("--batch-size", t.batch_size, "images per step")
+      ->capture_default_str();
+  cmd.add_option("--epochs", t.epochs,
+                 "max epochs (transfer: of the frozen phase)")
+      ->capture_default_str();
+  cmd.add_option("--patience", t.patience,
+                 "early stopping: epochs without val-loss improvement (0=off)")
+      ->capture_default_str();
+  cmd.add_option("--lr-patience", t.lr_patience,
+                 "halve the lr after this many epochs without improvement")
+      ->capture_default_str();
+  cmd.add_option("--seed", t.seed, "seed of weights, order, augmentation")
+      ->capture_default_str();
+  cmd.add_flag("!--no-augment", t.augment, "disable augmentation");
+  cmd.add_option("--width-shift", t.augmentation.width_shift,
+                 "augmentation: max width shift (fraction)")
+      ->capture_default_str();
+  cmd.add_option("--rotation", t.augmentation.rotation_deg,
+                 "augmentation: max rotation (degrees)")
+      ->capture_default_str();
+  cmd.add_option("--zoom", t.augmentation.zoom,
+                 "augmentation: max zoom (fraction)")
+      ->capture_default_str();
+  cmd.add_option("--fine-tune-epochs", t.fine_tune_epochs,
+                 "transfer: epochs with the backbone unfrozen")
+      ->capture_default_str();
+  cmd.add_option("--fine-tune-lr", t.fine_tune_lr,
+                 "transfer: learning rate of fine-tuning")
+      ->capture_default_str();
+  cmd.add_option("--unfreeze-from", t.unfreeze_from,
+                 "transfer: unfreeze only from this Keras layer on");
+  cmd.add_option("--train-on", t.train_on,
+                 "train (early stopping on val) or train+val (refit, fixed "
+                 "--epochs)")
+      ->capture_default_str();
+  cmd.add_option("--target-sensitivity", o.target_sensitivity,
+                 "choose the decision threshold on validation for this "
+                 "sensitivity (0 = 0.5)")
+      ->capture_default_str();
+}
+
+void register_train(CLI::App& app) {
+  struct Flags {
+    std::string data;
+    RuntimeFlags runtime;
+    DataFlags data_flags;
+    train::RunOptions run;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand("train", "Train a model into a run folder");
+  cmd->add_option("data", f->data,
+                  "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  cmd->add_option("--out", f->run.out_dir, "run folder to write")
+      ->capture_default_str();
+  cmd->add_flag("--resume", f->run.resume, "continue an interrupted run");
+  cmd->add_flag("!--quiet", f->run.train.progress, "no progress bar");
+  add_model_train_flags(*cmd, f->run);
+  add_data_flags(*cmd, f->data_flags);
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto& r = f->run;
+    r.data = resolve_data(f->data_flags);
+    r.data.root = f->data.empty() ? default_data_dir() : f->data;
+    r.data.threads = f->runtime.threads;
+    r.model.input_size = r.data.size;
+    r.device = f->runtime.device;
+    auto cfg = train::train_run(r);
+    const auto& res = cfg["result"];
+    std::cout << "trained " << r.model.arch << " in "
+              << res["seconds"].get<double>() << " s ("
+              << res["images_per_second"].get<double>() << " img/s on "
+              << res["device"].get<std::string>() << "), best epoch "
+              << res["best_epoch"].get<int>() << " of "
+              << res["epochs_run"].get<int>();
+    if (res.contains("val")) {
+      std::cout << "; val accuracy " << res["val"]["accuracy"].get<double>()
+                << ", recall " << res["val"]["recall"].get<double>()
+                << ", AUC " << res["val"]["auc"].get<double>();
+    }
+    std::cout << "\nwrote " << r.out_dir
+              << "/{config.json,model.pt,history.csv,curves.png}\n";
+  });
+}
+
+}  // namespace cxr::cli

@@ -1,0 +1,77 @@
+// Training throughput of the baseline CNN (128 px, batch 32, augmentation on
+// the device, Adam) -- the same work as bench/reference_train.py.
+//   build/bench/bench_train [--benchmark_filter=...]; CXR_BENCH_THREADS=N
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+
+#include "cxr/augment/augment.h"
+#include "cxr/common/runtime.h"
+#include "cxr/models/baseline.h"
+
+namespace {
+
+void BM_BaselineTrainStep(benchmark::State& state) {
+  const int size = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1));
+  torch::manual_seed(0);
+  cxr::models::ModelConfig c;
+  c.input_size = size;
+  c.filters = {32, 64, 128, 128};
+  c.batch_norm = true;
+  c.dropout = 0.3;
+  cxr::models::BaselineCnn model(c);
+  model->train();
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-3));
+  auto images = torch::randint(0, 256, {batch * 8, 1, size, size}, torch::kUInt8);
+  auto labels = (torch::arange(batch * 8) % 2).to(torch::kFloat32);
+  cxr::augment::AugmentOptions aug;
+  int64_t step = 0;
+  for (auto _ : state) {
+    const int64_t s = (step % 8) * batch;
+    auto x = images.slice(0, s, s + batch).to(torch::kFloat32).div_(255.0f);
+    x = cxr::augment::random_affine(x, aug, static_cast<uint64_t>(step));
+    auto y = labels.slice(0, s, s + batch);
+    opt.zero_grad();
+    auto loss = torch::binary_cross_entropy_with_logits(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    benchmark::DoNotOptimize(loss.item<float>());
+    ++step;
+  }
+  state.counters["images_per_s"] = benchmark::Counter(
+      static_cast<double>(batch) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+void BM_BaselinePredictOne(benchmark::State& state) {
+  const int size = static_cast<int>(state.range(0));
+  cxr::models::ModelConfig c;
+  c.input_size = size;
+  cxr::models::BaselineCnn model(c);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::rand({1, 1, size, size});
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(torch::sigmoid(model->forward(x)).item<float>());
+  }
+  state.counters["images_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_BaselineTrainStep)
+    ->Args({128, 32})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(10.0);
+BENCHMARK(BM_BaselinePredictOne)->Arg(128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* t = std::getenv("CXR_BENCH_THREADS");
+  cxr::configure_threads(t ? std::atoi(t) : 0);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

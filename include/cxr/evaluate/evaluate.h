@@ -1,0 +1,63 @@
+#pragma once
+/// `cxr evaluate` and `cxr predict`: honest numbers for a trained run
+/// (confusion matrix, metrics with bootstrap CIs, ROC) and predictions for
+/// new images.
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cxr::evaluate {
+
+struct EvalOptions {
+  /// Run directory written by cxr train.
+  std::string run_dir;
+  /// Split to evaluate: train, val or test.
+  std::string split = "test";
+  /// Data root; "" = the one recorded in the run.
+  std::string data_root;
+  /// Fixed decision threshold on P(positive) (overrides the run's).
+  std::optional<double> threshold;
+  /// Choose the threshold on the validation split for this sensitivity.
+  std::optional<double> target_sensitivity;
+  /// Bootstrap replicates for the 95 % CIs.
+  int bootstrap = 2000;
+  /// Output folder; "" = RUN/eval-<split>.
+  std::string out_dir;
+  std::string device = "auto";
+  std::string cache_dir;
+};
+
+/// Evaluates and writes metrics.json, predictions.csv, confusion.png and
+/// roc.png. Returns metrics.json's content.
+nlohmann::json evaluate_run(const EvalOptions& options);
+
+/// Printable summary of a metrics.json.
+std::string format_metrics(const nlohmann::json& metrics);
+
+struct PredictOptions {
+  std::string run_dir;
+  /// Files or folders (folders are searched for PNG/JPEG/BMP, recursively).
+  std::vector<std::string> inputs;
+  std::optional<double> threshold;
+  /// Output CSV and JSON paths ("" = do not write).
+  std::string csv_path;
+  std::string json_path;
+  std::string device = "auto";
+  int batch_size = 32;
+  /// Continue past unreadable images (listed in the output as errors).
+  bool skip_bad = false;
+};
+
+struct Prediction {
+  std::string file;
+  double probability = 0;  ///< P(positive)
+  std::string decision;    ///< class name, or "" on error
+  std::string error;       ///< non-empty when the image could not be read
+};
+
+/// Predicts every image; writes CSV/JSON when asked.
+std::vector<Prediction> predict_files(const PredictOptions& options,
+                                      std::string* positive_name = nullptr);
+
+}  // namespace cxr::evaluate

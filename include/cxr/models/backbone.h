@@ -1,0 +1,85 @@
+#pragma once
+/// The common interface of the Keras-compatible ImageNet backbones
+/// (MobileNetV2, ResNet50V2): Keras layer names for taps, fine-tuning and
+/// weight import.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "cxr/models/classifier.h"
+#include "cxr/models/keras_h5.h"
+
+namespace cxr::models {
+
+class KerasBackboneImpl : public torch::nn::Module {
+ public:
+  ~KerasBackboneImpl() override = default;
+
+  /// x: [N, 3, H, W] float32, already scaled as Keras' preprocess_input
+  /// (x / 127.5 - 1, i.e. [-1, 1]). Returns the last feature map
+  /// [N, feature_channels(), h, w], or [N, classes] logits (before softmax)
+  /// when built with the classification top. When `tap` names one of
+  /// layer_names(), its output is stored in it; an unknown name is ignored
+  /// here (the classifier validates it).
+  virtual torch::Tensor forward_tapped(const torch::Tensor& x, Tap* tap) = 0;
+  torch::Tensor forward(const torch::Tensor& x) {
+    return forward_tapped(x, nullptr);
+  }
+
+  /// Every Keras layer after the input, weightless ones included, in Keras'
+  /// `model.layers` order (the `layer_names` of a saved file minus the
+  /// input). Auto-named layers (ResNet50V2's `max_pooling2d*`) are left out.
+  const std::vector<std::string>& layer_names() const { return layer_names_; }
+  /// The layers that hold weights, in the same order.
+  const std::vector<KerasLayerRef>& keras_layers() const { return refs_; }
+  /// Channels of the last feature map (1280 / 2048).
+  virtual int64_t feature_channels() const = 0;
+  /// Keras names of the classification top ("predictions", ...): present in
+  /// `layer_names()` only when built with the top; always ignored when a file
+  /// with a top is loaded into a backbone without one.
+  virtual std::vector<std::string> top_layer_names() const = 0;
+  /// "mobilenetv2" / "resnet50v2".
+  virtual std::string arch() const = 0;
+  bool include_top() const { return include_top_; }
+
+  /// Loads a Keras HDF5 weight file (see keras_h5.h). A file with the top
+  /// can be loaded into a model without it. Throws ModelError.
+  void load_keras(const std::string& h5_path);
+  /// requires_grad of every parameter.
+  void set_trainable(bool trainable);
+  /// Keras fine-tuning (`for l in base.layers[:i]: l.trainable = False`):
+  /// only the weights of `layer` and the layers after it get gradients.
+  /// Throws ConfigError listing the valid names for an unknown layer.
+  void set_trainable_from(const std::string& layer);
+
+ protected:
+  explicit KerasBackboneImpl(bool include_top) : include_top_(include_top) {}
+
+  /// Registers a Keras Conv2D (groups = 1) or DepthwiseConv2D
+  /// (groups = in = out) as a torch Conv2d. `padding` is symmetric zero
+  /// padding; asymmetric Keras padding is applied explicitly in forward.
+  /// Weights are Glorot-uniform and biases zero, as Keras initialises them.
+  torch::nn::Conv2d add_conv(const std::string& name, int64_t in, int64_t out,
+                             int64_t kernel, int64_t stride, int64_t padding,
+                             bool bias, bool depthwise = false);
+  /// Registers a Keras BatchNormalization; torch momentum = 1 - Keras'.
+  torch::nn::BatchNorm2d add_bn(const std::string& name, int64_t channels,
+                                double eps, double keras_momentum);
+  torch::nn::Linear add_dense(const std::string& name, int64_t in,
+                              int64_t out);
+  /// Appends a weightless layer name to layer_names().
+  void add_name(const std::string& name) { layer_names_.push_back(name); }
+
+  static void tap_if(Tap* tap, const std::string& name,
+                     const torch::Tensor& t) {
+    if (tap && tap->layer == name) tap->activation = t;
+  }
+
+ private:
+  bool include_top_;
+  std::vector<std::string> layer_names_;
+  std::vector<KerasLayerRef> refs_;
+};
+
+}  // namespace cxr::models

@@ -1,0 +1,63 @@
+#pragma once
+/// A run directory is the contract between stages (docs/run-dir.md):
+///   config.json   model config, training options, classes, threshold, data
+///   model.pt      weights (parameters and buffers, torch archive)
+///   history.csv   one row per epoch;   curves.png  training curves
+///   state.pt      resumable training state (removed when training ends)
+/// Writes are atomic (temp file + rename).
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cxr/models/classifier.h"
+#include "cxr/train/trainer.h"
+
+namespace cxr::train {
+
+struct RunMeta {
+  models::ModelConfig model;
+  TrainOptions train;
+  std::string positive = "COVID";
+  std::string negative = "Normal";
+  /// Decision threshold on P(positive) and how it was chosen.
+  double threshold = 0.5;
+  std::string threshold_rule = "default 0.5";
+  /// Data the model was trained on: root, layout, size, counts, seed.
+  nlohmann::json data;
+  /// Training summary: best epoch, wall time, throughput, device.
+  nlohmann::json result;
+  std::string cxr_version;
+  std::string created;
+
+  nlohmann::json to_json() const;
+  static RunMeta from_json(const nlohmann::json& j, const std::string& where);
+};
+
+/// Saves weights and config.json into `dir` (created if needed).
+void save_run(const std::string& dir, models::ClassifierImpl& model,
+              const RunMeta& meta);
+
+struct LoadedRun {
+  models::Classifier model;
+  RunMeta meta;
+  std::string dir;
+};
+
+/// Loads a run for inference on `device` (eval mode). Throws ModelError with
+/// the folder and the fix when config.json or model.pt is missing, corrupt
+/// or does not match the architecture.
+LoadedRun load_run(const std::string& dir, const torch::Device& device);
+
+/// Saves / loads the resumable state (model weights are in state.pt too).
+void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
+                       const TrainState& state,
+                       const std::vector<torch::Tensor>& best_state);
+/// Returns false when `dir` has no state.pt. Throws ModelError if corrupt.
+bool load_resume_state(const std::string& dir, models::ClassifierImpl& model,
+                       ResumeState* out);
+void remove_resume_state(const std::string& dir);
+
+/// UTC timestamp "YYYY-MM-DDTHH:MM:SSZ".
+std::string utc_now();
+
+}  // namespace cxr::train

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every Debian package cxr needs (Debian 12, as root), then
+# configures and builds cxr in ./build. Idempotent: a second run only
+# rebuilds what changed.
+#   bash scripts/setup.sh            # packages + build
+#   CXR_BUILD_TYPE=Debug bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev            # LibTorch 1.13 (CPU), the C++ frontend
+  libhdf5-dev             # Keras .h5 weights
+  libstb-dev              # PNG/JPEG/BMP decoding, PNG writing
+  libpng-dev libjpeg-dev  # reference encoders used by the unit tests
+  libcairo2-dev fonts-dejavu-core  # figures with text
+  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3-torch           # the PyTorch reference of the benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+werror=OFF
+[ "${CI:-}" = "true" ] && werror=ON
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja \
+    -DCMAKE_BUILD_TYPE="${CXR_BUILD_TYPE:-Release}" -DCXR_WERROR="$werror"
+fi
+cmake --build build -j "$jobs"

@@ -1,0 +1,82 @@
+#include "cxr/models/backbone.h"
+
+#include "cxr/common/error.h"
+
+namespace cxr::models {
+
+namespace nn = torch::nn;
+
+nn::Conv2d KerasBackboneImpl::add_conv(const std::string& name, int64_t in,
+                                       int64_t out, int64_t kernel,
+                                       int64_t stride, int64_t padding,
+                                       bool bias, bool depthwise) {
+  auto conv = register_module(
+      name, nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
+                           .stride(stride)
+                           .padding(padding)
+                           .groups(depthwise ? in : 1)
+                           .bias(bias)));
+  // Keras' glorot_uniform: limit sqrt(6 / (fan_in + fan_out)). torch's
+  // fan computation differs from Keras' for depthwise kernels, but only
+  // fan_in + fan_out enters the limit and that sum is the same.
+  torch::NoGradGuard no_grad;
+  nn::init::xavier_uniform_(conv->weight);
+  if (bias) conv->bias.zero_();
+  add_name(name);
+  refs_.push_back({name,
+                   depthwise ? KerasKind::kDepthwiseConv2D : KerasKind::kConv2D,
+                   conv});
+  return nn::Conv2d(conv);
+}
+
+nn::BatchNorm2d KerasBackboneImpl::add_bn(const std::string& name,
+                                          int64_t channels, double eps,
+                                          double keras_momentum) {
+  auto bn = register_module(
+      name, nn::BatchNorm2d(nn::BatchNormOptions(channels).eps(eps).momentum(
+                1.0 - keras_momentum)));
+  add_name(name);
+  refs_.push_back({name, KerasKind::kBatchNorm, bn});
+  return nn::BatchNorm2d(bn);
+}
+
+nn::Linear KerasBackboneImpl::add_dense(const std::string& name, int64_t in,
+                                        int64_t out) {
+  auto dense = register_module(name, nn::Linear(in, out));
+  torch::NoGradGuard no_grad;
+  nn::init::xavier_uniform_(dense->weight);
+  dense->bias.zero_();
+  add_name(name);
+  refs_.push_back({name, KerasKind::kDense, dense});
+  return nn::Linear(dense);
+}
+
+void KerasBackboneImpl::load_keras(const std::string& h5_path) {
+  std::vector<std::string> ignored;
+  if (!include_top_) ignored = top_layer_names();
+  load_keras_h5(refs_, h5_path, ignored);
+}
+
+void KerasBackboneImpl::set_trainable(bool trainable) {
+  for (auto& p : parameters()) p.set_requires_grad(trainable);
+}
+
+void KerasBackboneImpl::set_trainable_from(const std::string& layer) {
+  auto it = std::find(layer_names_.begin(), layer_names_.end(), layer);
+  if (it == layer_names_.end()) {
+    std::string list;
+    for (const auto& n : layer_names_) list += (list.empty() ? "" : ", ") + n;
+    throw ConfigError("--unfreeze-from " + layer + ": no such layer in " +
+                      arch() + "; valid layers (input to output): " + list);
+  }
+  // Every weighted layer is also in layer_names_, so positions decide.
+  const auto start = it - layer_names_.begin();
+  for (const auto& ref : refs_) {
+    const auto pos =
+        std::find(layer_names_.begin(), layer_names_.end(), ref.name) -
+        layer_names_.begin();
+    for (auto& p : ref.module->parameters()) p.set_requires_grad(pos >= start);
+  }
+}
+
+}  // namespace cxr::models

@@ -1,0 +1,263 @@
+#include "cxr/train/run_dir.h"
+
+#include <ctime>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/version.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::train {
+namespace {
+
+constexpr const char* kFormat = "cxr-run/1";
+
+nlohmann::json epoch_json(const EpochRecord& r) {
+  return {{"epoch", r.epoch},
+          {"phase", r.phase},
+          {"lr", r.lr},
+          {"v",
+           {r.train_loss, r.train_accuracy, r.train_precision, r.train_recall,
+            r.val_loss, r.val_accuracy, r.val_precision, r.val_recall,
+            r.val_auc, r.seconds}}};
+}
+
+double num(const nlohmann::json& v) {
+  return v.is_number() ? v.get<double>() : NAN;
+}
+
+EpochRecord epoch_from(const nlohmann::json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch").get<int>();
+  r.phase = j.at("phase").get<std::string>();
+  r.lr = j.at("lr").get<double>();
+  const auto& v = j.at("v");
+  r.train_loss = num(v[0]);
+  r.train_accuracy = num(v[1]);
+  r.train_precision = num(v[2]);
+  r.train_recall = num(v[3]);
+  r.val_loss = num(v[4]);
+  r.val_accuracy = num(v[5]);
+  r.val_precision = num(v[6]);
+  r.val_recall = num(v[7]);
+  r.val_auc = num(v[8]);
+  r.seconds = num(v[9]);
+  return r;
+}
+
+}  // namespace
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+nlohmann::json RunMeta::to_json() const {
+  return {{"format", kFormat},
+          {"model", model.to_json()},
+          {"train", train.to_json()},
+          {"classes", {{"positive", positive}, {"negative", negative}}},
+          {"threshold", {{"value", threshold}, {"rule", threshold_rule}}},
+          {"data", data},
+          {"result", result},
+          {"cxr_version", cxr_version},
+          {"created", created}};
+}
+
+RunMeta RunMeta::from_json(const nlohmann::json& j, const std::string& where) {
+  if (j.value("format", std::string()) != kFormat) {
+    throw ModelError("'" + where + "' is not a cxr run config (format '" +
+                     j.value("format", std::string("?")) + "', expected '" +
+                     kFormat + "')");
+  }
+  RunMeta m;
+  try {
+    m.model = models::ModelConfig::from_json(j.at("model"));
+    m.train = TrainOptions::from_json(j.at("train"));
+    m.positive = j.at("classes").at("positive").get<std::string>();
+    m.negative = j.at("classes").at("negative").get<std::string>();
+    m.threshold = j.at("threshold").at("value").get<double>();
+    m.threshold_rule = j.at("threshold").value("rule", std::string());
+    m.data = j.value("data", nlohmann::json::object());
+    m.result = j.value("result", nlohmann::json::object());
+    m.cxr_version = j.value("cxr_version", std::string());
+    m.created = j.value("created", std::string());
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("'" + where + "' is incomplete (" + e.what() +
+                     "); re-run cxr train to recreate it");
+  }
+  return m;
+}
+
+void save_run(const std::string& dir, models::ClassifierImpl& model,
+              const RunMeta& meta) {
+  ensure_dir(dir);
+  write_file_atomic(fs::path(dir) / "model.pt", [&](const fs::path& tmp) {
+    torch::serialize::OutputArchive ar;
+    model.save(ar);
+    ar.save_to(tmp.string());
+  });
+  RunMeta m = meta;
+  if (m.cxr_version.empty()) m.cxr_version = kVersion;
+  if (m.created.empty()) m.created = utc_now();
+  write_json_atomic(fs::path(dir) / "config.json", m.to_json());
+}
+
+LoadedRun load_run(const std::string& dir, const torch::Device& device) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) {
+    throw ModelError("run folder '" + dir +
+                     "' does not exist; pass the --out folder of cxr train");
+  }
+  const fs::path cfg = d / "config.json";
+  if (!fs::exists(cfg)) {
+    throw ModelError("'" + cfg.string() +
+                     "' is missing: not a cxr run folder (train one with "
+                     "cxr train)");
+  }
+  LoadedRun run;
+  run.dir = dir;
+  try {
+    run.meta = RunMeta::from_json(read_json(cfg), cfg.string());
+  } catch (const DataError& e) {
+    throw ModelError(e.what());
+  }
+  try {
+    run.model = models::make_model(run.meta.model);
+  } catch (const ConfigError& e) {
+    throw ModelError("'" + cfg.string() + "' describes an invalid model: " +
+                     e.what());
+  }
+  const fs::path weights = d / "model.pt";
+  if (!fs::exists(weights)) {
+    throw ModelError("'" + weights.string() +
+                     "' is missing; the run did not finish (use cxr train "
+                     "--resume)");
+  }
+  try {
+    // Module::load replaces tensors whatever their shape: compare against
+    // the shapes config.json implies so a mismatch is refused, not used.
+    std::map<std::string, std::vector<int64_t>> expected;
+    for (const auto& p : run.model->named_parameters()) {
+      expected[p.key()] = p.value().sizes().vec();
+    }
+    for (const auto& b : run.model->named_buffers()) {
+      expected[b.key()] = b.value().sizes().vec();
+    }
+    torch::serialize::InputArchive ar;
+    ar.load_from(weights.string(), torch::kCPU);
+    run.model->load(ar);
+    auto check = [&](const std::string& name, const torch::Tensor& t) {
+      if (t.sizes().vec() != expected[name]) {
+        throw ModelError("'" + weights.string() +
+                         "' does not match config.json: tensor '" + name +
+                         "' is " + c10::str(t.sizes()) + ", the model needs " +
+                         c10::str(c10::IntArrayRef(expected[name])) +
+                         "; retrain or restore the matching config.json");
+      }
+    };
+    for (const auto& p : run.model->named_parameters()) check(p.key(), p.value());
+    for (const auto& b : run.model->named_buffers()) check(b.key(), b.value());
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    why = why.substr(0, why.find('\n'));
+    throw ModelError("'" + weights.string() +
+                     "' is corrupt or does not match config.json (" + why +
+                     "); retrain or restore the file");
+  }
+  run.model->to(device);
+  run.model->eval();
+  return run;
+}
+
+void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
+                       const TrainState& st,
+                       const std::vector<torch::Tensor>& best_state) {
+  ensure_dir(dir);
+  write_file_atomic(fs::path(dir) / "state.pt", [&](const fs::path& tmp) {
+    torch::serialize::OutputArchive ar, model_ar, opt_ar;
+    model.save(model_ar);
+    ar.write("model", model_ar);
+    st.optimizer->save(opt_ar);
+    std::ostringstream opt_bytes;
+    opt_ar.save_to(opt_bytes);
+    ar.write("optimizer", c10::IValue(opt_bytes.str()));
+    for (size_t i = 0; i < best_state.size(); ++i) {
+      ar.write("best_" + std::to_string(i), best_state[i].to(torch::kCPU));
+    }
+    nlohmann::json h = nlohmann::json::array();
+    for (const auto& r : st.result->history) h.push_back(epoch_json(r));
+    nlohmann::json j = {
+        {"phase_index", st.phase_index},
+        {"epoch_in_phase", st.epoch_in_phase},
+        {"bad_epochs", st.bad_epochs},
+        {"lr", st.lr},
+        {"best_count", best_state.size()},
+        {"best_epoch", st.result->best_epoch},
+        {"best_val_loss",
+         std::isnan(st.result->best_val_loss)
+             ? nlohmann::json(nullptr)
+             : nlohmann::json(st.result->best_val_loss)},
+        {"seconds", st.result->seconds},
+        {"images_seen", st.result->images_seen},
+        {"history", h}};
+    ar.write("state", c10::IValue(j.dump()));
+    ar.save_to(tmp.string());
+  });
+}
+
+bool load_resume_state(const std::string& dir, models::ClassifierImpl& model,
+                       ResumeState* out) {
+  const fs::path p = fs::path(dir) / "state.pt";
+  if (!fs::exists(p)) return false;
+  try {
+    torch::serialize::InputArchive ar, model_ar;
+    ar.load_from(p.string(), torch::kCPU);
+    ar.read("model", model_ar);
+    model.load(model_ar);
+    c10::IValue opt_bytes, state;
+    ar.read("optimizer", opt_bytes);
+    out->optimizer_archive = opt_bytes.toStringRef();
+    ar.read("state", state);
+    auto j = nlohmann::json::parse(state.toStringRef());
+    out->phase_index = j.at("phase_index").get<int>();
+    out->epoch_in_phase = j.at("epoch_in_phase").get<int>();
+    out->bad_epochs = j.at("bad_epochs").get<int>();
+    out->lr = j.at("lr").get<double>();
+    out->result.best_epoch = j.at("best_epoch").get<int>();
+    out->result.best_val_loss = num(j.at("best_val_loss"));
+    out->result.seconds = j.at("seconds").get<double>();
+    out->result.images_seen = j.at("images_seen").get<int64_t>();
+    for (const auto& r : j.at("history")) {
+      out->result.history.push_back(epoch_from(r));
+    }
+    const auto nbest = j.at("best_count").get<size_t>();
+    out->best_state.clear();
+    for (size_t i = 0; i < nbest; ++i) {
+      torch::Tensor t;
+      ar.read("best_" + std::to_string(i), t);
+      out->best_state.push_back(t);
+    }
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    throw ModelError("'" + p.string() + "' is corrupt (" +
+                     why.substr(0, why.find('\n')) +
+                     "); delete it to start the run afresh");
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("'" + p.string() + "' is corrupt (" + e.what() +
+                     "); delete it to start the run afresh");
+  }
+  return true;
+}
+
+void remove_resume_state(const std::string& dir) {
+  std::error_code ec;
+  fs::remove(fs::path(dir) / "state.pt", ec);
+}
+
+}  // namespace cxr::train

@@ -1,0 +1,500 @@
+#include "cxr/train/trainer.h"
+
+#include <iomanip>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/common/progress.h"
+#include "cxr/metrics/metrics.h"
+#include "cxr/viz/plot.h"
+
+namespace cxr::train {
+namespace {
+
+struct Counts {
+  double loss_sum = 0;
+  int64_t n = 0, tp = 0, fp = 0, tn = 0, fn = 0;
+  void add(const torch::Tensor& logits, const torch::Tensor& labels,
+           double loss_mean) {
+    auto pred = (logits.detach() > 0).to(torch::kCPU);
+    auto y = (labels.detach() > 0.5).to(torch::kCPU);
+    const int64_t b = labels.size(0);
+    const int64_t tp_b = (pred & y).sum().item<int64_t>();
+    const int64_t p_b = pred.sum().item<int64_t>();
+    const int64_t y_b = y.sum().item<int64_t>();
+    tp += tp_b;
+    fp += p_b - tp_b;
+    fn += y_b - tp_b;
+    tn += b - p_b - y_b + tp_b;
+    loss_sum += loss_mean * static_cast<double>(b);
+    n += b;
+  }
+  double loss() const { return n ? loss_sum / static_cast<double>(n) : NAN; }
+  double accuracy() const {
+    return n ? static_cast<double>(tp + tn) / static_cast<double>(n) : NAN;
+  }
+  double precision() const {
+    return tp + fp ? static_cast<double>(tp) / static_cast<double>(tp + fp)
+                   : NAN;
+  }
+  double recall() const {
+    return tp + fn ? static_cast<double>(tp) / static_cast<double>(tp + fn)
+                   : NAN;
+  }
+};
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    const TrainOptions& o, std::vector<torch::Tensor> params, double lr) {
+  if (o.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(lr).weight_decay(o.weight_decay));
+  }
+  if (o.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(lr)
+                    .momentum(o.momentum)
+                    .weight_decay(o.weight_decay));
+  }
+  if (o.optimizer == "rmsprop") {
+    return std::make_unique<torch::optim::RMSprop>(
+        params, torch::optim::RMSpropOptions(lr).weight_decay(o.weight_decay));
+  }
+  throw ConfigError("--optimizer " + o.optimizer +
+                    ": use adam, sgd or rmsprop");
+}
+
+std::string fmt(double v, int p = 4) {
+  if (std::isnan(v)) return "nan";
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(p) << v;
+  return s.str();
+}
+
+/// Validation pass: loss and probabilities.
+std::pair<double, torch::Tensor> evaluate_loss(models::ClassifierImpl& model,
+                                               const data::ImageSet& set,
+                                               const torch::Device& device,
+                                               int batch_size) {
+  torch::Tensor probs = predict_proba(model, set.images, device, batch_size);
+  auto p = probs.to(torch::kFloat64).clamp(1e-7, 1 - 1e-7);
+  auto y = set.labels.to(torch::kFloat64);
+  double loss =
+      -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
+  return {loss, probs};
+}
+
+struct Phase {
+  std::string name;
+  int epochs;
+  double lr;
+  bool backbone_trainable;
+};
+
+}  // namespace
+
+void TrainOptions::validate() const {
+  if (optimizer != "adam" && optimizer != "sgd" && optimizer != "rmsprop") {
+    throw ConfigError("--optimizer " + optimizer +
+                      ": use adam, sgd or rmsprop");
+  }
+  if (!(lr > 0 && lr < 10)) throw ConfigError("--lr must be in (0, 10)");
+  if (!(fine_tune_lr > 0 && fine_tune_lr < 10)) {
+    throw ConfigError("--fine-tune-lr must be in (0, 10)");
+  }
+  if (batch_size < 1 || batch_size > 4096) {
+    throw ConfigError("--batch-size must be in 1..4096");
+  }
+  if (epochs < 0 || epochs > 10000) throw ConfigError("--epochs must be 0..10000");
+  if (fine_tune_epochs < 0) throw ConfigError("--fine-tune-epochs must be >= 0");
+  if (patience < 0) throw ConfigError("--patience must be >= 0");
+  if (lr_patience < 0) throw ConfigError("--lr-patience must be >= 0");
+  if (train_on != "train" && train_on != "train+val") {
+    throw ConfigError("--train-on " + train_on + ": use train or train+val");
+  }
+  augmentation.validate();
+}
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"optimizer", optimizer},
+          {"lr", lr},
+          {"momentum", momentum},
+          {"weight_decay", weight_decay},
+          {"batch_size", batch_size},
+          {"epochs", epochs},
+          {"patience", patience},
+          {"lr_patience", lr_patience},
+          {"seed", seed},
+          {"augment", augment},
+          {"augmentation",
+           {{"width_shift", augmentation.width_shift},
+            {"height_shift", augmentation.height_shift},
+            {"rotation_deg", augmentation.rotation_deg},
+            {"zoom", augmentation.zoom}}},
+          {"fine_tune_epochs", fine_tune_epochs},
+          {"fine_tune_lr", fine_tune_lr},
+          {"unfreeze_from", unfreeze_from},
+          {"train_on", train_on}};
+}
+
+TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
+  TrainOptions o;
+  o.optimizer = j.value("optimizer", o.optimizer);
+  o.lr = j.value("lr", o.lr);
+  o.momentum = j.value("momentum", o.momentum);
+  o.weight_decay = j.value("weight_decay", o.weight_decay);
+  o.batch_size = j.value("batch_size", o.batch_size);
+  o.epochs = j.value("epochs", o.epochs);
+  o.patience = j.value("patience", o.patience);
+  o.lr_patience = j.value("lr_patience", o.lr_patience);
+  o.seed = j.value("seed", o.seed);
+  o.augment = j.value("augment", o.augment);
+  if (j.contains("augmentation")) {
+    const auto& a = j["augmentation"];
+    o.augmentation.width_shift = a.value("width_shift", 0.1);
+    o.augmentation.height_shift = a.value("height_shift", 0.0);
+    o.augmentation.rotation_deg = a.value("rotation_deg", 15.0);
+    o.augmentation.zoom = a.value("zoom", 0.2);
+  }
+  o.fine_tune_epochs = j.value("fine_tune_epochs", o.fine_tune_epochs);
+  o.fine_tune_lr = j.value("fine_tune_lr", o.fine_tune_lr);
+  o.unfreeze_from = j.value("unfreeze_from", o.unfreeze_from);
+  o.train_on = j.value("train_on", o.train_on);
+  return o;
+}
+
+std::vector<torch::Tensor> snapshot(models::ClassifierImpl& model) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : model.parameters()) out.push_back(p.detach().clone());
+  for (auto& b : model.buffers()) out.push_back(b.detach().clone());
+  return out;
+}
+
+void restore(models::ClassifierImpl& model,
+             const std::vector<torch::Tensor>& state) {
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  auto params = model.parameters();
+  auto buffers = model.buffers();
+  if (state.size() != params.size() + buffers.size()) {
+    throw ModelError("saved weights do not match the model (" +
+                     std::to_string(state.size()) + " tensors, model has " +
+                     std::to_string(params.size() + buffers.size()) + ")");
+  }
+  for (auto& p : params) p.copy_(state[i++]);
+  for (auto& b : buffers) b.copy_(state[i++]);
+}
+
+torch::Tensor predict_proba(models::ClassifierImpl& model,
+                            const torch::Tensor& images,
+                            const torch::Device& device, int batch_size) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const int64_t n = images.size(0);
+  std::vector<torch::Tensor> out;
+  for (int64_t s = 0; s < n; s += batch_size) {
+    const int64_t e = std::min(n, s + batch_size);
+    auto x = images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f);
+    out.push_back(torch::sigmoid(model.forward(x)).to(torch::kCPU));
+  }
+  model.train(was_training);
+  if (out.empty()) return torch::empty({0});
+  return torch::cat(out);
+}
+
+TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
+                const data::ImageSet* val, const TrainOptions& o,
+                const torch::Device& device, const EpochCallback& on_epoch,
+                const ResumeState* resume) {
+  o.validate();
+  const bool use_val = o.train_on == "train";
+  if (use_val && (val == nullptr || val->size() == 0)) {
+    throw ConfigError(
+        "training with early stopping needs a validation split; use "
+        "--train-on train+val --epochs N for a refit");
+  }
+  if (train.size() == 0) throw DataError("the training split is empty");
+  model.to(device);
+  const bool transfer = model.config().arch != "baseline";
+
+  std::vector<Phase> phases;
+  if (transfer) {
+    phases.push_back({"frozen", o.epochs, o.lr, false});
+    if (o.fine_tune_epochs > 0) {
+      phases.push_back({"fine-tune", o.fine_tune_epochs, o.fine_tune_lr, true});
+    }
+  } else {
+    phases.push_back({"train", o.epochs, o.lr, true});
+  }
+
+  TrainResult result;
+  std::vector<torch::Tensor> best_state;
+  int start_phase = 0, start_epoch = 0, bad_epochs = 0;
+  double resume_lr = 0;
+  if (resume) {
+    result = resume->result;
+    best_state = resume->best_state;
+    start_phase = resume->phase_index;
+    start_epoch = resume->epoch_in_phase;
+    bad_epochs = resume->bad_epochs;
+    resume_lr = resume->lr;
+  }
+  const double prior_seconds = result.seconds;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t n = train.size();
+  const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
+
+  for (int pi = start_phase; pi < static_cast<int>(phases.size()); ++pi) {
+    const Phase& ph = phases[static_cast<size_t>(pi)];
+    if (transfer) {
+      model.set_backbone_trainable(ph.backbone_trainable);
+      if (ph.backbone_trainable && !o.unfreeze_from.empty()) {
+        model.set_trainable_from(o.unfreeze_from);
+      }
+    }
+    const bool resuming_here = resume && pi == start_phase;
+    double lr = resuming_here && resume_lr > 0 ? resume_lr : ph.lr;
+    auto opt = make_optimizer(o, model.trainable_parameters(), lr);
+    if (resuming_here && !resume->optimizer_archive.empty()) {
+      torch::serialize::InputArchive ar;
+      std::istringstream ss(resume->optimizer_archive);
+      ar.load_from(ss, device);
+      opt->load(ar);
+      for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+    }
+    if (!resuming_here) bad_epochs = 0;
+    const int first = resuming_here ? start_epoch : 0;
+    for (int e = first; e < ph.epochs; ++e) {
+      const int global_epoch = static_cast<int>(result.history.size()) + 1;
+      const auto te = std::chrono::steady_clock::now();
+      // Per-epoch seeds make a resumed run identical to an uninterrupted one.
+      const uint64_t epoch_seed =
+          o.seed * 1000003ULL + static_cast<uint64_t>(global_epoch);
+      torch::manual_seed(epoch_seed);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(epoch_seed);
+      auto perm = torch::randperm(n, gen, torch::kLong);
+      model.train();
+      Counts counts;
+      Progress bar("epoch " + std::to_string(global_epoch) + " " + ph.name,
+                   steps_per_epoch, o.progress);
+      for (int64_t s = 0, b = 0; s < n; s += o.batch_size, ++b) {
+        auto idx = perm.slice(0, s, std::min(n, s + o.batch_size));
+        auto x = train.images.index_select(0, idx)
+                     .to(device)
+                     .to(torch::kFloat32)
+                     .div_(255.0f);
+        auto y = train.labels.index_select(0, idx).to(device);
+        if (o.augment) {
+          x = augment::random_affine(x, o.augmentation,
+                                     epoch_seed * 7919ULL + static_cast<uint64_t>(b));
+        }
+        opt->zero_grad();
+        auto logits = model.forward(x);
+        auto loss = torch::binary_cross_entropy_with_logits(logits, y);
+        const double lv = loss.item<double>();
+        if (!std::isfinite(lv)) {
+          throw Error("training diverged: loss is " + fmt(lv) + " at epoch " +
+                          std::to_string(global_epoch) + ", batch " +
+                          std::to_string(b + 1) + "; lower --lr (now " +
+                          fmt(lr, 6) + ")",
+                      ExitCode::kInternal);
+        }
+        loss.backward();
+        opt->step();
+        counts.add(logits, y, lv);
+        result.images_seen += idx.size(0);
+        bar.step(1, "loss " + fmt(counts.loss()) + " acc " +
+                        fmt(counts.accuracy(), 3));
+      }
+      EpochRecord rec;
+      rec.epoch = global_epoch;
+      rec.phase = ph.name;
+      rec.lr = lr;
+      rec.train_loss = counts.loss();
+      rec.train_accuracy = counts.accuracy();
+      rec.train_precision = counts.precision();
+      rec.train_recall = counts.recall();
+      bool improved = true;
+      if (use_val) {
+        auto [vloss, probs] = evaluate_loss(model, *val, device, 64);
+        std::vector<double> sc(probs.data_ptr<float>(),
+                               probs.data_ptr<float>() + probs.numel());
+        auto lab_t = val->labels.to(torch::kInt32).contiguous();
+        std::vector<int> lab(lab_t.data_ptr<int>(),
+                             lab_t.data_ptr<int>() + lab_t.numel());
+        auto r = metrics::rates(metrics::confusion(sc, lab, 0.5));
+        rec.val_loss = vloss;
+        rec.val_accuracy = r.accuracy;
+        rec.val_precision = r.precision;
+        rec.val_recall = r.recall;
+        rec.val_auc = metrics::roc_auc(sc, lab);
+        improved = std::isnan(result.best_val_loss) ||
+                   vloss < result.best_val_loss - 1e-6;
+      }
+      rec.seconds = std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - te)
+                        .count();
+      result.history.push_back(rec);
+      if (improved) {
+        result.best_val_loss = rec.val_loss;
+        result.best_epoch = global_epoch;
+        best_state = snapshot(model);
+        bad_epochs = 0;
+      } else {
+        ++bad_epochs;
+      }
+      std::string status = "loss " + fmt(rec.train_loss) + " acc " +
+                           fmt(rec.train_accuracy, 3);
+      if (use_val) {
+        status += " | val loss " + fmt(rec.val_loss) + " acc " +
+                  fmt(rec.val_accuracy, 3) + " rec " + fmt(rec.val_recall, 3) +
+                  " auc " + fmt(rec.val_auc, 3) + (improved ? " *" : "");
+      }
+      bar.finish(status);
+      const bool stop = use_val && o.patience > 0 && bad_epochs >= o.patience;
+      if (use_val && !improved && o.lr_patience > 0 && !stop &&
+          bad_epochs % o.lr_patience == 0) {
+        lr *= 0.5;
+        for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+      }
+      result.seconds = prior_seconds + std::chrono::duration<double>(
+                                           std::chrono::steady_clock::now() - t0)
+                                           .count();
+      if (on_epoch) {
+        TrainState st;
+        st.result = &result;
+        st.optimizer = opt.get();
+        st.phase_index = pi;
+        st.epoch_in_phase = e + 1;
+        st.bad_epochs = bad_epochs;
+        st.lr = lr;
+        // A stop ends this phase: the next resume starts the next phase.
+        if (stop) {
+          st.phase_index = pi + 1;
+          st.epoch_in_phase = 0;
+          st.bad_epochs = 0;
+          st.lr = 0;
+        }
+        on_epoch(st);
+      }
+      if (stop) {
+        result.stopped_early = true;
+        break;
+      }
+    }
+    // Continue the next phase from the best weights of this one.
+    if (use_val && !best_state.empty()) restore(model, best_state);
+  }
+  if (!best_state.empty()) restore(model, best_state);
+  if (!use_val) result.best_epoch = static_cast<int>(result.history.size());
+  result.seconds = prior_seconds + std::chrono::duration<double>(
+                                       std::chrono::steady_clock::now() - t0)
+                                       .count();
+  model.eval();
+  return result;
+}
+
+void write_history_csv(const std::string& path,
+                       const std::vector<EpochRecord>& h) {
+  std::ostringstream s;
+  s << "epoch,phase,lr,train_loss,train_accuracy,train_precision,"
+       "train_recall,val_loss,val_accuracy,val_precision,val_recall,val_auc,"
+       "seconds\n";
+  s << std::setprecision(8);
+  for (const auto& r : h) {
+    s << r.epoch << "," << r.phase << "," << r.lr << "," << r.train_loss << ","
+      << r.train_accuracy << "," << r.train_precision << "," << r.train_recall
+      << "," << r.val_loss << "," << r.val_accuracy << "," << r.val_precision
+      << "," << r.val_recall << "," << r.val_auc << "," << r.seconds << "\n";
+  }
+  write_text_atomic(path, s.str());
+}
+
+std::vector<EpochRecord> read_history_csv(const std::string& path) {
+  std::istringstream in(read_text(path));
+  std::string line;
+  std::vector<EpochRecord> out;
+  std::getline(in, line);
+  int row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    std::string cell;
+    while (std::getline(ls, cell, ',')) f.push_back(cell);
+    if (f.size() != 13) {
+      throw DataError("'" + path + "' line " + std::to_string(row) +
+                      ": expected 13 fields, found " +
+                      std::to_string(f.size()));
+    }
+    auto num = [&](size_t i) {
+      try {
+        return std::stod(f[i]);
+      } catch (...) {
+        return static_cast<double>(NAN);
+      }
+    };
+    EpochRecord r;
+    r.epoch = static_cast<int>(num(0));
+    r.phase = f[1];
+    r.lr = num(2);
+    r.train_loss = num(3);
+    r.train_accuracy = num(4);
+    r.train_precision = num(5);
+    r.train_recall = num(6);
+    r.val_loss = num(7);
+    r.val_accuracy = num(8);
+    r.val_precision = num(9);
+    r.val_recall = num(10);
+    r.val_auc = num(11);
+    r.seconds = num(12);
+    out.push_back(r);
+  }
+  return out;
+}
+
+void plot_history(const std::vector<EpochRecord>& h, const std::string& title,
+                  const std::string& png_path, int best_epoch) {
+  viz::LineChart loss, acc;
+  loss.title = title + ": loss";
+  acc.title = title + ": accuracy";
+  loss.x_label = acc.x_label = "epoch";
+  loss.y_label = "binary cross-entropy";
+  acc.y_label = "accuracy";
+  acc.y_max = 1.0;
+  viz::Series tl{"train", {}, {}}, vl{"val", {}, {}, true};
+  viz::Series ta{"train", {}, {}}, va{"val", {}, {}, true};
+  for (const auto& r : h) {
+    tl.x.push_back(r.epoch);
+    tl.y.push_back(r.train_loss);
+    ta.x.push_back(r.epoch);
+    ta.y.push_back(r.train_accuracy);
+    if (!std::isnan(r.val_loss)) {
+      vl.x.push_back(r.epoch);
+      vl.y.push_back(r.val_loss);
+      va.x.push_back(r.epoch);
+      va.y.push_back(r.val_accuracy);
+    }
+  }
+  loss.series = {tl};
+  acc.series = {ta};
+  if (!vl.x.empty()) {
+    loss.series.push_back(vl);
+    acc.series.push_back(va);
+  }
+  // Mark where fine-tuning starts and which epoch's weights were kept.
+  for (size_t i = 1; i < h.size(); ++i) {
+    if (h[i].phase != h[i - 1].phase) {
+      loss.x_markers.push_back(h[i].epoch - 0.5);
+      acc.x_markers.push_back(h[i].epoch - 0.5);
+    }
+  }
+  if (best_epoch > 0) {
+    loss.x_markers.push_back(best_epoch);
+    acc.x_markers.push_back(best_epoch);
+  }
+  viz::save_line_charts({loss, acc}, png_path);
+}
+
+}  // namespace cxr::train

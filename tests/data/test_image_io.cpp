@@ -1,0 +1,210 @@
+// Decoding every PNG flavour and refusing malformed files with clear errors.
+#include <png.h>
+// jpeglib.h needs FILE and size_t first.
+#include <cstdio>
+#include <jpeglib.h>
+
+#include "cxr/common/error.h"
+#include "cxr/data/image_io.h"
+#include "test_util.h"
+
+namespace {
+
+using cxr::testing::TempDir;
+using cxr::testing::write_bytes;
+
+/// Writes a PNG with libpng: any colour type / bit depth. `rows` holds the
+/// raw samples of each row (big-endian for 16-bit).
+void write_png_raw(const std::string& path, int w, int h, int color_type,
+                   int bit_depth, const std::vector<std::vector<uint8_t>>& rows,
+                   const std::vector<png_color>& palette = {}) {
+  FILE* fp = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(fp, nullptr);
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_init_io(png, fp);
+  png_set_IHDR(png, info, w, h, bit_depth, color_type, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (!palette.empty()) {
+    png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+  }
+  png_write_info(png, info);
+  for (const auto& r : rows) png_write_row(png, r.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(fp);
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void expect_data_error(const std::string& path, const std::string& needle) {
+  try {
+    cxr::data::read_gray(path);
+    FAIL() << "expected DataError for " << path;
+  } catch (const cxr::DataError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find(path), std::string::npos) << m;
+    EXPECT_NE(m.find(needle), std::string::npos) << m;
+  }
+}
+
+TEST(ImageIo, Gray8RoundTripThroughWritePng) {
+  TempDir dir;
+  auto img = torch::arange(0, 64, torch::kFloat32).reshape({8, 8}) / 63.0f;
+  auto p = (dir / "g.png").string();
+  cxr::data::write_png(p, img);
+  auto g = cxr::data::read_gray(p);
+  EXPECT_EQ(g.info.format, "png");
+  EXPECT_EQ(g.info.bit_depth, 8);
+  EXPECT_EQ(g.info.color, "gray");
+  ASSERT_EQ(g.pixels.sizes(), torch::IntArrayRef({8, 8}));
+  EXPECT_TRUE(torch::allclose(g.pixels, img, 0, 1.0 / 255.0 + 1e-6));
+}
+
+TEST(ImageIo, Gray16KeepsPrecision) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> rows(2, std::vector<uint8_t>(4));
+  // Two pixels per row: 0x0000, 0xFFFF / 0x8000, 0x0101.
+  rows[0] = {0x00, 0x00, 0xff, 0xff};
+  rows[1] = {0x80, 0x00, 0x01, 0x01};
+  auto p = (dir / "g16.png").string();
+  write_png_raw(p, 2, 2, PNG_COLOR_TYPE_GRAY, 16, rows);
+  auto g = cxr::data::read_gray(p);
+  EXPECT_EQ(g.info.bit_depth, 16);
+  EXPECT_NEAR(g.pixels[0][1].item<float>(), 1.0f, 1e-6);
+  EXPECT_NEAR(g.pixels[1][0].item<float>(), 32768.0f / 65535.0f, 1e-6);
+  EXPECT_NEAR(g.pixels[1][1].item<float>(), 257.0f / 65535.0f, 1e-6);
+}
+
+TEST(ImageIo, RgbRgbaGrayAlphaAndPaletteBecomeGray) {
+  TempDir dir;
+  // Pure white everywhere in each colour type -> gray 1.0.
+  auto rgb = (dir / "rgb.png").string();
+  write_png_raw(rgb, 1, 1, PNG_COLOR_TYPE_RGB, 8, {{255, 255, 255}});
+  auto rgba = (dir / "rgba.png").string();
+  write_png_raw(rgba, 1, 1, PNG_COLOR_TYPE_RGBA, 8, {{255, 255, 255, 255}});
+  auto ga = (dir / "ga.png").string();
+  write_png_raw(ga, 1, 1, PNG_COLOR_TYPE_GRAY_ALPHA, 8, {{255, 128}});
+  auto pal = (dir / "pal.png").string();
+  write_png_raw(pal, 2, 1, PNG_COLOR_TYPE_PALETTE, 8, {{0, 1}},
+                {{0, 0, 0}, {255, 255, 255}});
+  auto g1 = (dir / "g1.png").string();
+  write_png_raw(g1, 8, 1, PNG_COLOR_TYPE_GRAY, 1, {{0xF0}});
+  EXPECT_NEAR(cxr::data::read_gray(rgb).pixels.item<float>(), 1.0f, 1e-2);
+  EXPECT_NEAR(cxr::data::read_gray(rgba).pixels.item<float>(), 1.0f, 1e-2);
+  EXPECT_NEAR(cxr::data::read_gray(ga).pixels.item<float>(), 1.0f, 1e-2);
+  auto p = cxr::data::read_gray(pal);
+  EXPECT_EQ(p.info.color, "palette");
+  EXPECT_NEAR(p.pixels[0][0].item<float>(), 0.0f, 1e-2);
+  EXPECT_NEAR(p.pixels[0][1].item<float>(), 1.0f, 1e-2);
+  auto b = cxr::data::read_gray(g1);
+  EXPECT_EQ(b.info.bit_depth, 1);
+  EXPECT_NEAR(b.pixels[0][0].item<float>(), 1.0f, 1e-6);
+  EXPECT_NEAR(b.pixels[0][7].item<float>(), 0.0f, 1e-6);
+  EXPECT_EQ(cxr::data::read_gray(rgba).info.color, "rgba");
+  EXPECT_EQ(cxr::data::read_gray(ga).info.color, "gray+alpha");
+}
+
+TEST(ImageIo, MalformedFilesGiveOneLineErrorsNamingTheFile) {
+  TempDir dir;
+  auto empty = (dir / "empty.png").string();
+  write_bytes(empty, "");
+  expect_data_error(empty, "empty");
+
+  auto text = (dir / "text.png").string();
+  write_bytes(text, "this is not an image at all, just text\n");
+  expect_data_error(text, "not a readable image");
+
+  auto good = (dir / "good.png").string();
+  cxr::data::write_png(good, torch::rand({64, 64}));
+  std::string bytes = read_file(good);
+  auto trunc = (dir / "trunc.png").string();
+  write_bytes(trunc, bytes.substr(0, bytes.size() / 2));
+  expect_data_error(trunc, "corrupt or truncated");
+
+  auto tiny = (dir / "tiny.png").string();
+  write_bytes(tiny, bytes.substr(0, 20));
+  expect_data_error(tiny, "truncated PNG header");
+
+  // A valid-looking PNG header claiming 100000 x 100000 pixels.
+  std::string huge = bytes.substr(0, 33);
+  auto put32 = [&](size_t off, uint32_t v) {
+    huge[off] = static_cast<char>(v >> 24);
+    huge[off + 1] = static_cast<char>(v >> 16);
+    huge[off + 2] = static_cast<char>(v >> 8);
+    huge[off + 3] = static_cast<char>(v);
+  };
+  put32(16, 100000);
+  put32(20, 100000);
+  auto huge_path = (dir / "huge.png").string();
+  write_bytes(huge_path, huge + bytes.substr(33));
+  expect_data_error(huge_path, "100000x100000");
+
+  expect_data_error((dir / "missing.png").string(), "cannot open");
+}
+
+TEST(ImageIo, JpegDecodesAndCorruptJpegIsRefused) {
+  TempDir dir;
+  // Encode a gray ramp with libjpeg at high quality.
+  const int w = 32, h = 16;
+  std::vector<uint8_t> px(static_cast<size_t>(w * h));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(x * 8);
+  auto path = (dir / "ramp.jpg").string();
+  {
+    jpeg_compress_struct c{};
+    jpeg_error_mgr err{};
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    FILE* fp = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(fp, nullptr);
+    jpeg_stdio_dest(&c, fp);
+    c.image_width = w;
+    c.image_height = h;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 98, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+      JSAMPROW row = px.data() + c.next_scanline * w;
+      jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    std::fclose(fp);
+  }
+  auto g = cxr::data::read_gray(path);
+  EXPECT_EQ(g.info.format, "jpeg");
+  EXPECT_EQ(g.info.width, w);
+  EXPECT_EQ(g.info.height, h);
+  EXPECT_NEAR(g.pixels[8][16].item<float>(), 128.0f / 255.0f, 0.03f);
+
+  auto fake = (dir / "x.jpg").string();
+  write_bytes(fake, std::string("\xff\xd8\xff\xe0", 4) + "garbage");
+  expect_data_error(fake, "x.jpg");
+}
+
+TEST(ImageIo, ResizeAntialiasesAndKeepsRank) {
+  // A fine checkerboard averages to mid-gray when downscaled with
+  // antialiasing (plain bilinear would alias).
+  auto board = (torch::arange(64).reshape({8, 8}) +
+                torch::arange(64).reshape({8, 8}).floor_divide(8))
+                   .remainder(2)
+                   .to(torch::kFloat32);
+  board = board.repeat({8, 8});  // 64x64
+  auto small = cxr::data::resize_square(board, 8);
+  ASSERT_EQ(small.dim(), 2);
+  EXPECT_EQ(small.size(0), 8);
+  EXPECT_NEAR(small.mean().item<float>(), 0.5f, 0.02f);
+  EXPECT_LT((small - 0.5f).abs().max().item<float>(), 0.1f);
+  auto batch = cxr::data::resize_square(torch::rand({2, 1, 32, 48}), 16);
+  EXPECT_EQ(batch.sizes(), torch::IntArrayRef({2, 1, 16, 16}));
+  EXPECT_THROW(cxr::data::resize_square(board, 0), cxr::ConfigError);
+}
+
+}  // namespace

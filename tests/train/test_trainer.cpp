@@ -1,0 +1,262 @@
+// The training loop on a tiny synthetic task: learning, early stopping with
+// best-weight restore, determinism, checkpoints and resume.
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/models/baseline.h"
+#include "cxr/train/run_dir.h"
+#include "cxr/train/trainer.h"
+#include "test_util.h"
+
+namespace {
+
+using cxr::testing::TempDir;
+namespace fs = std::filesystem;
+
+/// Positives carry a bright square in the upper left; negatives do not.
+cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size = 16) {
+  torch::manual_seed(seed);
+  cxr::data::ImageSet s;
+  auto imgs = torch::rand({n, 1, size, size}) * 0.4f;
+  auto labels = (torch::arange(n) % 2).to(torch::kFloat32);
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i].item<float>() > 0.5f) {
+      imgs[i].slice(1, 2, 8).slice(2, 2, 8).add_(0.6f);
+    }
+  }
+  s.images = (imgs.clamp(0, 1) * 255).round().to(torch::kUInt8);
+  s.labels = labels;
+  for (int64_t i = 0; i < n; ++i) s.paths.push_back("img" + std::to_string(i));
+  return s;
+}
+
+cxr::models::ModelConfig tiny_config() {
+  cxr::models::ModelConfig c;
+  c.input_size = 16;
+  c.filters = {4, 8};
+  c.dropout = 0.1;
+  c.mean = 0.3;
+  c.std = 0.2;
+  return c;
+}
+
+cxr::train::TrainOptions quick_options() {
+  cxr::train::TrainOptions o;
+  o.epochs = 6;
+  o.batch_size = 8;
+  o.lr = 1e-2;
+  o.patience = 0;
+  o.progress = false;
+  o.augment = true;
+  return o;
+}
+
+const torch::Device kCpu(torch::kCPU);
+
+TEST(Trainer, LearnsAnEasyTask) {
+  auto train = synthetic(64, 1), val = synthetic(32, 2);
+  torch::manual_seed(0);
+  cxr::models::BaselineCnn model(tiny_config());
+  auto r = cxr::train::fit(*model, train, &val, quick_options(), kCpu);
+  ASSERT_EQ(r.history.size(), 6u);
+  EXPECT_GT(r.history.back().val_accuracy, 0.9);
+  EXPECT_LT(r.history.back().train_loss, r.history.front().train_loss);
+  EXPECT_EQ(r.images_seen, 6 * 64);
+  auto p = cxr::train::predict_proba(*model, val.images, kCpu);
+  auto acc = ((p > 0.5).to(torch::kFloat32) == val.labels)
+                 .to(torch::kFloat32)
+                 .mean()
+                 .item<float>();
+  EXPECT_GT(acc, 0.9f);
+}
+
+TEST(Trainer, SameSeedGivesIdenticalWeights) {
+  auto train = synthetic(32, 1), val = synthetic(16, 2);
+  auto run = [&] {
+    torch::manual_seed(5);
+    cxr::models::BaselineCnn m(tiny_config());
+    auto o = quick_options();
+    o.epochs = 2;
+    cxr::train::fit(*m, train, &val, o, kCpu);
+    return cxr::train::snapshot(*m);
+  };
+  auto a = run(), b = run();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i]));
+}
+
+TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
+  // Validation labels are the opposite of what training teaches, so
+  // validation loss gets worse after the first epochs and training stops.
+  auto train = synthetic(64, 1), val = synthetic(32, 2);
+  val.labels = 1.0f - val.labels;
+  torch::manual_seed(0);
+  cxr::models::BaselineCnn model(tiny_config());
+  auto o = quick_options();
+  o.epochs = 30;
+  o.patience = 2;
+  o.lr_patience = 0;
+  auto r = cxr::train::fit(*model, train, &val, o, kCpu);
+  EXPECT_TRUE(r.stopped_early);
+  EXPECT_LT(r.history.size(), 30u);
+  EXPECT_EQ(static_cast<int>(r.history.size()), r.best_epoch + 2);
+  // The restored model reproduces the best epoch's validation loss.
+  auto p = cxr::train::predict_proba(*model, val.images, kCpu)
+               .to(torch::kFloat64)
+               .clamp(1e-7, 1 - 1e-7);
+  auto y = val.labels.to(torch::kFloat64);
+  double loss = -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
+  EXPECT_NEAR(loss, r.best_val_loss, 1e-5);
+  EXPECT_NEAR(r.history[static_cast<size_t>(r.best_epoch - 1)].val_loss,
+              r.best_val_loss, 1e-12);
+}
+
+TEST(Trainer, RefitOnTrainPlusValNeedsNoValidation) {
+  auto train = synthetic(32, 1);
+  cxr::models::BaselineCnn model(tiny_config());
+  auto o = quick_options();
+  o.epochs = 2;
+  o.train_on = "train+val";
+  auto r = cxr::train::fit(*model, train, nullptr, o, kCpu);
+  EXPECT_EQ(r.best_epoch, 2);
+  EXPECT_TRUE(std::isnan(r.history.back().val_loss));
+  o.train_on = "train";
+  EXPECT_THROW(cxr::train::fit(*model, train, nullptr, o, kCpu),
+               cxr::ConfigError);
+}
+
+TEST(Trainer, BadOptionsNameTheFlag) {
+  auto o = quick_options();
+  o.optimizer = "adagrad";
+  try {
+    o.validate();
+    FAIL();
+  } catch (const cxr::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--optimizer adagrad"),
+              std::string::npos);
+  }
+  o = quick_options();
+  o.batch_size = 0;
+  EXPECT_THROW(o.validate(), cxr::ConfigError);
+  for (const char* opt : {"sgd", "rmsprop"}) {
+    auto p = quick_options();
+    p.optimizer = opt;
+    p.epochs = 1;
+    cxr::models::BaselineCnn m(tiny_config());
+    auto t = synthetic(16, 1), v = synthetic(8, 2);
+    EXPECT_NO_THROW(cxr::train::fit(*m, t, &v, p, kCpu)) << opt;
+  }
+}
+
+TEST(RunDir, CheckpointRoundTripKeepsPredictionsAndMetadata) {
+  TempDir dir;
+  auto val = synthetic(16, 2);
+  cxr::models::BaselineCnn model(tiny_config());
+  auto o = quick_options();
+  o.epochs = 1;
+  cxr::train::fit(*model, synthetic(16, 1), &val, o, kCpu);
+  cxr::train::RunMeta meta;
+  meta.model = tiny_config();
+  meta.train = o;
+  meta.threshold = 0.37;
+  meta.threshold_rule = "test";
+  cxr::train::save_run(dir.path().string(), *model, meta);
+  auto run = cxr::train::load_run(dir.path().string(), kCpu);
+  EXPECT_DOUBLE_EQ(run.meta.threshold, 0.37);
+  EXPECT_EQ(run.meta.model.filters, (std::vector<int>{4, 8}));
+  EXPECT_DOUBLE_EQ(run.meta.model.mean, 0.3);
+  auto a = cxr::train::predict_proba(*model, val.images, kCpu);
+  auto b = cxr::train::predict_proba(*run.model, val.images, kCpu);
+  EXPECT_TRUE(torch::allclose(a, b));
+}
+
+TEST(RunDir, MismatchedOrCorruptCheckpointsAreRefused) {
+  TempDir dir;
+  cxr::models::BaselineCnn model(tiny_config());
+  cxr::train::RunMeta meta;
+  meta.model = tiny_config();
+  const auto d = dir.path().string();
+  cxr::train::save_run(d, *model, meta);
+  // config.json says other filters than the weights have.
+  auto cfg = cxr::read_json(dir / "config.json");
+  cfg["model"]["filters"] = {4, 16};
+  cxr::write_json_atomic(dir / "config.json", cfg);
+  try {
+    cxr::train::load_run(d, kCpu);
+    FAIL();
+  } catch (const cxr::ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not match"), std::string::npos)
+        << e.what();
+  }
+  cxr::train::save_run(d, *model, meta);
+  cxr::testing::write_bytes(dir / "model.pt", "garbage");
+  EXPECT_THROW(cxr::train::load_run(d, kCpu), cxr::ModelError);
+  EXPECT_THROW(cxr::train::load_run((dir / "nothing").string(), kCpu),
+               cxr::ModelError);
+}
+
+TEST(RunDir, ResumeAfterInterruptionMatchesAnUninterruptedRun) {
+  TempDir dir;
+  auto train = synthetic(32, 1), val = synthetic(16, 2);
+  auto o = quick_options();
+  o.epochs = 4;
+  torch::manual_seed(9);
+  cxr::models::BaselineCnn full(tiny_config());
+  auto init = cxr::train::snapshot(*full);
+  auto r_full = cxr::train::fit(*full, train, &val, o, kCpu);
+
+  // Same start, "killed" after epoch 2 (the callback saved state first).
+  cxr::models::BaselineCnn part(tiny_config());
+  cxr::train::restore(*part, init);
+  const auto d = dir.path().string();
+  std::vector<torch::Tensor> best;
+  struct Interrupt {};
+  auto cb = [&](const cxr::train::TrainState& st) {
+    if (st.result->best_epoch == static_cast<int>(st.result->history.size())) {
+      best = cxr::train::snapshot(*part);
+    }
+    cxr::train::save_resume_state(d, *part, st, best);
+    if (st.result->history.size() == 2) throw Interrupt{};
+  };
+  EXPECT_THROW(cxr::train::fit(*part, train, &val, o, kCpu, cb), Interrupt);
+
+  cxr::models::BaselineCnn resumed(tiny_config());
+  cxr::train::ResumeState rs;
+  ASSERT_TRUE(cxr::train::load_resume_state(d, *resumed, &rs));
+  EXPECT_EQ(rs.result.history.size(), 2u);
+  auto r_res = cxr::train::fit(*resumed, train, &val, o, kCpu, nullptr, &rs);
+  ASSERT_EQ(r_res.history.size(), r_full.history.size());
+  for (size_t i = 0; i < r_full.history.size(); ++i) {
+    EXPECT_NEAR(r_res.history[i].val_loss, r_full.history[i].val_loss, 1e-5);
+  }
+  auto a = cxr::train::snapshot(*full), b = cxr::train::snapshot(*resumed);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-5, 1e-6)) << i;
+  }
+}
+
+TEST(Baseline, ConfigValidationAndTapNames) {
+  auto c = tiny_config();
+  c.filters = {};
+  EXPECT_THROW(cxr::models::BaselineCnn{c}, cxr::ConfigError);
+  c = tiny_config();
+  c.dropout = 1.0;
+  EXPECT_THROW(cxr::models::BaselineCnn{c}, cxr::ConfigError);
+  cxr::models::BaselineCnn m(tiny_config());
+  EXPECT_EQ(m->tap_names(),
+            (std::vector<std::string>{"block1_conv", "block1_relu",
+                                      "block2_conv", "block2_relu"}));
+  EXPECT_EQ(m->default_tap(), "block2_relu");
+  cxr::models::Tap tap{"block2_relu", {}};
+  auto out = m->forward_tapped(torch::rand({3, 1, 16, 16}), &tap);
+  EXPECT_EQ(out.sizes(), torch::IntArrayRef({3}));
+  EXPECT_EQ(tap.activation.sizes(), torch::IntArrayRef({3, 8, 8, 8}));
+  cxr::models::Tap bad{"conv9", {}};
+  try {
+    m->forward_tapped(torch::rand({1, 1, 16, 16}), &bad);
+    FAIL();
+  } catch (const cxr::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("block1_conv"), std::string::npos);
+  }
+}
+
+}  // namespace
