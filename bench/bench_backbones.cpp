@@ -9,7 +9,8 @@
 
 namespace {
 
-void BM_Transfer(benchmark::State& state, const std::string& arch,
+void BM_Transfer(benchmark::State& state,
+                 const std::string& arch,
                  bool backward) {
   const int size = static_cast<int>(state.range(0));
   const int64_t batch = state.range(1);
@@ -34,9 +35,9 @@ void BM_Transfer(benchmark::State& state, const std::string& arch,
   };
   step();  // warm-up: allocator and one-time kernel initialisation
   for (auto _ : state) step();
-  state.counters["images/s"] = benchmark::Counter(
-      static_cast<double>(batch * state.iterations()),
-      benchmark::Counter::kIsRate);
+  state.counters["images/s"] =
+      benchmark::Counter(static_cast<double>(batch * state.iterations()),
+                         benchmark::Counter::kIsRate);
   state.counters["threads"] = torch::get_num_threads();
 }
 
@@ -45,16 +46,21 @@ void configs(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-BENCHMARK_CAPTURE(BM_Transfer, mobilenetv2_fwd, std::string("mobilenetv2"),
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd,
+                  std::string("mobilenetv2"),
                   false)
     ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer, mobilenetv2_fwd_bwd,
-                  std::string("mobilenetv2"), true)
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd_bwd,
+                  std::string("mobilenetv2"),
+                  true)
     ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer, resnet50v2_fwd, std::string("resnet50v2"),
-                  false)
+BENCHMARK_CAPTURE(BM_Transfer, resnet50v2_fwd, std::string("resnet50v2"), false)
     ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer, resnet50v2_fwd_bwd, std::string("resnet50v2"),
+BENCHMARK_CAPTURE(BM_Transfer,
+                  resnet50v2_fwd_bwd,
+                  std::string("resnet50v2"),
                   true)
     ->Apply(configs);
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cxr/data/dataset.h"
+#include "cxr/train/run.h"
 
 namespace cxr::cli {
 
@@ -36,5 +37,14 @@ void register_explore(CLI::App& app);
 void register_train(CLI::App& app);
 void register_evaluate(CLI::App& app);
 void register_predict(CLI::App& app);
+void register_explain(CLI::App& app);
+void register_tune(CLI::App& app);
+void register_study(CLI::App& app);
+void register_report(CLI::App& app);
+void register_imagenet_check(CLI::App& app);
+
+/// Flags of the model and the training loop (cmd_train.cpp), shared with
+/// tune and study.
+void add_model_train_flags(CLI::App& cmd, train::RunOptions& options);
 
 }  // namespace cxr::cli

@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   cxr::cli::register_train(app);
   cxr::cli::register_evaluate(app);
   cxr::cli::register_predict(app);
+  cxr::cli::register_explain(app);
+  cxr::cli::register_tune(app);
+  cxr::cli::register_study(app);
+  cxr::cli::register_report(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,16 +6,20 @@ namespace cxr::models {
 
 namespace nn = torch::nn;
 
-nn::Conv2d KerasBackboneImpl::add_conv(const std::string& name, int64_t in,
-                                       int64_t out, int64_t kernel,
-                                       int64_t stride, int64_t padding,
-                                       bool bias, bool depthwise) {
-  auto conv = register_module(
-      name, nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
-                           .stride(stride)
-                           .padding(padding)
-                           .groups(depthwise ? in : 1)
-                           .bias(bias)));
+nn::Conv2d KerasBackboneImpl::add_conv(const std::string& name,
+                                       int64_t in,
+                                       int64_t out,
+                                       int64_t kernel,
+                                       int64_t stride,
+                                       int64_t padding,
+                                       bool bias,
+                                       bool depthwise) {
+  auto conv =
+      register_module(name, nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
+                                           .stride(stride)
+                                           .padding(padding)
+                                           .groups(depthwise ? in : 1)
+                                           .bias(bias)));
   // Keras' glorot_uniform: limit sqrt(6 / (fan_in + fan_out)). torch's
   // fan computation differs from Keras' for depthwise kernels, but only
   // fan_in + fan_out enters the limit and that sum is the same.
@@ -30,7 +34,8 @@ nn::Conv2d KerasBackboneImpl::add_conv(const std::string& name, int64_t in,
 }
 
 nn::BatchNorm2d KerasBackboneImpl::add_bn(const std::string& name,
-                                          int64_t channels, double eps,
+                                          int64_t channels,
+                                          double eps,
                                           double keras_momentum) {
   auto bn = register_module(
       name, nn::BatchNorm2d(nn::BatchNormOptions(channels).eps(eps).momentum(
@@ -40,7 +45,8 @@ nn::BatchNorm2d KerasBackboneImpl::add_bn(const std::string& name,
   return nn::BatchNorm2d(bn);
 }
 
-nn::Linear KerasBackboneImpl::add_dense(const std::string& name, int64_t in,
+nn::Linear KerasBackboneImpl::add_dense(const std::string& name,
+                                        int64_t in,
                                         int64_t out) {
   auto dense = register_module(name, nn::Linear(in, out));
   torch::NoGradGuard no_grad;

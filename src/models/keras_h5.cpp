@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -20,7 +21,9 @@ constexpr size_t kAttributeLimit = 64512;
 
 // HDF5 reports failures through its error stack, which it prints to stderr
 // by default; cxr reports them as one exception instead.
-void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void silence_hdf5() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 // Owns one HDF5 identifier.
 class Handle {
@@ -61,7 +64,8 @@ bool attr_exists(hid_t obj, const std::string& name) {
 // attribute of any type (h5py stores Keras' empty `weight_names` as a
 // zero-length float64 array) is an empty list. Returns false when it cannot
 // be read as strings.
-bool read_strings(hid_t obj, const std::string& name,
+bool read_strings(hid_t obj,
+                  const std::string& name,
                   std::vector<std::string>* out) {
   Handle attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
   if (!attr.ok()) return false;
@@ -103,8 +107,10 @@ bool read_strings(hid_t obj, const std::string& name,
 
 // Keras' load_attributes_from_hdf5_group: `name`, or `name0`, `name1`, ...
 // when the list was too large for one attribute. Returns false when absent.
-bool read_chunked_strings(hid_t obj, const std::string& name,
-                          std::vector<std::string>* out, bool* unreadable) {
+bool read_chunked_strings(hid_t obj,
+                          const std::string& name,
+                          std::vector<std::string>* out,
+                          bool* unreadable) {
   *unreadable = false;
   if (attr_exists(obj, name)) {
     *unreadable = !read_strings(obj, name, out);
@@ -121,7 +127,8 @@ bool read_chunked_strings(hid_t obj, const std::string& name,
   return chunk > 0;
 }
 
-torch::Tensor read_dataset(hid_t group, const std::string& name,
+torch::Tensor read_dataset(hid_t group,
+                           const std::string& name,
                            const std::string& where) {
   Handle ds(H5Dopen2(group, name.c_str(), H5P_DEFAULT), H5Dclose);
   if (!ds.ok()) throw ModelError(where + ": dataset is missing");
@@ -227,8 +234,10 @@ std::string join(const std::vector<std::string>& v) {
 
 // Writes a string list attribute: fixed-length NUL-padded (numpy "S") or
 // variable-length. An empty list is h5py's empty float64 array.
-void write_strings(hid_t obj, const std::string& name,
-                   const std::vector<std::string>& values, bool variable,
+void write_strings(hid_t obj,
+                   const std::string& name,
+                   const std::vector<std::string>& values,
+                   bool variable,
                    const std::string& path) {
   const hsize_t n = values.size();
   Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
@@ -271,9 +280,11 @@ void write_strings(hid_t obj, const std::string& name,
 
 // Keras' save_attributes_to_hdf5_group: split into equal chunks until each
 // fits the object header limit.
-void write_chunked_strings(hid_t obj, const std::string& name,
+void write_chunked_strings(hid_t obj,
+                           const std::string& name,
                            const std::vector<std::string>& values,
-                           bool variable, const std::string& path) {
+                           bool variable,
+                           const std::string& path) {
   size_t longest = 1;
   for (const auto& v : values) longest = std::max(longest, v.size());
   // Variable-length strings live in the global heap; only their 16-byte
@@ -290,14 +301,11 @@ void write_chunked_strings(hid_t obj, const std::string& name,
   const size_t per_chunk = (values.size() + chunks - 1) / chunks;
   for (size_t c = 0; c * per_chunk < values.size(); ++c) {
     const auto begin = values.begin() + c * per_chunk;
-    const auto end = values.begin() + std::min(values.size(), (c + 1) * per_chunk);
+    const auto end =
+        values.begin() + std::min(values.size(), (c + 1) * per_chunk);
     write_strings(obj, name + std::to_string(c), {begin, end}, variable, path);
   }
 }
-
-}  // namespace
-
-namespace {
 
 // An open Keras weight file: the group holding the layers and their names.
 struct WeightsRoot {
@@ -310,16 +318,17 @@ WeightsRoot open_weights(const std::string& path, const std::string& where) {
   silence_hdf5();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    throw ModelError(where + ": not found (check the path, e.g. "
-                             "../shared/weights/mobilenet_v2_1.0_224_imagenet"
-                             "_notop.h5)");
+    throw ModelError(where +
+                     ": not found (check the path, e.g. "
+                     "../shared/weights/mobilenet_v2_1.0_224_imagenet"
+                     "_notop.h5)");
   }
   WeightsRoot w;
-  w.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT),
-                  H5Fclose);
+  w.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!w.file.ok()) {
-    throw ModelError(where + ": not an HDF5 file or unreadable (expected a "
-                             "Keras .h5 weight file)");
+    throw ModelError(where +
+                     ": not an HDF5 file or unreadable (expected a "
+                     "Keras .h5 weight file)");
   }
   w.root = Handle(H5Gopen2(w.file.get(), "/", H5P_DEFAULT), H5Gclose);
   bool unreadable = false;
@@ -328,14 +337,15 @@ WeightsRoot open_weights(const std::string& path, const std::string& where) {
   // A full-model save keeps the weights in /model_weights (Keras'
   // load_weights looks there when the root has no layer_names).
   if (!found && H5Lexists(w.file.get(), "model_weights", H5P_DEFAULT) > 0) {
-    w.root = Handle(H5Gopen2(w.file.get(), "model_weights", H5P_DEFAULT),
-                    H5Gclose);
+    w.root =
+        Handle(H5Gopen2(w.file.get(), "model_weights", H5P_DEFAULT), H5Gclose);
     found = w.root.ok() && read_chunked_strings(w.root.get(), "layer_names",
                                                 &w.layer_names, &unreadable);
   }
   if (!found) {
-    throw ModelError(where + ": no 'layer_names' attribute; not a Keras "
-                             "save_weights/model.save HDF5 file");
+    throw ModelError(where +
+                     ": no 'layer_names' attribute; not a Keras "
+                     "save_weights/model.save HDF5 file");
   }
   if (unreadable) {
     throw ModelError(where + ": attribute 'layer_names' is not a string list");
@@ -360,8 +370,9 @@ std::vector<KerasLayerWeights> read_keras_h5(const std::string& path) {
     const std::string at = where + ", layer '" + layer + "'";
     Handle group(H5Gopen2(root.get(), layer.c_str(), H5P_DEFAULT), H5Gclose);
     if (!group.ok()) {
-      throw ModelError(at + ": listed in layer_names but has no group (file "
-                            "truncated or not written by Keras)");
+      throw ModelError(at +
+                       ": listed in layer_names but has no group (file "
+                       "truncated or not written by Keras)");
     }
     std::vector<std::string> weight_names;
     if (attr_exists(group.get(), "weight_names") &&
@@ -372,8 +383,8 @@ std::vector<KerasLayerWeights> read_keras_h5(const std::string& path) {
     KerasLayerWeights lw{layer, {}};
     for (const auto& name : weight_names) {
       lw.weights.push_back(
-          {name, read_dataset(group.get(), name,
-                              at + ", dataset '" + name + "'")});
+          {name,
+           read_dataset(group.get(), name, at + ", dataset '" + name + "'")});
     }
     layers.push_back(std::move(lw));
   }
@@ -389,8 +400,7 @@ void write_keras_h5(const std::string& path,
       throw IoError("cannot write '" + path + "': " + what +
                     " (check the folder is writable and the disk not full)");
     };
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT,
-                          H5P_DEFAULT),
+    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
                 H5Fclose);
     if (!file.ok()) fail("HDF5 cannot create the file");
     Handle root(options.model_weights_group
@@ -422,16 +432,15 @@ void write_keras_h5(const std::string& path,
       for (const auto& w : l.weights) weight_names.push_back(w.name);
       write_strings(group.get(), "weight_names", weight_names, vl, path);
       for (const auto& w : l.weights) {
-        torch::Tensor t = w.value.detach().to(torch::kCPU, torch::kFloat32)
-                              .contiguous();
+        torch::Tensor t =
+            w.value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
         std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
-        Handle space(t.dim() == 0 ? H5Screate(H5S_SCALAR)
-                                  : H5Screate_simple(t.dim(), dims.data(),
-                                                     nullptr),
+        Handle space(t.dim() == 0
+                         ? H5Screate(H5S_SCALAR)
+                         : H5Screate_simple(t.dim(), dims.data(), nullptr),
                      H5Sclose);
         Handle ds(H5Dcreate2(group.get(), w.name.c_str(), H5T_IEEE_F32LE,
-                             space.get(), lcpl.get(), H5P_DEFAULT,
-                             H5P_DEFAULT),
+                             space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
                   H5Dclose);
         if (!ds.ok() || H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
                                  H5P_DEFAULT, t.data_ptr<float>()) < 0) {
@@ -453,9 +462,8 @@ std::vector<KerasLayerWeights> to_keras_weights(
     for (size_t i = 0; i < tensors.size(); ++i) {
       torch::Tensor v = tensors[i].detach();
       if (i == 0) v = kernel_to_keras(ref.kind, v);
-      lw.weights.push_back(
-          {ref.name + "/" + names[i] + ":0",
-           v.to(torch::kCPU, torch::kFloat32).contiguous()});
+      lw.weights.push_back({ref.name + "/" + names[i] + ":0",
+                            v.to(torch::kCPU, torch::kFloat32).contiguous()});
     }
     out.push_back(std::move(lw));
   }
@@ -480,12 +488,13 @@ void assign_keras_weights(const std::vector<KerasLayerRef>& refs,
   size_t overlap = 0;
   for (const auto& l : file_layers) overlap += wanted.count(l.layer);
   if (overlap == 0 && !refs.empty()) {
-    throw ModelError(
-        where + ": none of its " + std::to_string(file_layers.size()) +
-        " weighted layers" +
-        (file_layers.empty() ? "" : " (first: '" + file_layers[0].layer + "')") +
-        " is a layer of this model (first: '" + refs[0].name +
-        "'); it holds weights for a different architecture");
+    throw ModelError(where + ": none of its " +
+                     std::to_string(file_layers.size()) + " weighted layers" +
+                     (file_layers.empty()
+                          ? ""
+                          : " (first: '" + file_layers[0].layer + "')") +
+                     " is a layer of this model (first: '" + refs[0].name +
+                     "'); it holds weights for a different architecture");
   }
   for (const auto& l : file_layers) {
     if (!wanted.count(l.layer) && !skip.count(l.layer)) {
@@ -523,8 +532,7 @@ void assign_keras_weights(const std::vector<KerasLayerRef>& refs,
       if (value.sizes() != keras_shape.sizes()) {
         throw ModelError(where + ": layer '" + ref.name + "' weight '" +
                          lw.weights[i].name + "' has shape " +
-                         shape_str(value.sizes()) +
-                         " but the model needs " +
+                         shape_str(value.sizes()) + " but the model needs " +
                          shape_str(keras_shape.sizes()) + " (Keras layout)");
       }
       copies.emplace_back(tensors[i],

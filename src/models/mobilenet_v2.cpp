@@ -19,10 +19,9 @@ struct BlockSpec {
   int64_t expansion, filters, stride;
 };
 constexpr BlockSpec kBlocks[] = {
-    {1, 16, 1},  {6, 24, 2},  {6, 24, 1},  {6, 32, 2},  {6, 32, 1},
-    {6, 32, 1},  {6, 64, 2},  {6, 64, 1},  {6, 64, 1},  {6, 64, 1},
-    {6, 96, 1},  {6, 96, 1},  {6, 96, 1},  {6, 160, 2}, {6, 160, 1},
-    {6, 160, 1}, {6, 320, 1}};
+    {1, 16, 1}, {6, 24, 2},  {6, 24, 1},  {6, 32, 2},  {6, 32, 1}, {6, 32, 1},
+    {6, 64, 2}, {6, 64, 1},  {6, 64, 1},  {6, 64, 1},  {6, 96, 1}, {6, 96, 1},
+    {6, 96, 1}, {6, 160, 2}, {6, 160, 1}, {6, 160, 1}, {6, 320, 1}};
 
 // TensorFlow "same" padding for a k x k, stride-s convolution: the total
 // padding is split with the extra pixel after (bottom/right), so an even

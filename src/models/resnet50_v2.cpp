@@ -21,8 +21,8 @@ constexpr double kBnMomentum = 0.99;
 struct StackSpec {
   int64_t filters, blocks, stride;
 };
-constexpr StackSpec kStacks[] = {{64, 3, 2}, {128, 4, 2}, {256, 6, 2},
-                                 {512, 3, 1}};
+constexpr StackSpec kStacks[] = {
+    {64, 3, 2}, {128, 4, 2}, {256, 6, 2}, {512, 3, 1}};
 
 }  // namespace
 
@@ -78,8 +78,7 @@ std::vector<std::string> ResNet50V2Impl::top_layer_names() const {
   return {"avg_pool", "predictions", "probs"};
 }
 
-torch::Tensor ResNet50V2Impl::forward_tapped(const torch::Tensor& x,
-                                             Tap* tap) {
+torch::Tensor ResNet50V2Impl::forward_tapped(const torch::Tensor& x, Tap* tap) {
   if (tap && tap->layer == "conv1_pad") {
     tap->activation = F::pad(x, F::PadFuncOptions({3, 3, 3, 3}));
   }

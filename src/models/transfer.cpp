@@ -25,8 +25,8 @@ TransferClassifierImpl::TransferClassifierImpl(ModelConfig config)
     : ClassifierImpl(std::move(config)) {
   const auto& c = config_;
   if (c.input_size < 32) {
-    throw ConfigError("--size " + std::to_string(c.input_size) + ": " +
-                      c.arch + " needs at least 32 pixels");
+    throw ConfigError("--size " + std::to_string(c.input_size) + ": " + c.arch +
+                      " needs at least 32 pixels");
   }
   if (c.head_units < 1 || c.head_units > 65536) {
     throw ConfigError("--head-units " + std::to_string(c.head_units) +
@@ -53,8 +53,9 @@ torch::Tensor TransferClassifierImpl::forward_tapped(const torch::Tensor& x,
                                                      Tap* tap) {
   check_tap(tap);
   if (x.dim() != 4 || x.size(1) != 1) {
-    throw ModelError(config_.arch + ": expected grayscale input [N, 1, H, W], "
-                                    "got " +
+    throw ModelError(config_.arch +
+                     ": expected grayscale input [N, 1, H, W], "
+                     "got " +
                      std::to_string(x.dim()) + "-d tensor of shape " +
                      c10::str(x.sizes()));
   }

@@ -160,8 +160,7 @@ struct Rgb {
   double r, g, b;
 };
 
-// matplotlib's "tab10": hues that stay distinguishable, also for most
-// colour-vision deficiencies when combined with the dash pattern.
+// matplotlib's default "tab10" palette, so figures look familiar.
 constexpr Rgb kPalette[] = {{0.122, 0.467, 0.706}, {1.000, 0.498, 0.055},
                             {0.173, 0.627, 0.173}, {0.839, 0.153, 0.157},
                             {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294},
@@ -199,8 +198,8 @@ Surface new_surface(int width, int height, const std::string& png_path) {
     throw ConfigError("figure '" + png_path + "' would be " +
                       std::to_string(width) + "x" + std::to_string(height) +
                       " px; at most " + std::to_string(kMaxSurfaceSide) +
-                      " px per side are possible (use fewer or smaller "
-                      "tiles)");
+                      " px per side are possible (use fewer charts or "
+                      "tiles, or smaller ones)");
   }
   Surface s(cairo_image_surface_create(CAIRO_FORMAT_ARGB32, width, height));
   if (cairo_surface_status(s.get()) != CAIRO_STATUS_SUCCESS) {
@@ -353,6 +352,22 @@ Step nice_step(double lo, double hi, int max_ticks, bool integer = false) {
   return {1, base + 2};
 }
 
+// Multiples of `step` in [lo, hi]. The counter is an int because k + 1 == k
+// for huge k (1e9 +- 1e-7 has k ~ 1e17).
+std::vector<double> ticks_of(const Step& step,
+                             double lo,
+                             double hi,
+                             int max_ticks) {
+  const double first = std::ceil(lo / step.value() - 1e-9);
+  const double last = std::floor(hi / step.value() + 1e-9);
+  std::vector<double> ticks;
+  for (int i = 0; first + i <= last && i < max_ticks; ++i) {
+    const double v = step.tick(first + i);
+    ticks.push_back(v == 0 ? 0.0 : v);  // no negative zero
+  }
+  return ticks;
+}
+
 struct Axis {
   double lo = 0, hi = 1;
   double step = 0.2;
@@ -393,6 +408,10 @@ Axis make_axis(double data_lo,
       hi += pad;
     }
   }
+  if (!std::isfinite(hi - lo)) {
+    throw ConfigError(what + ": values up to " + fmt(std::max(-lo, hi)) +
+                      " are too large to plot");
+  }
   // Like matplotlib: free sides get a small margin so that extreme points
   // are not drawn on the frame; ticks are the nice values inside.
   const double margin = 0.03 * (hi - lo);
@@ -403,11 +422,7 @@ Axis make_axis(double data_lo,
   a.lo = lo;
   a.hi = hi;
   a.step = step.value();
-  for (double k = std::ceil(lo / a.step - 1e-9);
-       k <= std::floor(hi / a.step + 1e-9); ++k) {
-    const double v = step.tick(k);
-    a.ticks.push_back(v == 0 ? 0.0 : v);
-  }
+  a.ticks = ticks_of(step, lo, hi, max_ticks);
   return a;
 }
 
@@ -883,18 +898,10 @@ torch::Tensor as_plane(const torch::Tensor& t, const std::string& name) {
 }  // namespace
 
 std::vector<double> nice_ticks(double lo, double hi, int max_ticks) {
-  if (!std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return {};
+  if (!std::isfinite(hi - lo) || hi < lo) return {};
   if (hi == lo) return {lo};
   max_ticks = std::max(max_ticks, 2);
-  const Step step = nice_step(lo, hi, max_ticks);
-  std::vector<double> ticks;
-  const double first = std::ceil(lo / step.value() - 1e-9);
-  const double last = std::floor(hi / step.value() + 1e-9);
-  for (double k = first; k <= last; ++k) {
-    const double v = step.tick(k);
-    ticks.push_back(v == 0 ? 0.0 : v);  // no negative zero
-  }
-  return ticks;
+  return ticks_of(nice_step(lo, hi, max_ticks), lo, hi, max_ticks);
 }
 
 void save_line_chart(const LineChart& chart, const std::string& png_path) {

@@ -58,8 +58,9 @@ void randomize_bn(KerasBackboneImpl& net) {
 
 std::vector<KerasLayerWeights> small_layers() {
   return {
-      {"conv", {{"conv/kernel:0", torch::randn({3, 3, 2, 4})},
-                {"conv/bias:0", torch::randn({4})}}},
+      {"conv",
+       {{"conv/kernel:0", torch::randn({3, 3, 2, 4})},
+        {"conv/bias:0", torch::randn({4})}}},
       {"conv_relu", {}},
       {"bn",
        {{"bn/gamma:0", torch::rand({4})},
@@ -110,8 +111,8 @@ TEST_F(KerasH5Test, ReadsLayerNamesSplitOverSeveralAttributes) {
   // More than 64 KiB of layer names: Keras splits them into layer_names0..N.
   std::vector<KerasLayerWeights> layers;
   for (int i = 0; i < 2500; ++i) {
-    const std::string name = "a_rather_long_keras_layer_name_" +
-                             std::to_string(i);
+    const std::string name =
+        "a_rather_long_keras_layer_name_" + std::to_string(i);
     layers.push_back({name, {{name + "/bias:0", torch::full({1}, float(i))}}});
   }
   testing::TempDir dir;

@@ -126,8 +126,8 @@ TEST_F(MobileNetV2Test, StemUsesTensorFlowSamePadding) {
   net->eval();
   {
     torch::NoGradGuard no_grad;
-    auto* conv =
-        dynamic_cast<torch::nn::Conv2dImpl*>(net->keras_layers()[0].module.get());
+    auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(
+        net->keras_layers()[0].module.get());
     conv->weight.zero_();
     conv->weight.index_put_({0, 0, 0, 0}, 1.0);
   }
@@ -135,10 +135,9 @@ TEST_F(MobileNetV2Test, StemUsesTensorFlowSamePadding) {
   Tap tap{"Conv1", {}};
   net->forward_tapped(x, &tap);
   ASSERT_EQ(tap.activation.sizes(), (std::vector<int64_t>{1, 32, 16, 16}));
-  EXPECT_TRUE(torch::equal(
-      tap.activation[0][0],
-      x.index({0, 0, Slice(0, torch::indexing::None, 2),
-               Slice(0, torch::indexing::None, 2)})));
+  EXPECT_TRUE(torch::equal(tap.activation[0][0],
+                           x.index({0, 0, Slice(0, torch::indexing::None, 2),
+                                    Slice(0, torch::indexing::None, 2)})));
 }
 
 TEST_F(MobileNetV2Test, StrideTwoBlocksPadBottomRightOnly) {
@@ -152,11 +151,12 @@ TEST_F(MobileNetV2Test, StrideTwoBlocksPadBottomRightOnly) {
   net->forward_tapped(x, &pad);
   ASSERT_EQ(before.activation.sizes(), (std::vector<int64_t>{1, 96, 32, 32}));
   ASSERT_EQ(pad.activation.sizes(), (std::vector<int64_t>{1, 96, 33, 33}));
-  EXPECT_TRUE(torch::equal(pad.activation.index({Slice(), Slice(),
-                                                 Slice(0, 32), Slice(0, 32)}),
-                           before.activation));
-  EXPECT_EQ(pad.activation.index({Slice(), Slice(), 32}).abs().sum().item<float>(),
-            0.0f);
+  EXPECT_TRUE(torch::equal(
+      pad.activation.index({Slice(), Slice(), Slice(0, 32), Slice(0, 32)}),
+      before.activation));
+  EXPECT_EQ(
+      pad.activation.index({Slice(), Slice(), 32}).abs().sum().item<float>(),
+      0.0f);
   EXPECT_EQ(pad.activation.index({Slice(), Slice(), Slice(), 32})
                 .abs()
                 .sum()
@@ -178,7 +178,8 @@ TEST_F(MobileNetV2Test, ResidualAddsBlockInput) {
   net->forward_tapped(x, &in);
   net->forward_tapped(x, &branch);
   net->forward_tapped(x, &sum);
-  EXPECT_TRUE(torch::allclose(sum.activation, in.activation + branch.activation));
+  EXPECT_TRUE(
+      torch::allclose(sum.activation, in.activation + branch.activation));
 }
 
 TEST_F(MobileNetV2Test, RejectsZeroClasses) {

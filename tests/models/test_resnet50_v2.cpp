@@ -46,8 +46,8 @@ TEST_F(ResNet50V2Test, KerasLayerNamesAndOrder) {
             index_of(names, "conv2_block1_3_conv"));
   EXPECT_EQ(index_of(names, "conv2_block1_2_relu") + 1,
             index_of(names, "conv2_block1_0_conv"));
-  for (const char* last : {"conv2_block3", "conv3_block4", "conv4_block6",
-                           "conv5_block3"}) {
+  for (const char* last :
+       {"conv2_block3", "conv3_block4", "conv4_block6", "conv5_block3"}) {
     EXPECT_GE(index_of(names, std::string(last) + "_out"), 0) << last;
   }
   EXPECT_EQ(index_of(names, "conv2_block4_out"), -1);
@@ -158,9 +158,9 @@ TEST_F(ResNet50V2Test, IdentityAndPoolingShortcuts) {
     return t.activation;
   };
   // Identity shortcut from the un-activated block input.
-  EXPECT_TRUE(torch::allclose(tap("conv2_block2_out"),
-                              tap("conv2_block1_out") + tap("conv2_block2_3_conv"),
-                              1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(
+      tap("conv2_block2_out"),
+      tap("conv2_block1_out") + tap("conv2_block2_3_conv"), 1e-5, 1e-5));
   // Strided last block: MaxPooling2D(1, strides=2) of the block input.
   const torch::Tensor in = tap("conv2_block2_out");
   EXPECT_TRUE(torch::allclose(

@@ -83,9 +83,10 @@ TEST_F(TransferTest, PreprocessesLikeKeras) {
   auto p = m->named_parameters();
   f = torch::relu(torch::nn::functional::linear(f, p["head_dense.weight"],
                                                 p["head_dense.bias"]));
-  const torch::Tensor want = torch::nn::functional::linear(
-                                 f, p["head_logit.weight"], p["head_logit.bias"])
-                                 .squeeze(1);
+  const torch::Tensor want =
+      torch::nn::functional::linear(f, p["head_logit.weight"],
+                                    p["head_logit.bias"])
+          .squeeze(1);
   EXPECT_TRUE(torch::allclose(m->forward(x), want, 1e-4, 1e-5));
 }
 
@@ -185,12 +186,12 @@ TEST_F(TransferTest, TrainableFromKerasLayer) {
   auto m = make("mobilenetv2");
   m->set_backbone_trainable(false);
   m->set_trainable_from("block_16_expand");
-  EXPECT_EQ(trainable_layers(*m),
-            (std::set<std::string>{
-                "block_16_expand", "block_16_expand_BN", "block_16_depthwise",
-                "block_16_depthwise_BN", "block_16_project",
-                "block_16_project_BN", "Conv_1", "Conv_1_bn", "head_dense",
-                "head_logit"}));
+  EXPECT_EQ(
+      trainable_layers(*m),
+      (std::set<std::string>{
+          "block_16_expand", "block_16_expand_BN", "block_16_depthwise",
+          "block_16_depthwise_BN", "block_16_project", "block_16_project_BN",
+          "Conv_1", "Conv_1_bn", "head_dense", "head_logit"}));
   // A weightless layer starts at the next weighted one.
   m->set_trainable_from("block_16_depthwise_relu");
   EXPECT_EQ(trainable_layers(*m),
@@ -257,8 +258,8 @@ TEST_F(TransferTest, LoadsKerasBackboneWeights) {
                   /*model_weights_group=*/true});
 
   auto m = make("mobilenetv2");
-  const torch::Tensor head_before = m->named_parameters()["head_dense.weight"]
-                                        .clone();
+  const torch::Tensor head_before =
+      m->named_parameters()["head_dense.weight"].clone();
   load_keras_backbone(*m, path);
   EXPECT_EQ(m->config().pretrained, path);
   auto src = source->named_parameters();
@@ -267,8 +268,8 @@ TEST_F(TransferTest, LoadsKerasBackboneWeights) {
     if (layer.empty()) continue;
     EXPECT_TRUE(torch::equal(p.value(), src[p.key().substr(9)])) << p.key();
   }
-  EXPECT_TRUE(torch::equal(m->named_parameters()["head_dense.weight"],
-                           head_before));
+  EXPECT_TRUE(
+      torch::equal(m->named_parameters()["head_dense.weight"], head_before));
 
   // Wrong architecture: one ModelError, config untouched.
   auto r = make("resnet50v2");

@@ -357,6 +357,9 @@ TEST(PlotNiceTicks, HandCases) {
   EXPECT_EQ(nice_ticks(2, 2), (std::vector<double>{2}));
   EXPECT_TRUE(nice_ticks(1, 0).empty());
   EXPECT_TRUE(nice_ticks(kNaN, 1).empty());
+  EXPECT_TRUE(nice_ticks(-1e308, 1e308).empty());
+  // A tiny range far from zero must terminate and stay within max_ticks.
+  EXPECT_LE(nice_ticks(1e9, 1e9 + 1e-7, 5).size(), 5u);
   for (double hi : {0.013, 3.7, 42.0, 999.0, 1.5e6}) {
     for (int max_ticks : {3, 4, 5, 8, 11}) {
       const std::vector<double> t = nice_ticks(0.001, hi, max_ticks);

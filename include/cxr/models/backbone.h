@@ -60,18 +60,25 @@ class KerasBackboneImpl : public torch::nn::Module {
   /// (groups = in = out) as a torch Conv2d. `padding` is symmetric zero
   /// padding; asymmetric Keras padding is applied explicitly in forward.
   /// Weights are Glorot-uniform and biases zero, as Keras initialises them.
-  torch::nn::Conv2d add_conv(const std::string& name, int64_t in, int64_t out,
-                             int64_t kernel, int64_t stride, int64_t padding,
-                             bool bias, bool depthwise = false);
+  torch::nn::Conv2d add_conv(const std::string& name,
+                             int64_t in,
+                             int64_t out,
+                             int64_t kernel,
+                             int64_t stride,
+                             int64_t padding,
+                             bool bias,
+                             bool depthwise = false);
   /// Registers a Keras BatchNormalization; torch momentum = 1 - Keras'.
-  torch::nn::BatchNorm2d add_bn(const std::string& name, int64_t channels,
-                                double eps, double keras_momentum);
-  torch::nn::Linear add_dense(const std::string& name, int64_t in,
-                              int64_t out);
+  torch::nn::BatchNorm2d add_bn(const std::string& name,
+                                int64_t channels,
+                                double eps,
+                                double keras_momentum);
+  torch::nn::Linear add_dense(const std::string& name, int64_t in, int64_t out);
   /// Appends a weightless layer name to layer_names().
   void add_name(const std::string& name) { layer_names_.push_back(name); }
 
-  static void tap_if(Tap* tap, const std::string& name,
+  static void tap_if(Tap* tap,
+                     const std::string& name,
                      const torch::Tensor& t) {
     if (tap && tap->layer == name) tap->activation = t;
   }

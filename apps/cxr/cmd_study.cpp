@@ -1,0 +1,98 @@
+#include <filesystem>
+#include <iostream>
+
+#include "cli.h"
+#include "cxr/common/error.h"
+#include "cxr/report/report.h"
+#include "cxr/study/study.h"
+
+namespace cxr::cli {
+
+namespace {
+std::string default_weights() {
+  for (const char* c :
+       {"../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5",
+        "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5"}) {
+    if (std::filesystem::exists(c)) return c;
+  }
+  return "";
+}
+}  // namespace
+
+void register_study(CLI::App& app) {
+  struct Flags {
+    std::string data;
+    RuntimeFlags runtime;
+    DataFlags data_flags;
+    study::StudyOptions study;
+    bool no_weights = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "study",
+      "Run the whole study (explore, tune, baseline, MobileNetV2 transfer, "
+      "evaluation with CIs, Grad-CAM, report); re-running resumes");
+  cmd->add_option("--data", f->data,
+                  "dataset folder (default: $CXR_DATA, else "
+                  "../shared/data/cxr-seed)");
+  cmd->add_option("--out", f->study.out_dir, "study folder")
+      ->capture_default_str();
+  cmd->add_option("--weights", f->study.weights,
+                  "MobileNetV2 Keras ImageNet weights (default: "
+                  "../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5 "
+                  "when present)");
+  cmd->add_flag("--no-weights", f->no_weights,
+                "train MobileNetV2 from random initialisation");
+  cmd->add_flag("!--no-transfer", f->study.transfer, "skip the transfer model");
+  cmd->add_flag("--quick", f->study.quick,
+                "a few minutes: 64 px, one trial, 1-2 epochs (smoke test)");
+  cmd->add_flag("--full-grid", f->study.full_grid,
+                "the study's full 54-trial baseline grid (hours on a CPU)");
+  add_data_flags(*cmd, f->data_flags);
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto& s = f->study;
+    s.data = resolve_data(f->data_flags);
+    s.data.root = f->data.empty() ? default_data_dir() : f->data;
+    if (s.data.root.empty()) {
+      throw ConfigError(
+          "no data: pass --data DIR or set CXR_DATA. Get the COVID-19 "
+          "Radiography Database (Kaggle, 'tawsifurrahman/"
+          "covid19-radiography-database'); cxr reads its flat layout "
+          "ROOT/<CLASS>/images/*.png (keep COVID and Normal) or a split "
+          "layout ROOT/{train,val,test}/<CLASS>/*.png");
+    }
+    s.data.threads = f->runtime.threads;
+    if (f->no_weights) {
+      s.weights.clear();
+    } else if (s.weights.empty()) {
+      s.weights = default_weights();
+    }
+    s.device = f->runtime.device;
+    s.threads = f->runtime.threads;
+    auto sj = study::run_study(s);
+    std::cout << "study finished in " << sj["minutes"].get<double>()
+              << " min; report: " << s.out_dir << "/report.html\n";
+  });
+}
+
+void register_report(CLI::App& app) {
+  auto o = std::make_shared<report::ReportOptions>();
+  auto* cmd = app.add_subcommand(
+      "report", "Write one self-contained HTML report from a study folder or "
+                "run folders");
+  cmd->add_option("inputs", o->inputs, "study folder or run folders")
+      ->required();
+  cmd->add_option("--out", o->out_path, "HTML file to write")
+      ->capture_default_str();
+  cmd->add_option("--split", o->split, "evaluation split to report")
+      ->capture_default_str();
+  cmd->callback([o] {
+    auto j = report::write_report(*o);
+    std::cout << "wrote " << o->out_path << " (" << j["sections"].size()
+              << " sections, " << j["models"].size() << " models)\n";
+  });
+}
+
+}  // namespace cxr::cli

@@ -1,0 +1,97 @@
+#include <iostream>
+
+#include "cli.h"
+#include "cxr/common/error.h"
+#include "cxr/tune/tune.h"
+
+namespace cxr::cli {
+
+namespace {
+/// Defaults sized for about 15 minutes on a 2-core CPU at 128 px (see
+/// docs/tuning.md for the measured minutes per trial).
+std::vector<std::string> default_grid(const std::string& arch) {
+  if (arch == "baseline") return {"filters=16,32", "lr=1e-3,3e-4"};
+  return {"dropout=0.3,0.5", "lr=1e-3,3e-4"};
+}
+}  // namespace
+
+void register_tune(CLI::App& app) {
+  struct Flags {
+    std::string data;
+    std::vector<std::string> grid;
+    std::string config;
+    RuntimeFlags runtime;
+    DataFlags data_flags;
+    tune::TuneOptions tune;
+  };
+  auto f = std::make_shared<Flags>();
+  f->tune.base.train.epochs = 25;
+  auto* cmd = app.add_subcommand(
+      "tune",
+      "Hyper-parameter search (grid, random, sequential), resumable, with "
+      "an optional refit of the best configuration on train+val");
+  cmd->add_option("data", f->data,
+                  "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  cmd->add_option("--grid", f->grid,
+                  "search space tokens, e.g. filters=8,32,64 dropout=0.4,0.3 "
+                  "lr=1e-3,1e-4 optimizer=adam,sgd (random mode also takes "
+                  "lr=1e-5..1e-2)");
+  cmd->add_option("--config", f->config,
+                  "search space as JSON: {\"lr\": [0.001, 0.0001], ...}");
+  cmd->add_option("--mode", f->tune.mode, "grid, random or sequential")
+      ->capture_default_str();
+  cmd->add_option("--trials", f->tune.trials, "random mode: number of trials")
+      ->capture_default_str();
+  cmd->add_option("--search-seed", f->tune.seed, "random mode: seed")
+      ->capture_default_str();
+  cmd->add_option("--metric", f->tune.metric,
+                  "val_loss, val_accuracy, val_auc or val_recall")
+      ->capture_default_str();
+  cmd->add_option("--budget-minutes", f->tune.budget_minutes,
+                  "stop starting trials after this many minutes (0 = none)")
+      ->capture_default_str();
+  cmd->add_flag("--refit", f->tune.refit,
+                "train the best configuration on train+val for its best "
+                "epoch count and evaluate it on test");
+  cmd->add_option("--out", f->tune.out_dir, "output folder")
+      ->capture_default_str();
+  add_model_train_flags(*cmd, f->tune.base);
+  add_data_flags(*cmd, f->data_flags);
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto& t = f->tune;
+    if (!f->config.empty() && !f->grid.empty()) {
+      throw ConfigError("give either --grid or --config, not both");
+    }
+    t.space = !f->config.empty() ? tune::read_space_file(f->config)
+              : tune::parse_space(f->grid.empty()
+                                      ? default_grid(t.base.model.arch)
+                                      : f->grid);
+    t.base.data = resolve_data(f->data_flags);
+    t.base.data.root = f->data.empty() ? default_data_dir() : f->data;
+    t.base.data.threads = f->runtime.threads;
+    t.base.model.input_size = t.base.data.size;
+    t.base.device = f->runtime.device;
+    auto best = tune::run_tune(t);
+    const auto& b = best["best"];
+    std::cout << "best of " << best["trials"].get<int>() << " trials by "
+              << t.metric << ": " << b["key"].get<std::string>()
+              << "  (val loss " << b["val_loss"] << ", acc "
+              << b["val_accuracy"] << ", AUC " << b["val_auc"]
+              << ", best epoch " << b["best_epoch"] << ")\n";
+    if (best.contains("refit")) {
+      const auto& r = best["refit"];
+      std::cout << "refit " << r["run_dir"].get<std::string>()
+                << ": test accuracy " << r["test"]["accuracy"]["value"]
+                << " [" << r["test"]["accuracy"]["low"] << ", "
+                << r["test"]["accuracy"]["high"] << "], recall "
+                << r["test"]["recall"]["value"] << ", AUC "
+                << r["test"]["auc"]["value"] << "\n";
+    }
+    std::cout << "wrote " << t.out_dir
+              << "/{trials.csv,results.md,best.json,trials.jsonl}\n";
+  });
+}
+
+}  // namespace cxr::cli

@@ -1,0 +1,162 @@
+#pragma once
+/// Checks of whether Grad-CAM maps can be trusted, for one image set:
+///  - model randomisation (Adebayo et al., "Sanity Checks for Saliency
+///    Maps", NeurIPS 2018): re-initialise the top of the network and measure
+///    how much the maps change (Spearman rank correlation). A map that
+///    survives the destruction of the weights explains the input, not the
+///    model;
+///  - faithfulness by deletion (pixel flipping, Samek et al., IEEE TNNLS
+///    2017; the deletion metric of Petsiuk et al., BMVC 2018): blank the most
+///    highlighted pixels and compare the drop of P(predicted class) with
+///    blanking as many random pixels;
+///  - where the evidence lies: the share of map mass in the central lung
+///    field versus the outer frame, where text, markers and boxes sit (the
+///    study found errors driven by cables and a corner box).
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cxr/explain/gradcam.h"
+#include "cxr/models/classifier.h"
+
+namespace cxr::explain {
+
+/// Fixed regions in relative image coordinates (0 = left/top, 1 =
+/// right/bottom). The lung box is a generous box around both lung fields of
+/// a centred PA/AP radiograph (above the diaphragm, inside the ribs); the
+/// border is the outer frame where burnt-in text, markers and boxes sit.
+struct EnergyRegions {
+  double lung_x0 = 0.15, lung_x1 = 0.85;
+  double lung_y0 = 0.10, lung_y1 = 0.85;
+  /// Width of the border frame as a fraction of each side, in (0, 0.5).
+  double border = 0.08;
+};
+
+/// Shares of a map's mass; NaN for a map without mass (all zeros).
+struct EnergyShares {
+  double lung = NAN;    ///< in [0, 1]
+  double border = NAN;  ///< in [0, 1]
+};
+
+/// [height, width] bool masks of the regions (pixel centres inside).
+torch::Tensor lung_field_mask(int64_t height,
+                              int64_t width,
+                              const EnergyRegions& regions = {});
+torch::Tensor border_mask(int64_t height,
+                          int64_t width,
+                          const EnergyRegions& regions = {});
+
+/// maps: [N, H, W] >= 0 (or [H, W]). Share of each map's sum inside the lung
+/// box and inside the border frame. Throws ConfigError for bad regions.
+std::vector<EnergyShares> energy_shares(const torch::Tensor& maps,
+                                        const EnergyRegions& regions = {});
+
+/// Spearman rank correlation of two equally sized tensors (flattened), ties
+/// given their average rank. NaN when either has no spread (constant).
+double spearman(const torch::Tensor& a, const torch::Tensor& b);
+
+/// Names (as in named_modules, "" = the root) of the modules the
+/// randomisation check re-initialises: modules owning parameters, in
+/// named_modules order (registration order, which for cxr models is input to
+/// output), counted back from the output. count > 0 takes the last `count`;
+/// count == 0 takes the head and the last convolution: walking back from
+/// the output, everything up to and including the first module with a 4-D
+/// (convolution) weight. Baseline: fc, block4_bn, block4_conv; MobileNetV2:
+/// head_logit, head_dense, Conv_1_bn, Conv_1. Listed output first.
+std::vector<std::string> top_modules(models::ClassifierImpl& model,
+                                     int count = 0);
+
+/// Re-initialises the parameters of `modules` (names from top_modules) in
+/// place, as at construction: weights with >= 2 dims and the biases next to
+/// them from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default for conv and
+/// linear layers), 1-D weights of normalisation layers to 1 and their biases
+/// to 0. Buffers (running statistics, normalisation constants) are kept.
+/// Seeded: the same seed gives the same weights. Throws ConfigError for an
+/// unknown name.
+void reinitialize_modules(models::ClassifierImpl& model,
+                          const std::vector<std::string>& modules,
+                          uint64_t seed);
+
+struct TrustOptions {
+  /// Grad-CAM layer; "" = the model's default.
+  std::string layer;
+  /// Modules to re-initialise (see top_modules); 0 = head + last conv.
+  int randomize_modules = 0;
+  /// Adebayo et al. read maps that still correlate after randomisation as
+  /// not depending on the model. Mean Spearman above this flags the maps as
+  /// untrustworthy. 0.5 is a "clearly more alike than not" line: a map that
+  /// follows the model falls to about 0 (their Fig. 2), one that follows the
+  /// input (edge-detector-like) stays near 1.
+  double untrustworthy_correlation = 0.5;
+  /// Shares of the pixels blanked by the deletion check, each in (0, 1).
+  std::vector<double> deletion_fractions = {0.1, 0.2, 0.5};
+  /// Random-deletion repeats averaged per image (>= 1).
+  int random_repeats = 3;
+  /// Seed of re-initialisation and random deletion.
+  uint64_t seed = 42;
+  /// Decision threshold on P(positive) that defines the predicted class.
+  double threshold = 0.5;
+  /// Images per forward pass.
+  int batch_size = 32;
+  EnergyRegions regions;
+
+  /// Throws ConfigError naming the bad option.
+  void validate() const;
+};
+
+/// The checks for one image. Maps are those of the predicted class.
+struct ImageTrust {
+  double probability = NAN;  ///< P(positive)
+  int predicted = 0;         ///< 1 = positive
+  int label = -1;            ///< 1 / 0, -1 when unknown
+  /// Spearman between the map before and after randomisation. When exactly
+  /// one of the two maps is constant (no ranking) it is 0 (the maps differ
+  /// as much as they can), when both are it is 1.
+  double rank_correlation = NAN;
+  /// Drop of P(predicted class), per deletion fraction: P before minus P
+  /// after. Guided = highest map values first; random = as many random
+  /// pixels (mean over repeats). Blanked pixels take the image's mean.
+  std::vector<double> drop_guided, drop_random;
+  EnergyShares energy;  ///< of the predicted-class map
+};
+
+struct TrustReport {
+  std::string layer;
+  std::vector<std::string> randomized_modules;
+  std::vector<double> deletion_fractions;
+  int random_repeats = 1;
+  double untrustworthy_correlation = 0.5;
+  EnergyRegions regions;
+  double mean_rank_correlation = NAN;
+  /// mean_rank_correlation > untrustworthy_correlation.
+  bool untrustworthy = false;
+  /// Means over images per fraction; guided > random means the map points at
+  /// pixels the model relies on.
+  std::vector<double> mean_drop_guided, mean_drop_random;
+  /// Means over images whose map has mass; correct/wrong only with labels.
+  EnergyShares mean_energy, mean_energy_correct, mean_energy_wrong;
+  std::vector<ImageTrust> images;  ///< in input order
+
+  /// Summary, definitions (regions, shares a uniform map would get) and the
+  /// per-image values. NaN is written as null.
+  nlohmann::json to_json() const;
+};
+
+/// Runs the three checks on images [N, 1, H, W] (uint8 in [0, 255] or
+/// float in [0, 1]) with labels [N] (1 = positive; undefined when unknown).
+/// `cams` may hold this model's maps of these images on options.layer to
+/// skip recomputing them. The randomisation check re-initialises the top
+/// modules of `model` in place and restores the weights before returning,
+/// also when it throws, so the model must not be used concurrently.
+/// Throws ConfigError for bad options or shapes.
+TrustReport trust_checks(const models::Classifier& model,
+                         const torch::Tensor& images,
+                         const torch::Tensor& labels,
+                         const TrustOptions& options = {},
+                         const CamResult* cams = nullptr);
+
+}  // namespace cxr::explain

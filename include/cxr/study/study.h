@@ -1,0 +1,35 @@
+#pragma once
+/// `cxr study`: the reference study redone end to end, resumably:
+/// explore -> tune the baseline (small grid) -> refit the best baseline on
+/// train+val -> MobileNetV2 transfer (frozen, then fine-tuned) -> evaluate
+/// both on test with CIs -> Grad-CAM examples, misclassified gallery and
+/// trust checks -> one HTML report.
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cxr/data/dataset.h"
+#include "cxr/train/run.h"
+
+namespace cxr::study {
+
+struct StudyOptions {
+  data::DatasetOptions data;
+  std::string out_dir = "study";
+  /// Keras MobileNetV2 ImageNet weights ("" = random init, recorded).
+  std::string weights;
+  /// Skip the transfer model.
+  bool transfer = true;
+  /// A few minutes: small images, one trial, few epochs (smoke test).
+  bool quick = false;
+  /// The study's full grids (54 baseline trials; hours on a CPU).
+  bool full_grid = false;
+  std::string device = "auto";
+  int threads = 0;
+  bool progress = true;
+};
+
+/// Runs every step not yet done (study.json records finished steps) and
+/// returns study.json's content.
+nlohmann::json run_study(const StudyOptions& options);
+
+}  // namespace cxr::study

@@ -1,0 +1,94 @@
+#pragma once
+/// `cxr tune`: hyper-parameter search (full grid, random, sequential) with a
+/// resumable trial store, ranking by a validation metric, and the study's
+/// final refit on train+val for the best configuration's best epoch count.
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cxr/data/dataset.h"
+#include "cxr/train/run.h"
+
+namespace cxr::tune {
+
+/// One tunable parameter: a list of values, or a numeric range for random
+/// search ("lr=1e-5..1e-2": log-uniform for lr, uniform otherwise).
+struct ParamSpec {
+  std::string name;
+  std::vector<std::string> values;
+  bool is_range = false;
+  double low = 0, high = 0;
+  bool log_scale = false;
+};
+
+struct SearchSpace {
+  std::vector<ParamSpec> params;  ///< in the order given (sequential order)
+};
+
+/// Parameter names cxr tune understands (see apply_params).
+const std::vector<std::string>& tunable_names();
+
+/// Parses tokens like "filters=8,32,64" "lr=1e-3,1e-4" "lr=1e-5..1e-2".
+/// Throws ConfigError naming the bad token.
+SearchSpace parse_space(const std::vector<std::string>& tokens);
+/// Reads {"filters": [8, 32], "lr": "1e-5..1e-2", ...} (JSON keeps order).
+SearchSpace read_space_file(const std::string& path);
+
+/// A trial's parameters, name -> value text (sorted by name).
+using Params = std::map<std::string, std::string>;
+/// Canonical "a=1;b=2" key identifying a trial.
+std::string trial_key(const Params& p);
+
+/// Cartesian product in the given order (ranges are refused).
+std::vector<Params> grid_trials(const SearchSpace& space);
+/// `n` samples, deterministic for `seed` (mt19937_64).
+std::vector<Params> random_trials(const SearchSpace& space, int n,
+                                  uint64_t seed);
+
+/// Applies parameters to run options. filters=F means blocks F,2F,4F,4F;
+/// "32-64-128" lists them. Throws ConfigError for unknown names or values.
+void apply_params(const Params& p, train::RunOptions& options);
+
+struct TuneOptions {
+  /// grid | random | sequential
+  std::string mode = "grid";
+  SearchSpace space;
+  /// random: number of trials.
+  int trials = 10;
+  uint64_t seed = 42;
+  /// val_loss | val_accuracy | val_auc | val_recall
+  std::string metric = "val_loss";
+  /// Stop starting new trials after this many minutes (0 = no limit).
+  double budget_minutes = 0;
+  /// Train the best configuration on train+val and evaluate it on test.
+  bool refit = false;
+  std::string out_dir = "tune";
+  /// Options every trial starts from (model, training, data, device).
+  train::RunOptions base;
+  bool progress = true;
+};
+
+struct TrialResult {
+  int index = 0;
+  Params params;
+  std::string key;
+  std::string run_dir;
+  int best_epoch = 0;
+  int frozen_epochs = 0;  ///< transfer: epochs of phase 1 that ran
+  double val_loss = NAN, val_accuracy = NAN, val_precision = NAN,
+         val_recall = NAN, val_auc = NAN;
+  double seconds = 0;
+  nlohmann::json to_json() const;
+  static TrialResult from_json(const nlohmann::json& j);
+  /// The value of `metric`, oriented so that larger is better.
+  double score(const std::string& metric) const;
+};
+
+/// Runs the search (resuming finished trials from OUT/trials.jsonl) and
+/// writes trials.csv, results.md, best.json (and refit/ when asked).
+/// Returns best.json's content.
+nlohmann::json run_tune(const TuneOptions& options,
+                        const data::Dataset* preloaded = nullptr);
+
+}  // namespace cxr::tune

@@ -1,0 +1,447 @@
+// `cxr explain`: inputs (files, folders or a split), batched Grad-CAM,
+// panels, records, thumbnails, index page, trust checks.
+#include "cxr/explain/explain.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/common/progress.h"
+#include "cxr/common/runtime.h"
+#include "cxr/data/dataset.h"
+#include "cxr/data/image_io.h"
+#include "cxr/explain/gradcam.h"
+#include "cxr/train/run.h"
+#include "cxr/train/run_dir.h"
+#include "cxr/train/trainer.h"
+#include "cxr/version.h"
+#include "cxr/viz/plot.h"
+
+namespace cxr::explain {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+bool is_image(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
+  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp";
+}
+
+std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& in : inputs) {
+    if (fs::is_directory(in)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(in)) {
+        if (e.is_regular_file() && is_image(e.path())) {
+          found.push_back(e.path().string());
+        }
+      }
+      std::sort(found.begin(), found.end());
+      if (found.empty()) {
+        throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
+      }
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::exists(in)) {
+      files.push_back(in);
+    } else {
+      throw DataError("'" + in +
+                      "' does not exist; give image files or folders");
+    }
+  }
+  return files;
+}
+
+/// A file-system-safe, short version of a file's stem.
+std::string safe_stem(const std::string& path) {
+  std::string s = fs::path(path).stem().string();
+  for (char& c : s) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                    c == '_' || c == '.';
+    if (!ok) c = '_';
+  }
+  if (s.size() > 60) s.resize(60);
+  return s.empty() ? "image" : s;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+nlohmann::json shares_json(const EnergyShares& e) {
+  auto num = [](double v) {
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  };
+  return {{"lung", num(e.lung)}, {"border", num(e.border)}};
+}
+
+/// The images to explain: file names, true labels (-1 unknown) and a loader
+/// of uint8 [b, 1, S, S] batches, so folders are read batch by batch.
+struct Source {
+  std::vector<std::string> files;
+  std::vector<int> labels;
+  torch::Tensor images;  ///< preloaded (split) or undefined (files)
+  std::string description;
+};
+
+torch::Tensor load_files(const std::vector<std::string>& files, int size) {
+  std::vector<torch::Tensor> batch;
+  for (const auto& f : files) {
+    auto img = data::read_gray(f);
+    // As in training: resize, quantise to 8 bits; the model normalises.
+    batch.push_back(data::resize_square(img.pixels, size)
+                        .mul(255.0f)
+                        .round()
+                        .clamp(0, 255)
+                        .to(torch::kUInt8)
+                        .unsqueeze(0));
+  }
+  return torch::stack(batch);
+}
+
+}  // namespace
+
+void save_panel(const torch::Tensor& gray,
+                const torch::Tensor& positive_map,
+                const torch::Tensor& negative_map,
+                const PanelInfo& info,
+                const std::string& png_path) {
+  const bool pos = info.probability >= info.threshold;
+  const std::string predicted = pos ? info.positive : info.negative;
+  std::string truth = "true label unknown";
+  std::string verdict;
+  if (info.label >= 0) {
+    truth = "true: " + (info.label == 1 ? info.positive : info.negative);
+    verdict = (info.label == 1) == pos ? "correct" : "WRONG";
+  }
+  const std::string p =
+      "P(" + info.positive + ") " + fixed(info.probability, 3);
+  std::vector<viz::Tile> tiles = {
+      {gray, "original\npredicted " + predicted + ", " + p},
+      {viz::overlay_heatmap(gray, positive_map),
+       info.positive + " evidence\n" + truth},
+      {viz::overlay_heatmap(gray, negative_map),
+       info.negative + " evidence\n" + (verdict.empty() ? "" : verdict)}};
+  viz::GridOptions g;
+  g.title = info.title;
+  g.columns = 3;
+  g.tile_size = 240;
+  g.colorbar = true;
+  g.colorbar_label = "Grad-CAM (normalised)";
+  viz::save_image_grid(tiles, g, png_path);
+}
+
+nlohmann::json explain_run(const ExplainOptions& o) {
+  if (o.out_dir.empty()) {
+    throw ConfigError(
+        "--out DIR is required: the folder for the panels, "
+        "records and index.html");
+  }
+  if (o.batch_size < 1 || o.batch_size > 4096) {
+    throw ConfigError("--batch-size must be in 1..4096");
+  }
+  if (o.limit < 0) throw ConfigError("--limit must be >= 0 (0 = all)");
+  std::string split = o.split;
+  if (o.misclassified && split.empty()) split = "test";
+  if (!o.inputs.empty() && !split.empty()) {
+    throw ConfigError(
+        "give image files/folders or --split/--misclassified, "
+        "not both");
+  }
+  if (o.inputs.empty() && split.empty()) {
+    throw ConfigError(
+        "nothing to explain: give image files or folders, or "
+        "--split SPLIT (add --misclassified for the wrong "
+        "predictions only)");
+  }
+  if (!split.empty()) data::parse_split(split);
+  if (o.trust) o.trust_options.validate();
+
+  const auto start = std::chrono::steady_clock::now();
+  const torch::Device device = resolve_device(o.device);
+  auto run = train::load_run(o.run_dir, device);
+  // Validates --layer before any data is read.
+  GradCam cam(run.model, o.layer, o.batch_size);
+  const int size = run.meta.model.input_size;
+  const double threshold = run.meta.threshold;
+  const auto& positive = run.meta.positive;
+  const auto& negative = run.meta.negative;
+
+  Source src;
+  int64_t split_size = 0;
+  if (!split.empty()) {
+    auto ds = data::load_dataset(
+        train::data_options_from(run.meta.data, o.data_root, o.cache_dir));
+    const auto& set = ds.split(data::parse_split(split));
+    if (set.size() > 0 && set.images.size(2) != size) {
+      throw DataError("split '" + split + "' was loaded at " +
+                      std::to_string(set.images.size(2)) +
+                      " px but the model expects " + std::to_string(size) +
+                      " px");
+    }
+    split_size = set.size();
+    std::vector<int64_t> keep;
+    if (o.misclassified && set.size() > 0) {
+      auto p =
+          train::predict_proba(*run.model, set.images, device, o.batch_size);
+      auto wrong = (p >= threshold) != (set.labels > 0.5);
+      for (int64_t i = 0; i < set.size(); ++i) {
+        if (wrong[i].item<bool>()) keep.push_back(i);
+      }
+    } else {
+      for (int64_t i = 0; i < set.size(); ++i) keep.push_back(i);
+    }
+    if (o.limit > 0 && static_cast<int64_t>(keep.size()) > o.limit) {
+      keep.resize(static_cast<size_t>(o.limit));
+    }
+    for (int64_t i : keep) {
+      src.files.push_back(set.paths[static_cast<size_t>(i)]);
+      src.labels.push_back(set.labels[i].item<float>() > 0.5f ? 1 : 0);
+    }
+    src.images = keep.empty() ? torch::empty({0, 1, size, size}, torch::kUInt8)
+                              : set.images.index_select(
+                                    0, torch::tensor(keep, torch::kInt64));
+    src.description = std::string(o.misclassified ? "misclassified " : "") +
+                      split + " images";
+  } else {
+    src.files = list_images(o.inputs);
+    if (o.limit > 0 && static_cast<int64_t>(src.files.size()) > o.limit) {
+      src.files.resize(static_cast<size_t>(o.limit));
+    }
+    for (const auto& f : src.files) {
+      const auto parent = fs::path(f).parent_path().filename().string();
+      src.labels.push_back(parent == positive   ? 1
+                           : parent == negative ? 0
+                                                : -1);
+    }
+    src.description = "image files";
+  }
+
+  const fs::path out = o.out_dir;
+  ensure_dir(out / "panels");
+  ensure_dir(out / "records");
+  ensure_dir(out / "thumbs");
+  const int64_t n = static_cast<int64_t>(src.files.size());
+  const int digits = std::max(4, static_cast<int>(std::to_string(n).size()));
+  std::vector<nlohmann::json> records;
+  std::vector<torch::Tensor> all_images;  // uint8, kept for --trust
+  std::vector<std::string> names;
+  int64_t wrong = 0, labelled = 0;
+  double cam_seconds = 0;
+  Progress bar("explain", static_cast<long>(n), o.progress);
+  for (int64_t s = 0; s < n; s += o.batch_size) {
+    const int64_t e = std::min(n, s + o.batch_size);
+    torch::Tensor batch =
+        src.images.defined()
+            ? src.images.slice(0, s, e)
+            : load_files(std::vector<std::string>(src.files.begin() + s,
+                                                  src.files.begin() + e),
+                         size);
+    if (o.trust) all_images.push_back(batch);
+    const auto t0 = std::chrono::steady_clock::now();
+    CamResult r = cam.compute(batch);
+    cam_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    auto gray = batch.to(torch::kFloat32).div(255.0f);
+    auto pos_shares = energy_shares(r.positive_maps);
+    auto neg_shares = energy_shares(r.negative_maps);
+    for (int64_t k = 0; k < e - s; ++k) {
+      const size_t i = static_cast<size_t>(s + k);
+      std::ostringstream id;
+      id << std::setw(digits) << std::setfill('0') << (s + k + 1);
+      const std::string name = id.str() + "_" + safe_stem(src.files[i]);
+      names.push_back(name);
+      const double p = r.probabilities[k].item<double>();
+      const bool pred = p >= threshold;
+      const int label = src.labels[i];
+      PanelInfo info;
+      info.title = fs::path(src.files[i]).filename().string();
+      info.positive = positive;
+      info.negative = negative;
+      info.probability = p;
+      info.threshold = threshold;
+      info.label = label;
+      save_panel(gray[k][0], r.positive_maps[k], r.negative_maps[k], info,
+                 (out / "panels" / (name + ".png")).string());
+      data::write_png(
+          (out / "thumbs" / (name + ".png")).string(),
+          viz::overlay_heatmap(gray[k][0],
+                               pred ? r.positive_maps[k] : r.negative_maps[k]));
+      nlohmann::json rec = {
+          {"index", s + k + 1},
+          {"file", src.files[i]},
+          {"panel", "panels/" + name + ".png"},
+          {"thumbnail", "thumbs/" + name + ".png"},
+          {"layer", cam.layer()},
+          {"logit", r.logits[k].item<double>()},
+          {"p_" + positive, p},
+          {"threshold", threshold},
+          {"prediction", pred ? positive : negative},
+          {"energy",
+           {{positive + "_map",
+             shares_json(pos_shares[static_cast<size_t>(k)])},
+            {negative + "_map",
+             shares_json(neg_shares[static_cast<size_t>(k)])}}}};
+      if (label >= 0) {
+        ++labelled;
+        const bool ok = (label == 1) == pred;
+        if (!ok) ++wrong;
+        rec["true_label"] = label == 1 ? positive : negative;
+        rec["correct"] = ok;
+      } else {
+        rec["true_label"] = nullptr;
+        rec["correct"] = nullptr;
+      }
+      write_json_atomic(out / "records" / (name + ".json"), rec);
+      records.push_back(std::move(rec));
+    }
+    bar.step(static_cast<long>(e - s));
+  }
+  bar.finish();
+
+  nlohmann::json trust_summary;
+  if (o.trust && n > 0) {
+    TrustOptions t = o.trust_options;
+    t.layer = cam.layer();
+    t.threshold = threshold;
+    t.batch_size = o.batch_size;
+    torch::Tensor labels;
+    if (labelled == n) {
+      labels = torch::tensor(
+          std::vector<float>(src.labels.begin(), src.labels.end()));
+    }
+    auto report = trust_checks(run.model, torch::cat(all_images), labels, t);
+    auto j = report.to_json();
+    for (size_t i = 0; i < records.size(); ++i) {
+      auto per = j["images"][i];
+      per.erase("p_positive");
+      per.erase("predicted");
+      per.erase("label");
+      records[i]["trust"] = per;
+      write_json_atomic(out / "records" / (names[i] + ".json"), records[i]);
+    }
+    write_json_atomic(out / "trust.json", j);
+    j.erase("images");
+    trust_summary = j;
+  }
+
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  nlohmann::json summary = {
+      {"run", o.run_dir},
+      {"arch", run.meta.model.arch},
+      {"layer", cam.layer()},
+      {"layers", run.model->tap_names()},
+      {"device", device.str()},
+      {"source", src.description},
+      {"threshold", threshold},
+      {"positive", positive},
+      {"negative", negative},
+      {"images", n},
+      {"labelled", labelled},
+      {"misclassified", wrong},
+      {"gradcam_seconds", cam_seconds},
+      {"gradcam_images_per_second",
+       cam_seconds > 0 ? static_cast<double>(n) / cam_seconds : 0.0},
+      {"seconds", seconds},
+      {"records", "records/"},
+      {"panels", "panels/"},
+      {"index", "index.html"},
+      {"cxr_version", kVersion},
+      {"created", train::utc_now()}};
+  if (!split.empty()) {
+    summary["split"] = split;
+    summary["split_size"] = split_size;
+    summary["only_misclassified"] = o.misclassified;
+  } else {
+    summary["inputs"] = o.inputs;
+  }
+  if (!trust_summary.is_null()) summary["trust"] = trust_summary;
+  write_json_atomic(out / "summary.json", summary);
+
+  std::ostringstream html;
+  html << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\n"
+       << "<title>cxr explain: " << html_escape(src.description)
+       << "</title>\n<style>body{font-family:sans-serif;margin:1.5em}"
+       << ".card{display:inline-block;width:" << std::max(size, 128) + 16
+       << "px;margin:6px;vertical-align:top;font-size:12px}"
+       << ".card img{width:100%;image-rendering:pixelated}"
+       << ".wrong{color:#b00}</style></head><body>\n"
+       << "<h1>Grad-CAM: " << n << " " << html_escape(src.description)
+       << "</h1>\n<p>run <code>" << html_escape(o.run_dir)
+       << "</code>, layer <code>" << html_escape(cam.layer())
+       << "</code>, threshold " << fixed(threshold, 3)
+       << ". Thumbnails show the map of the predicted class; click for the "
+          "panel (original | "
+       << html_escape(positive) << " evidence | " << html_escape(negative)
+       << " evidence).</p>\n";
+  if (!trust_summary.is_null()) {
+    const auto& rz = trust_summary["randomization"];
+    html << "<p>Randomisation check: mean rank correlation "
+         << fixed(rz["mean_rank_correlation"].is_null()
+                      ? NAN
+                      : rz["mean_rank_correlation"].get<double>(),
+                  3)
+         << (rz["untrustworthy"].get<bool>()
+                 ? " &mdash; <b class=\"wrong\">maps barely depend on the "
+                   "model: untrustworthy</b>"
+                 : " (maps depend on the model)")
+         << ". See trust.json.</p>\n";
+  }
+  if (n == 0) html << "<p>Nothing to show.</p>\n";
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    const bool bad = r["correct"].is_boolean() && !r["correct"].get<bool>();
+    html << "<div class=\"card\"><a href=\"panels/" << html_escape(names[i])
+         << ".png\"><img src=\"thumbs/" << html_escape(names[i])
+         << ".png\" loading=\"lazy\" alt=\"" << html_escape(names[i])
+         << "\"></a><br>"
+         << html_escape(fs::path(src.files[i]).filename().string())
+         << "<br><span" << (bad ? " class=\"wrong\"" : "") << ">pred "
+         << html_escape(r["prediction"].get<std::string>()) << ", P("
+         << html_escape(positive) << ") "
+         << fixed(r["p_" + positive].get<double>(), 3);
+    if (r["true_label"].is_string()) {
+      html << ", true " << html_escape(r["true_label"].get<std::string>());
+    }
+    html << "</span></div>\n";
+  }
+  html << "</body></html>\n";
+  write_text_atomic(out / "index.html", html.str());
+  return summary;
+}
+
+}  // namespace cxr::explain

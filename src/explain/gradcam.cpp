@@ -1,0 +1,626 @@
+// Grad-CAM and the trust checks of its maps (randomisation, deletion,
+// energy). Only tensors and models here; files and figures live in
+// explain.cpp.
+#include "cxr/explain/gradcam.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cxr/common/error.h"
+#include "cxr/explain/trust.h"
+#include "cxr/train/trainer.h"
+
+namespace cxr::explain {
+
+namespace {
+
+std::string shape_of(const torch::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    s += (i ? ", " : "") + std::to_string(t.size(i));
+  }
+  return s + "]";
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+/// [N, 1, H, W] uint8 or float images as float32 in [0, 1].
+torch::Tensor as_unit_float(const torch::Tensor& images, const char* what) {
+  if (!images.defined() || images.dim() != 4 || images.size(1) != 1) {
+    throw ConfigError(std::string(what) +
+                      ": images must be [N, 1, H, W] grayscale, got " +
+                      shape_of(images));
+  }
+  if (images.scalar_type() == torch::kUInt8) {
+    return images.to(torch::kFloat32).div_(255.0f);
+  }
+  return images.to(torch::kFloat32);
+}
+
+/// Restores train/eval mode on scope exit.
+class ModeGuard {
+ public:
+  explicit ModeGuard(torch::nn::Module& m) : m_(m), was_(m.is_training()) {
+    m_.eval();
+  }
+  ~ModeGuard() { m_.train(was_); }
+  ModeGuard(const ModeGuard&) = delete;
+  ModeGuard& operator=(const ModeGuard&) = delete;
+
+ private:
+  torch::nn::Module& m_;
+  bool was_;
+};
+
+}  // namespace
+
+torch::Device model_device(const models::ClassifierImpl& model) {
+  for (const auto& p : model.parameters()) return p.device();
+  for (const auto& b : model.buffers()) return b.device();
+  return torch::Device(torch::kCPU);
+}
+
+torch::Tensor gradcam_weighting(const torch::Tensor& activation,
+                                const torch::Tensor& gradient) {
+  if (activation.dim() != 4 || !gradient.defined() ||
+      gradient.sizes() != activation.sizes()) {
+    throw ConfigError(
+        "Grad-CAM needs a feature map [N, C, h, w] and a "
+        "gradient of the same shape, got " +
+        shape_of(activation) + " and " + shape_of(gradient));
+  }
+  auto weights = gradient.mean({2, 3}, /*keepdim=*/true);
+  return torch::relu((weights * activation).sum(1));
+}
+
+torch::Tensor normalize_and_upsample(const torch::Tensor& maps,
+                                     int64_t height,
+                                     int64_t width) {
+  namespace F = torch::nn::functional;
+  if (maps.dim() != 3) {
+    throw ConfigError("Grad-CAM maps must be [N, h, w], got " + shape_of(maps));
+  }
+  const int64_t n = maps.size(0);
+  auto up = F::interpolate(maps.unsqueeze(1).to(torch::kFloat32),
+                           F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{height, width})
+                               .mode(torch::kBilinear)
+                               .align_corners(false))
+                .reshape({n, height * width});
+  auto lo = std::get<0>(up.min(1, /*keepdim=*/true));
+  auto hi = std::get<0>(up.max(1, /*keepdim=*/true));
+  auto range = hi - lo;
+  // Relative, not absolute (pytorch-grad-cam adds 1e-7 to the range): raw
+  // maps scale with the gradient, often ~1e-3 here, and an absolute epsilon
+  // would keep their maximum visibly below 1.
+  auto has_spread = range > 1e-7 * torch::max(hi.abs(), lo.abs());
+  auto scaled = (up - lo) / range.clamp_min(1e-30);
+  return torch::where(has_spread, scaled, torch::zeros_like(up))
+      .reshape({n, height, width});
+}
+
+GradCam::GradCam(models::Classifier model, std::string layer, int batch_size)
+    : model_(std::move(model)),
+      layer_(std::move(layer)),
+      batch_size_(batch_size) {
+  if (!model_) throw ConfigError("Grad-CAM: no model given");
+  if (batch_size_ < 1) {
+    throw ConfigError("--batch-size " + std::to_string(batch_size_) +
+                      ": use at least 1 image per batch");
+  }
+  const auto names = model_->tap_names();
+  if (layer_.empty()) layer_ = model_->default_tap();
+  if (std::find(names.begin(), names.end(), layer_) == names.end()) {
+    throw ConfigError("--layer " + layer_ + ": no such layer in this " +
+                      model_->config().arch + " model; valid layers: " +
+                      join(names) + " (see --list-layers)");
+  }
+}
+
+CamResult GradCam::compute(const torch::Tensor& images) {
+  auto x = as_unit_float(images, "Grad-CAM");
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  if (n == 0) {
+    return {torch::empty({0}), torch::empty({0}), torch::empty({0, h, w}),
+            torch::empty({0, h, w})};
+  }
+  std::vector<torch::Tensor> logits, pos, neg;
+  for (int64_t s = 0; s < n; s += batch_size_) {
+    auto r = compute_batch(x.slice(0, s, std::min(n, s + batch_size_)));
+    logits.push_back(r.logits);
+    pos.push_back(r.positive_maps);
+    neg.push_back(r.negative_maps);
+  }
+  CamResult out;
+  out.logits = torch::cat(logits);
+  out.probabilities = torch::sigmoid(out.logits);
+  out.positive_maps = torch::cat(pos);
+  out.negative_maps = torch::cat(neg);
+  return out;
+}
+
+CamResult GradCam::compute_batch(const torch::Tensor& images) {
+  auto& model = *model_;
+  ModeGuard mode(model);
+  // Grad-CAM needs a graph even when the caller disabled autograd.
+  torch::AutoGradMode enable_grad(true);
+  // The input requires grad so the tapped activation is in the graph even
+  // when the layers before it are frozen; the detach keeps the caller's
+  // tensor untouched.
+  auto x = images.to(model_device(model)).detach().requires_grad_(true);
+  models::Tap tap{layer_, {}};
+  torch::Tensor logits = model.forward_tapped(x, &tap);
+  if (!tap.activation.defined() || tap.activation.dim() != 4) {
+    throw ConfigError("--layer " + layer_ + ": gives " +
+                      shape_of(tap.activation) +
+                      ", not a feature map [N, C, h, w]; choose a "
+                      "convolutional layer (see --list-layers)");
+  }
+  // Images are independent in eval mode, so the gradient of the summed
+  // logits holds every image's own gradient. autograd::grad (not backward)
+  // leaves parameters' .grad alone; retain_graph = false frees the graph.
+  auto grads = torch::autograd::grad({logits.sum()}, {tap.activation},
+                                     /*grad_outputs=*/{},
+                                     /*retain_graph=*/false,
+                                     /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+  auto activation = tap.activation.detach();
+  auto grad =
+      grads[0].defined() ? grads[0].detach() : torch::zeros_like(activation);
+  const int64_t h = images.size(2), w = images.size(3);
+  CamResult r;
+  r.logits = logits.detach().to(torch::kFloat32).cpu();
+  // The negated logit's gradient is -grad: the Normal map at no extra cost.
+  r.positive_maps =
+      normalize_and_upsample(gradcam_weighting(activation, grad), h, w).cpu();
+  r.negative_maps =
+      normalize_and_upsample(gradcam_weighting(activation, -grad), h, w).cpu();
+  return r;
+}
+
+// ---------------------------------------------------------------- trust ---
+
+namespace {
+
+void check_regions(const EnergyRegions& r) {
+  auto in01 = [](double v) { return v >= 0.0 && v <= 1.0; };
+  if (!(in01(r.lung_x0) && in01(r.lung_x1) && r.lung_x0 < r.lung_x1 &&
+        in01(r.lung_y0) && in01(r.lung_y1) && r.lung_y0 < r.lung_y1)) {
+    throw ConfigError(
+        "energy regions: the lung box must satisfy 0 <= x0 < x1 "
+        "<= 1 and 0 <= y0 < y1 <= 1");
+  }
+  if (!(r.border > 0.0 && r.border < 0.5)) {
+    throw ConfigError("energy regions: the border width must be in (0, 0.5)");
+  }
+}
+
+/// Relative pixel-centre coordinates of `n` pixels.
+torch::Tensor centres(int64_t n) {
+  return (torch::arange(n, torch::kFloat64) + 0.5) / static_cast<double>(n);
+}
+
+/// Average ranks (0-based) of a 1-D tensor; ties share their mean rank.
+torch::Tensor average_ranks(const torch::Tensor& v) {
+  auto sorted = v.sort();
+  const auto& values = std::get<0>(sorted);
+  const auto& order = std::get<1>(sorted);
+  auto groups = torch::unique_consecutive(values, /*return_inverse=*/true,
+                                          /*return_counts=*/true);
+  const auto& inverse = std::get<1>(groups);
+  auto counts = std::get<2>(groups).to(torch::kFloat64);
+  auto ends = counts.cumsum(0);
+  auto mean_rank = ends - (counts + 1.0) / 2.0;
+  auto ranks = torch::empty({v.numel()}, torch::kFloat64);
+  ranks.scatter_(0, order, mean_rank.index_select(0, inverse));
+  return ranks;
+}
+
+double nan_mean(const std::vector<double>& v) {
+  double s = 0;
+  int64_t n = 0;
+  for (double x : v) {
+    if (std::isfinite(x)) {
+      s += x;
+      ++n;
+    }
+  }
+  return n ? s / static_cast<double>(n) : NAN;
+}
+
+/// Maps of the predicted class: [N, H, W].
+torch::Tensor predicted_maps(const CamResult& r, const torch::Tensor& pred) {
+  return torch::where(pred.view({-1, 1, 1}), r.positive_maps, r.negative_maps);
+}
+
+/// P(positive) of float images [N, 1, H, W], no graph, batched.
+torch::Tensor probabilities(models::ClassifierImpl& model,
+                            const torch::Tensor& x,
+                            int batch_size) {
+  torch::NoGradGuard no_grad;
+  ModeGuard mode(model);
+  const auto device = model_device(model);
+  std::vector<torch::Tensor> out;
+  for (int64_t s = 0; s < x.size(0); s += batch_size) {
+    auto b = x.slice(0, s, std::min(x.size(0), s + batch_size)).to(device);
+    out.push_back(torch::sigmoid(model.forward(b)).to(torch::kFloat32).cpu());
+  }
+  return torch::cat(out);
+}
+
+nlohmann::json num(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
+
+nlohmann::json nums(const std::vector<double>& v) {
+  auto j = nlohmann::json::array();
+  for (double x : v) j.push_back(num(x));
+  return j;
+}
+
+nlohmann::json shares_json(const EnergyShares& e) {
+  return {{"lung", num(e.lung)}, {"border", num(e.border)}};
+}
+
+}  // namespace
+
+torch::Tensor lung_field_mask(int64_t height,
+                              int64_t width,
+                              const EnergyRegions& r) {
+  check_regions(r);
+  auto xs = centres(width), ys = centres(height);
+  auto mx = (xs >= r.lung_x0) & (xs <= r.lung_x1);
+  auto my = (ys >= r.lung_y0) & (ys <= r.lung_y1);
+  return my.unsqueeze(1) & mx.unsqueeze(0);
+}
+
+torch::Tensor border_mask(int64_t height,
+                          int64_t width,
+                          const EnergyRegions& r) {
+  check_regions(r);
+  auto xs = centres(width), ys = centres(height);
+  auto bx = (xs < r.border) | (xs > 1.0 - r.border);
+  auto by = (ys < r.border) | (ys > 1.0 - r.border);
+  return by.unsqueeze(1) | bx.unsqueeze(0);
+}
+
+std::vector<EnergyShares> energy_shares(const torch::Tensor& maps,
+                                        const EnergyRegions& regions) {
+  if (!maps.defined() || (maps.dim() != 2 && maps.dim() != 3)) {
+    throw ConfigError("energy shares need maps [N, H, W] or [H, W], got " +
+                      shape_of(maps));
+  }
+  auto m =
+      (maps.dim() == 2 ? maps.unsqueeze(0) : maps).to(torch::kFloat64).cpu();
+  if (m.numel() > 0 && m.min().item<double>() < 0) {
+    throw ConfigError("energy shares need non-negative maps");
+  }
+  const int64_t h = m.size(1), w = m.size(2);
+  auto lung = lung_field_mask(h, w, regions).to(torch::kFloat64);
+  auto border = border_mask(h, w, regions).to(torch::kFloat64);
+  auto total = m.sum({1, 2});
+  auto in_lung = (m * lung).sum({1, 2});
+  auto in_border = (m * border).sum({1, 2});
+  std::vector<EnergyShares> out(static_cast<size_t>(m.size(0)));
+  for (int64_t i = 0; i < m.size(0); ++i) {
+    const double t = total[i].item<double>();
+    if (t > 0) {
+      out[static_cast<size_t>(i)] = {in_lung[i].item<double>() / t,
+                                     in_border[i].item<double>() / t};
+    }
+  }
+  return out;
+}
+
+double spearman(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!a.defined() || !b.defined() || a.numel() != b.numel()) {
+    throw ConfigError(
+        "spearman: inputs must have the same number of "
+        "elements, got " +
+        shape_of(a) + " and " + shape_of(b));
+  }
+  if (a.numel() < 2) return NAN;
+  auto ra = average_ranks(a.flatten().to(torch::kFloat64).cpu());
+  auto rb = average_ranks(b.flatten().to(torch::kFloat64).cpu());
+  ra = ra - ra.mean();
+  rb = rb - rb.mean();
+  const double va = ra.pow(2).sum().item<double>();
+  const double vb = rb.pow(2).sum().item<double>();
+  if (va <= 0 || vb <= 0) return NAN;
+  return (ra * rb).sum().item<double>() / std::sqrt(va * vb);
+}
+
+std::vector<std::string> top_modules(models::ClassifierImpl& model, int count) {
+  if (count < 0) {
+    throw ConfigError("--randomize-modules " + std::to_string(count) +
+                      ": use 0 (head and last convolution) or a count >= 1");
+  }
+  struct Owner {
+    std::string name;
+    bool conv;
+  };
+  auto owner = [](const std::string& name, torch::nn::Module& m) {
+    bool conv = false;
+    for (const auto& p : m.parameters(/*recurse=*/false)) {
+      conv = conv || p.dim() == 4;
+    }
+    return Owner{name, conv};
+  };
+  std::vector<Owner> owners;
+  if (!model.parameters(/*recurse=*/false).empty()) {
+    owners.push_back(owner("", model));
+  }
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (!item.value()->parameters(/*recurse=*/false).empty()) {
+      owners.push_back(owner(item.key(), *item.value()));
+    }
+  }
+  if (owners.empty()) {
+    throw ConfigError("the model has no parameters to randomise");
+  }
+  std::vector<std::string> out;
+  for (auto it = owners.rbegin(); it != owners.rend(); ++it) {
+    out.push_back(it->name);
+    if (count > 0 ? static_cast<int>(out.size()) == count : it->conv) break;
+  }
+  return out;
+}
+
+void reinitialize_modules(models::ClassifierImpl& model,
+                          const std::vector<std::string>& modules,
+                          uint64_t seed) {
+  auto all = model.named_modules("", /*include_self=*/false);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  torch::NoGradGuard no_grad;
+  for (const auto& name : modules) {
+    torch::nn::Module* m = &model;
+    if (!name.empty()) {
+      const auto* found = all.find(name);
+      if (!found) {
+        throw ConfigError("cannot randomise module '" + name +
+                          "': the model has no such module");
+      }
+      m = found->get();
+    }
+    auto params = m->named_parameters(/*recurse=*/false);
+    int64_t fan_in = 0;
+    for (const auto& p : params) {
+      if (p.value().dim() >= 2) {
+        fan_in = p.value().numel() / p.value().size(0);
+        break;
+      }
+    }
+    for (auto& p : params) {
+      auto& t = p.value();
+      torch::Tensor fresh;
+      if (fan_in > 0) {
+        const int64_t fi = t.dim() >= 2 ? t.numel() / t.size(0) : fan_in;
+        const double bound = 1.0 / std::sqrt(static_cast<double>(fi));
+        fresh =
+            (torch::rand(t.sizes(), gen, torch::kFloat64) * 2.0 - 1.0) * bound;
+      } else {
+        // Normalisation layers: scale 1, shift 0, as constructed.
+        fresh = p.key() == "weight" ? torch::ones(t.sizes(), torch::kFloat64)
+                                    : torch::zeros(t.sizes(), torch::kFloat64);
+      }
+      t.copy_(fresh.to(t.device(), t.scalar_type()));
+    }
+  }
+}
+
+void TrustOptions::validate() const {
+  if (randomize_modules < 0) {
+    throw ConfigError("--randomize-modules must be >= 0 (0 = automatic)");
+  }
+  if (!(untrustworthy_correlation >= -1 && untrustworthy_correlation <= 1)) {
+    throw ConfigError(
+        "the untrustworthy rank-correlation line must be in "
+        "[-1, 1]");
+  }
+  if (deletion_fractions.empty()) {
+    throw ConfigError("give at least one deletion fraction");
+  }
+  for (double f : deletion_fractions) {
+    if (!(f > 0 && f < 1)) {
+      throw ConfigError("deletion fraction " + std::to_string(f) +
+                        " must be in (0, 1)");
+    }
+  }
+  if (random_repeats < 1) throw ConfigError("random repeats must be >= 1");
+  if (!(threshold >= 0 && threshold <= 1)) {
+    throw ConfigError("--threshold must be in [0, 1]");
+  }
+  if (batch_size < 1) throw ConfigError("--batch-size must be >= 1");
+  check_regions(regions);
+}
+
+TrustReport trust_checks(const models::Classifier& model,
+                         const torch::Tensor& images,
+                         const torch::Tensor& labels,
+                         const TrustOptions& o,
+                         const CamResult* cams) {
+  o.validate();
+  auto x = as_unit_float(images, "trust checks").cpu();
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3), hw = h * w;
+  if (labels.defined() && labels.numel() != n) {
+    throw ConfigError("trust checks: " + std::to_string(labels.numel()) +
+                      " labels for " + std::to_string(n) + " images");
+  }
+  GradCam cam(model, o.layer, o.batch_size);
+  CamResult base = cams ? *cams : cam.compute(x);
+  if (base.positive_maps.dim() != 3 || base.positive_maps.size(0) != n ||
+      base.positive_maps.size(1) != h || base.positive_maps.size(2) != w) {
+    throw ConfigError("trust checks: the given maps " +
+                      shape_of(base.positive_maps) + " do not match " +
+                      std::to_string(n) + " images of " + std::to_string(h) +
+                      "x" + std::to_string(w) + " px");
+  }
+  auto prob = base.probabilities.to(torch::kFloat64).cpu();
+  auto pred = prob >= o.threshold;
+  auto maps = predicted_maps(base, pred);
+
+  TrustReport rep;
+  rep.layer = cam.layer();
+  rep.deletion_fractions = o.deletion_fractions;
+  rep.untrustworthy_correlation = o.untrustworthy_correlation;
+  rep.regions = o.regions;
+  rep.random_repeats = o.random_repeats;
+  rep.images.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    auto& r = rep.images[static_cast<size_t>(i)];
+    r.probability = prob[i].item<double>();
+    r.predicted = pred[i].item<bool>() ? 1 : 0;
+    if (labels.defined()) r.label = labels[i].item<double>() > 0.5 ? 1 : 0;
+  }
+
+  // Model randomisation: top modules re-initialised in place, weights
+  // restored afterwards (also when computing the maps throws).
+  rep.randomized_modules = top_modules(*model, o.randomize_modules);
+  CamResult random_cams;
+  {
+    const auto saved = train::snapshot(*model);
+    try {
+      reinitialize_modules(*model, rep.randomized_modules, o.seed);
+      random_cams = cam.compute(x);
+    } catch (...) {
+      train::restore(*model, saved);
+      throw;
+    }
+    train::restore(*model, saved);
+  }
+  auto random_maps = predicted_maps(random_cams, pred);
+  std::vector<double> correlations;
+  for (int64_t i = 0; i < n; ++i) {
+    double c = spearman(maps[i], random_maps[i]);
+    if (std::isnan(c)) {
+      const bool a_flat = (maps[i].max() == maps[i].min()).item<bool>();
+      const bool b_flat =
+          (random_maps[i].max() == random_maps[i].min()).item<bool>();
+      c = a_flat && b_flat ? 1.0 : 0.0;
+    }
+    rep.images[static_cast<size_t>(i)].rank_correlation = c;
+    correlations.push_back(c);
+  }
+  rep.mean_rank_correlation = nan_mean(correlations);
+  rep.untrustworthy = rep.mean_rank_correlation > o.untrustworthy_correlation;
+
+  // Deletion. Ties in the map (large zero areas) are broken at random, so
+  // guided deletion never degenerates into a raster scan of the image.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 1);
+  auto flat = x.reshape({n, hw});
+  auto fill = flat.mean(1, /*keepdim=*/true);
+  auto shuffle = std::get<1>(torch::rand({n, hw}, gen).sort(1));
+  auto shuffled_maps = maps.reshape({n, hw}).gather(1, shuffle);
+  auto by_map = std::get<1>(shuffled_maps.sort(/*stable=*/true, /*dim=*/1,
+                                               /*descending=*/true));
+  auto guided_order = shuffle.gather(1, by_map);
+  std::vector<torch::Tensor> random_orders;
+  for (int r = 0; r < o.random_repeats; ++r) {
+    random_orders.push_back(std::get<1>(torch::rand({n, hw}, gen).sort(1)));
+  }
+  auto p_pred = [&](const torch::Tensor& p) {
+    return torch::where(pred, p.to(torch::kFloat64),
+                        1.0 - p.to(torch::kFloat64));
+  };
+  const auto before = p_pred(prob);
+  auto drop_after = [&](const torch::Tensor& order, int64_t k) {
+    auto idx = order.slice(1, 0, k);
+    auto blanked = flat.clone().scatter_(1, idx, fill.expand({n, k}));
+    auto p = probabilities(*model, blanked.reshape({n, 1, h, w}), o.batch_size);
+    return before - p_pred(p);
+  };
+  for (double f : o.deletion_fractions) {
+    const int64_t k = std::max<int64_t>(
+        1, static_cast<int64_t>(std::llround(f * static_cast<double>(hw))));
+    auto guided = drop_after(guided_order, k);
+    auto random = torch::zeros({n}, torch::kFloat64);
+    for (const auto& order : random_orders) random += drop_after(order, k);
+    random /= static_cast<double>(o.random_repeats);
+    std::vector<double> g, rnd;
+    for (int64_t i = 0; i < n; ++i) {
+      auto& r = rep.images[static_cast<size_t>(i)];
+      r.drop_guided.push_back(guided[i].item<double>());
+      r.drop_random.push_back(random[i].item<double>());
+      g.push_back(r.drop_guided.back());
+      rnd.push_back(r.drop_random.back());
+    }
+    rep.mean_drop_guided.push_back(nan_mean(g));
+    rep.mean_drop_random.push_back(nan_mean(rnd));
+  }
+
+  // Where the evidence lies.
+  auto shares = energy_shares(maps, o.regions);
+  std::vector<double> lung, border, lung_ok, border_ok, lung_bad, border_bad;
+  for (int64_t i = 0; i < n; ++i) {
+    auto& r = rep.images[static_cast<size_t>(i)];
+    r.energy = shares[static_cast<size_t>(i)];
+    lung.push_back(r.energy.lung);
+    border.push_back(r.energy.border);
+    if (r.label >= 0) {
+      auto& l = r.label == r.predicted ? lung_ok : lung_bad;
+      auto& b = r.label == r.predicted ? border_ok : border_bad;
+      l.push_back(r.energy.lung);
+      b.push_back(r.energy.border);
+    }
+  }
+  rep.mean_energy = {nan_mean(lung), nan_mean(border)};
+  rep.mean_energy_correct = {nan_mean(lung_ok), nan_mean(border_ok)};
+  rep.mean_energy_wrong = {nan_mean(lung_bad), nan_mean(border_bad)};
+  return rep;
+}
+
+nlohmann::json TrustReport::to_json() const {
+  const auto& r = regions;
+  nlohmann::json j;
+  j["layer"] = layer;
+  j["randomization"] = {
+      {"method",
+       "Adebayo et al. 2018: re-initialise the top modules, Spearman rank "
+       "correlation of the predicted-class map before and after"},
+      {"modules", randomized_modules},
+      {"mean_rank_correlation", num(mean_rank_correlation)},
+      {"untrustworthy_above", untrustworthy_correlation},
+      {"untrustworthy", untrustworthy}};
+  j["deletion"] = {
+      {"method",
+       "blank the top fraction of pixels by the predicted-class map (ties at "
+       "random) with the image mean vs as many random pixels; drop of "
+       "P(predicted class)"},
+      {"fractions", deletion_fractions},
+      {"random_repeats", random_repeats},
+      {"mean_drop_guided", nums(mean_drop_guided)},
+      {"mean_drop_random", nums(mean_drop_random)}};
+  j["energy"] = {
+      {"regions",
+       {{"lung_box",
+         {{"x", {r.lung_x0, r.lung_x1}}, {"y", {r.lung_y0, r.lung_y1}}}},
+        {"border_frame", r.border}}},
+      {"uniform_map",
+       shares_json({(r.lung_x1 - r.lung_x0) * (r.lung_y1 - r.lung_y0),
+                    1.0 - (1.0 - 2.0 * r.border) * (1.0 - 2.0 * r.border)})},
+      {"mean", shares_json(mean_energy)},
+      {"correct", shares_json(mean_energy_correct)},
+      {"wrong", shares_json(mean_energy_wrong)}};
+  auto imgs = nlohmann::json::array();
+  for (const auto& im : images) {
+    nlohmann::json e = {{"p_positive", num(im.probability)},
+                        {"predicted", im.predicted},
+                        {"rank_correlation", num(im.rank_correlation)},
+                        {"drop_guided", nums(im.drop_guided)},
+                        {"drop_random", nums(im.drop_random)},
+                        {"energy", shares_json(im.energy)}};
+    e["label"] = im.label >= 0 ? nlohmann::json(im.label) : nlohmann::json();
+    imgs.push_back(e);
+  }
+  j["images"] = imgs;
+  return j;
+}
+
+}  // namespace cxr::explain

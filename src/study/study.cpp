@@ -1,0 +1,263 @@
+#include "cxr/study/study.h"
+
+#include <iostream>
+
+#include "cxr/augment/augment.h"
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/common/progress.h"
+#include "cxr/common/runtime.h"
+#include "cxr/data/explore.h"
+#include "cxr/evaluate/evaluate.h"
+#include "cxr/explain/explain.h"
+#include "cxr/report/report.h"
+#include "cxr/train/run_dir.h"
+#include "cxr/tune/tune.h"
+#include "cxr/version.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::study {
+namespace {
+
+struct Plan {
+  int size;
+  std::vector<std::string> baseline_grid;
+  int baseline_epochs;
+  int transfer_size;
+  int frozen_epochs;
+  int fine_tune_epochs;
+  int explain_examples;
+  int bootstrap;
+};
+
+Plan make_plan(const StudyOptions& o) {
+  if (o.quick) {
+    return {64, {"lr=1e-3"}, 2, 64, 1, 1, 2, 200};
+  }
+  Plan p{o.data.size, {"filters=16,32", "lr=1e-3,3e-4"}, 30, 160, 6, 12, 6,
+         2000};
+  if (o.full_grid) {
+    p.baseline_grid = {"filters=8,32,64", "dropout=0.4,0.3,0.2",
+                       "lr=1e-3,1e-4,1e-5", "optimizer=adam,sgd"};
+  }
+  return p;
+}
+
+}  // namespace
+
+nlohmann::json run_study(const StudyOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const fs::path out(o.out_dir);
+  ensure_dir(out);
+  const fs::path sjp = out / "study.json";
+  nlohmann::json sj = fs::exists(sjp) ? read_json(sjp) : nlohmann::json::object();
+  const Plan plan = make_plan(o);
+  const torch::Device device = resolve_device(o.device);
+  // A finished step is not redone, unless it was made with other options.
+  const nlohmann::json fingerprint = {
+      {"data", fs::absolute(o.data.root).lexically_normal().string()},
+      {"quick", o.quick},
+      {"full_grid", o.full_grid},
+      {"weights", o.weights},
+      {"transfer", o.transfer}};
+  if (sj.contains("options") && sj["options"] != fingerprint) {
+    throw ConfigError("'" + o.out_dir +
+                      "' holds a study made with other options (" +
+                      sj["options"].dump() +
+                      "); use another --out or delete it");
+  }
+  sj["options"] = fingerprint;
+  sj["data"] = o.data.root;
+  sj["cxr_version"] = kVersion;
+  sj["device"] = device.str() + ", " + std::to_string(torch::get_num_threads()) +
+                 " threads";
+  if (!sj.contains("steps")) sj["steps"] = nlohmann::json::object();
+  const double prior_minutes = sj.value("minutes_total", 0.0);
+  auto save = [&] {
+    sj["minutes_total_this_run"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count() /
+        60.0;
+    write_json_atomic(sjp, sj);
+  };
+  const std::vector<std::string> steps = {
+      "explore",        "tune-baseline",     "baseline-refit",
+      "transfer",       "evaluate",          "explain",
+      "report"};
+  int step_no = 0;
+  auto run_step = [&](const std::string& name, const std::function<void()>& fn) {
+    ++step_no;
+    if (sj["steps"].contains(name) && sj["steps"][name].value("done", false)) {
+      if (o.progress) {
+        std::cerr << "[" << step_no << "/" << steps.size() << "] " << name
+                  << ": done earlier, skipped\n";
+      }
+      return;
+    }
+    const auto ts = std::chrono::steady_clock::now();
+    if (o.progress) {
+      const double el =
+          std::chrono::duration<double>(ts - t0).count();
+      std::cerr << "[" << step_no << "/" << steps.size() << "] " << name
+                << "  (study time " << format_duration(el) << ")\n";
+    }
+    fn();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
+            .count();
+    sj["steps"][name] = {{"done", true}, {"seconds", secs}};
+    save();
+  };
+  save();
+
+  // Data at the baseline's size; the transfer model gets its own size.
+  data::DatasetOptions dopt = o.data;
+  dopt.size = plan.size;
+  data::Dataset ds = data::load_dataset(dopt);
+
+  run_step("explore", [&] {
+    data::ExploreOptions eo;
+    eo.out_dir = (out / "explore").string();
+    auto summary = data::explore(ds, eo);
+    augment::write_preview(ds.split(data::Split::kTrain).images, {},
+                           (out / "explore" / "augment.png").string());
+    if (o.progress) std::cerr << data::format_summary(summary);
+  });
+
+  const std::string tune_dir = "tune-baseline";
+  run_step("tune-baseline", [&] {
+    tune::TuneOptions to;
+    to.space = tune::parse_space(plan.baseline_grid);
+    to.out_dir = (out / tune_dir).string();
+    to.base.data = dopt;
+    to.base.model.arch = "baseline";
+    to.base.model.input_size = plan.size;
+    if (o.quick) to.base.model.filters = {8, 16, 32};
+    to.base.train.epochs = plan.baseline_epochs;
+    to.base.train.patience = o.quick ? 0 : 6;
+    to.base.device = o.device;
+    to.progress = o.progress;
+    tune::run_tune(to, &ds);
+  });
+
+  run_step("baseline-refit", [&] {
+    auto best = read_json(out / tune_dir / "best.json")["best"];
+    train::RunOptions ro;
+    ro.data = dopt;
+    ro.model.arch = "baseline";
+    ro.model.input_size = plan.size;
+    if (o.quick) ro.model.filters = {8, 16, 32};
+    ro.train.epochs = plan.baseline_epochs;
+    tune::apply_params(best["params"].get<tune::Params>(), ro);
+    // The study's final step: the best configuration on train+val for its
+    // best epoch count (no validation left to stop on).
+    ro.train.train_on = "train+val";
+    ro.train.epochs = std::max(1, best["best_epoch"].get<int>());
+    ro.train.patience = 0;
+    ro.train.progress = o.progress;
+    ro.out_dir = (out / "baseline").string();
+    ro.device = o.device;
+    std::error_code ec;
+    fs::remove_all(ro.out_dir, ec);
+    train::train_run(ro, &ds);
+  });
+
+  if (o.transfer) {
+    run_step("transfer", [&] {
+      data::DatasetOptions topt = o.data;
+      topt.size = plan.transfer_size;
+      data::Dataset tds = topt.size == dopt.size ? data::Dataset{} :
+                                                   data::load_dataset(topt);
+      const data::Dataset& use = topt.size == dopt.size ? ds : tds;
+      train::RunOptions ro;
+      ro.data = topt;
+      ro.model.arch = "mobilenetv2";
+      ro.model.input_size = plan.transfer_size;
+      ro.model.dropout = 0.3;
+      ro.weights = o.weights;
+      ro.train.lr = 1e-3;
+      ro.train.epochs = plan.frozen_epochs;
+      ro.train.fine_tune_epochs = plan.fine_tune_epochs;
+      ro.train.fine_tune_lr = 1e-4;
+      ro.train.patience = o.quick ? 0 : 4;
+      ro.train.lr_patience = 2;
+      ro.train.progress = o.progress;
+      ro.out_dir = (out / "mobilenetv2").string();
+      ro.device = o.device;
+      std::error_code ec;
+      fs::remove_all(ro.out_dir, ec);
+      train::train_run(ro, &use);
+    });
+  }
+
+  nlohmann::json models = nlohmann::json::array();
+  models.push_back({{"name", "Baseline CNN (refit on train+val)"},
+                    {"run", "baseline"}});
+  if (o.transfer) {
+    models.push_back({{"name", std::string("MobileNetV2 ") +
+                                   (o.weights.empty() ? "(random init)"
+                                                      : "(ImageNet)") +
+                                   " frozen -> fine-tuned"},
+                      {"run", "mobilenetv2"}});
+  }
+  sj["models"] = models;
+  sj["tuning"] = nlohmann::json::array(
+      {{{"name", "baseline CNN"}, {"dir", tune_dir}}});
+
+  run_step("evaluate", [&] {
+    for (const auto& m : models) {
+      evaluate::EvalOptions eo;
+      eo.run_dir = (out / m["run"].get<std::string>()).string();
+      eo.split = "test";
+      eo.bootstrap = plan.bootstrap;
+      eo.device = o.device;
+      eo.cache_dir = o.data.cache_dir;
+      eo.data_root = o.data.root;
+      auto j = evaluate::evaluate_run(eo);
+      if (o.progress) std::cerr << evaluate::format_metrics(j);
+    }
+  });
+
+  run_step("explain", [&] {
+    for (const auto& m : models) {
+      const fs::path run = out / m["run"].get<std::string>();
+      for (bool mis : {false, true}) {
+        explain::ExplainOptions eo;
+        eo.run_dir = run.string();
+        eo.split = "test";
+        eo.misclassified = mis;
+        eo.limit = mis ? 0 : plan.explain_examples;
+        eo.trust = true;
+        eo.data_root = o.data.root;
+        eo.cache_dir = o.data.cache_dir;
+        eo.device = o.device;
+        eo.progress = o.progress;
+        eo.out_dir = (run / (mis ? "explain-misclassified" : "explain-examples"))
+                         .string();
+        std::error_code ec;
+        fs::remove_all(eo.out_dir, ec);
+        explain::explain_run(eo);
+      }
+    }
+  });
+
+  sj["finished"] = train::utc_now();
+  sj["minutes"] = prior_minutes +
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                t0)
+                          .count() /
+                      60.0;
+  save();
+  run_step("report", [&] {
+    report::ReportOptions ro;
+    ro.inputs = {o.out_dir};
+    ro.out_path = (out / "report.html").string();
+    report::write_report(ro);
+  });
+  sj["minutes_total"] = sj["minutes"];
+  save();
+  return sj;
+}
+
+}  // namespace cxr::study

@@ -1,0 +1,191 @@
+// Search-space parsing, trial enumeration, determinism and resumability.
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/tune/tune.h"
+#include "test_util.h"
+
+namespace {
+
+using cxr::tune::parse_space;
+namespace fs = std::filesystem;
+
+void expect_config_error(const std::vector<std::string>& tokens,
+                         const std::string& needle) {
+  try {
+    parse_space(tokens);
+    FAIL() << "expected ConfigError for " << needle;
+  } catch (const cxr::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TuneSpace, TheStudysGridsAreExpressible) {
+  auto baseline = parse_space({"filters=8,32,64", "dropout=0.4,0.3,0.2",
+                               "lr=1e-3,1e-4,1e-5", "optimizer=adam,sgd"});
+  auto trials = cxr::tune::grid_trials(baseline);
+  EXPECT_EQ(trials.size(), 54u);
+  EXPECT_EQ(trials.front().at("filters"), "8");
+  EXPECT_EQ(trials.front().at("optimizer"), "adam");
+  EXPECT_EQ(trials[1].at("optimizer"), "sgd");  // last token varies fastest
+  auto transfer = parse_space({"dropout=0.3,0.4,0.5", "lr=1e-2,1e-3,1e-4",
+                               "batch_size=32,64,128"});
+  EXPECT_EQ(cxr::tune::grid_trials(transfer).size(), 27u);
+  std::set<std::string> keys;
+  for (const auto& t : trials) keys.insert(cxr::tune::trial_key(t));
+  EXPECT_EQ(keys.size(), 54u);
+}
+
+TEST(TuneSpace, BadTokensAreNamed) {
+  expect_config_error({"filters"}, "'filters'");
+  expect_config_error({"lr=fast"}, "'lr=fast'");
+  expect_config_error({"colour=red"}, "unknown parameter 'colour'");
+  expect_config_error({"lr=1e-3", "lr=1e-4"}, "given twice");
+  expect_config_error({"dropout=1.5"}, "dropout=1.5");
+  expect_config_error({"optimizer=adagrad"}, "optimizer=adagrad");
+  expect_config_error({"lr=1e-2..1e-5"}, "low < high");
+  expect_config_error({"optimizer=a..b"}, "numeric");
+  auto range = parse_space({"lr=1e-5..1e-2"});
+  EXPECT_THROW(cxr::tune::grid_trials(range), cxr::ConfigError);
+}
+
+TEST(TuneSpace, RandomSearchIsSeededAndLogUniformForLr) {
+  auto space = parse_space({"lr=1e-5..1e-1", "optimizer=adam,sgd"});
+  auto a = cxr::tune::random_trials(space, 200, 3);
+  auto b = cxr::tune::random_trials(space, 200, 3);
+  auto c = cxr::tune::random_trials(space, 200, 4);
+  ASSERT_EQ(a.size(), 200u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]);
+  EXPECT_NE(a[0], c[0]);
+  int below_1e3 = 0;
+  for (const auto& t : a) {
+    double lr = std::stod(t.at("lr"));
+    EXPECT_GE(lr, 1e-5);
+    EXPECT_LE(lr, 1e-1);
+    below_1e3 += lr < 1e-3;
+  }
+  // Log-uniform: half the mass below the geometric middle (1e-3).
+  EXPECT_GT(below_1e3, 70);
+  EXPECT_LT(below_1e3, 130);
+}
+
+TEST(TuneSpace, ParamsApplyToRunOptions) {
+  cxr::train::RunOptions o;
+  cxr::tune::apply_params({{"filters", "8"},
+                           {"dropout", "0.2"},
+                           {"lr", "0.0001"},
+                           {"optimizer", "sgd"},
+                           {"batch_size", "64"}},
+                          o);
+  EXPECT_EQ(o.model.filters, (std::vector<int>{8, 16, 32, 32}));
+  EXPECT_DOUBLE_EQ(o.model.dropout, 0.2);
+  EXPECT_DOUBLE_EQ(o.train.lr, 1e-4);
+  EXPECT_EQ(o.train.optimizer, "sgd");
+  EXPECT_EQ(o.train.batch_size, 64);
+  cxr::tune::apply_params({{"filters", "4-8"}}, o);
+  EXPECT_EQ(o.model.filters, (std::vector<int>{4, 8}));
+}
+
+TEST(TuneSpace, ConfigFileKeepsOrder) {
+  cxr::testing::TempDir dir;
+  cxr::testing::write_bytes(dir / "s.json",
+                            R"({"lr": [0.001, 0.0001], "optimizer": ["adam"]})");
+  auto s = cxr::tune::read_space_file((dir / "s.json").string());
+  ASSERT_EQ(s.params.size(), 2u);
+  EXPECT_EQ(s.params[0].name, "lr");
+  EXPECT_EQ(s.params[0].values.size(), 2u);
+}
+
+/// A tiny two-class split dataset of 12x12 images.
+void make_tiny_dataset(const fs::path& root) {
+  torch::manual_seed(1);
+  int k = 0;
+  for (const char* s : {"train", "val", "test"}) {
+    for (const char* c : {"COVID", "Normal"}) {
+      for (int i = 0; i < 6; ++i) {
+        auto img = torch::rand({12, 12}) * 0.3f;
+        if (c[0] == 'C') img.slice(0, 0, 6).slice(1, 0, 6).add_(0.6f);
+        auto p = root / s / c / (std::to_string(k++) + ".png");
+        fs::create_directories(p.parent_path());
+        cxr::data::write_png(p.string(), img);
+      }
+    }
+  }
+}
+
+TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  cxr::tune::TuneOptions o;
+  o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
+  o.out_dir = (dir / "tune").string();
+  o.progress = false;
+  o.base.data.root = (dir / "data").string();
+  o.base.data.size = 16;
+  o.base.model.input_size = 16;
+  o.base.model.filters = {4, 8};
+  o.base.train.epochs = 2;
+  o.base.train.batch_size = 6;
+  o.base.device = "cpu";
+  auto first = cxr::tune::run_tune(o);
+  EXPECT_EQ(first["trials"], 4);
+  EXPECT_EQ(first["trials_run_now"], 4);
+  // Simulate an interruption during the last trial: its line is torn.
+  const auto store = dir / "tune" / "trials.jsonl";
+  std::string text = cxr::read_text(store);
+  text = text.substr(0, text.size() - 30);
+  cxr::testing::write_bytes(store, text);
+  auto second = cxr::tune::run_tune(o);
+  EXPECT_EQ(second["trials"], 4);
+  EXPECT_EQ(second["trials_run_now"], 1);
+  std::string csv = cxr::read_text(dir / "tune" / "trials.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);  // header + 4
+  EXPECT_TRUE(fs::exists(dir / "tune" / "results.md"));
+  // A third run does nothing new.
+  auto third = cxr::tune::run_tune(o);
+  EXPECT_EQ(third["trials_run_now"], 0);
+  EXPECT_EQ(third["best"]["key"], second["best"]["key"]);
+}
+
+TEST(Tune, SequentialModeAndRefit) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  cxr::tune::TuneOptions o;
+  o.mode = "sequential";
+  o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
+  o.out_dir = (dir / "tune").string();
+  o.progress = false;
+  o.refit = true;
+  o.base.data.root = (dir / "data").string();
+  o.base.data.size = 16;
+  o.base.model.input_size = 16;
+  o.base.model.filters = {4, 8};
+  o.base.train.epochs = 2;
+  o.base.train.batch_size = 6;
+  o.base.device = "cpu";
+  auto best = cxr::tune::run_tune(o);
+  // lr values (2), then dropout values with the best lr (one is a repeat).
+  EXPECT_EQ(best["trials"], 3);
+  ASSERT_TRUE(best.contains("refit"));
+  EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.pt"));
+  EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
+}
+
+TEST(Tune, BudgetStopsNewTrials) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  cxr::tune::TuneOptions o;
+  o.space = parse_space({"lr=1e-2,1e-3,1e-4"});
+  o.out_dir = (dir / "tune").string();
+  o.progress = false;
+  o.budget_minutes = 1e-9;  // the first trial starts, then the budget is gone
+  o.base.data.root = (dir / "data").string();
+  o.base.data.size = 16;
+  o.base.model.input_size = 16;
+  o.base.model.filters = {4};
+  o.base.train.epochs = 1;
+  o.base.device = "cpu";
+  EXPECT_THROW(cxr::tune::run_tune(o), cxr::ConfigError);
+}
+
+}  // namespace
