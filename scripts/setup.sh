@@ -17,6 +17,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch           # the PyTorch reference of the benchmarks
+  chromium                # renders the HTML report in a test
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -26,8 +26,8 @@ void register_explain(CLI::App& app) {
                   "image files or folders (a parent folder named like a "
                   "class gives the true label)");
   cmd->add_option("--out", o.out_dir,
-                  "output folder: panels/, records/, thumbs/, index.html, "
-                  "summary.json");
+                  "output folder (default RUN/explain): panels/, records/, "
+                  "thumbs/, index.html, summary.json");
   cmd->add_option("--layer", o.layer,
                   "layer to explain (default: the last conv feature map; "
                   "see --list-layers)");
@@ -106,7 +106,7 @@ void register_explain(CLI::App& app) {
                 << " (uniform map: " << v(t["energy"]["uniform_map"]["lung"])
                 << ", " << v(t["energy"]["uniform_map"]["border"]) << ")\n";
     }
-    std::cout << "wrote " << o.out_dir
+    std::cout << "wrote " << s["out"].get<std::string>()
               << "/{index.html,summary.json,panels/,records/,thumbs/}"
               << (s.contains("trust") ? " and trust.json" : "") << "\n";
   });

@@ -163,11 +163,6 @@ void save_panel(const torch::Tensor& gray,
 }
 
 nlohmann::json explain_run(const ExplainOptions& o) {
-  if (o.out_dir.empty()) {
-    throw ConfigError(
-        "--out DIR is required: the folder for the panels, "
-        "records and index.html");
-  }
   if (o.batch_size < 1 || o.batch_size > 4096) {
     throw ConfigError("--batch-size must be in 1..4096");
   }
@@ -248,7 +243,8 @@ nlohmann::json explain_run(const ExplainOptions& o) {
     src.description = "image files";
   }
 
-  const fs::path out = o.out_dir;
+  const fs::path out =
+      o.out_dir.empty() ? fs::path(o.run_dir) / "explain" : fs::path(o.out_dir);
   ensure_dir(out / "panels");
   ensure_dir(out / "records");
   ensure_dir(out / "thumbs");
@@ -362,6 +358,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
           .count();
   nlohmann::json summary = {
       {"run", o.run_dir},
+      {"out", out.string()},
       {"arch", run.meta.model.arch},
       {"layer", cam.layer()},
       {"layers", run.model->tap_names()},

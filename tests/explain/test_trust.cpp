@@ -338,9 +338,13 @@ TEST(ExplainCli, ListsLayersAndRejectsABadLayer) {
   EXPECT_NE(log.find("conv9"), std::string::npos) << log;
   EXPECT_NE(log.find("block2_relu"), std::string::npos) << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
-  rc = cxr::testing::run_command(cxr_cmd(t.run + " " + img), &log);
+  rc = cxr::testing::run_command(cxr_cmd(t.run), &log);
   EXPECT_EQ(rc, 2) << log;
-  EXPECT_NE(log.find("--out"), std::string::npos) << log;
+  EXPECT_NE(log.find("--split"), std::string::npos) << log;
+  // Without --out the run's explain/ folder is used (docs/run-dir.md).
+  ASSERT_EQ(cxr::testing::run_command(cxr_cmd(t.run + " " + img), &log), 0)
+      << log;
+  EXPECT_TRUE(fs::exists(fs::path(t.run) / "explain" / "index.html"));
   rc = cxr::testing::run_command(
       cxr_cmd(t.run + " " + t.data + "/nothing.png --out " + out), &log);
   EXPECT_EQ(rc, 3) << log;

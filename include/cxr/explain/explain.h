@@ -29,7 +29,7 @@ struct ExplainOptions {
   std::string data_root;
   /// Decoded-image cache for `split` ("" = none).
   std::string cache_dir;
-  /// Output folder (required).
+  /// Output folder; "" = RUN/explain (docs/run-dir.md).
   std::string out_dir;
   /// Grad-CAM layer; "" = the model's default.
   std::string layer;
