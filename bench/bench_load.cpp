@@ -11,7 +11,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string seed_root() { return std::string(CXR_SHARED_DIR) + "/data/cxr-seed"; }
+std::string seed_root() {
+  return std::string(CXR_SHARED_DIR) + "/data/cxr-seed";
+}
 
 cxr::data::DatasetOptions options(const std::string& cache) {
   cxr::data::DatasetOptions o;

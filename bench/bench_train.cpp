@@ -23,7 +23,8 @@ void BM_BaselineTrainStep(benchmark::State& state) {
   cxr::models::BaselineCnn model(c);
   model->train();
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-3));
-  auto images = torch::randint(0, 256, {batch * 8, 1, size, size}, torch::kUInt8);
+  auto images =
+      torch::randint(0, 256, {batch * 8, 1, size, size}, torch::kUInt8);
   auto labels = (torch::arange(batch * 8) % 2).to(torch::kFloat32);
   cxr::augment::AugmentOptions aug;
   int64_t step = 0;
@@ -63,7 +64,10 @@ BENCHMARK(BM_BaselineTrainStep)
     ->Args({128, 32})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(10.0);
-BENCHMARK(BM_BaselinePredictOne)->Arg(128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_BaselinePredictOne)
+    ->Arg(128)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
 
 }  // namespace
 

@@ -15,7 +15,7 @@ packages=(
   libpng-dev libjpeg-dev  # reference encoders used by the unit tests
   libcairo2-dev fonts-dejavu-core  # figures with text
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format
   python3-torch           # the PyTorch reference of the benchmarks
   chromium                # renders the HTML report in a test
 )

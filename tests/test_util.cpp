@@ -11,9 +11,9 @@ namespace cxr::testing {
 
 TempDir::TempDir() {
   std::random_device rd;
-  path_ = std::filesystem::temp_directory_path() /
-          ("cxr-test-" + std::to_string(::getpid()) + "-" +
-           std::to_string(rd()));
+  path_ =
+      std::filesystem::temp_directory_path() /
+      ("cxr-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
   std::filesystem::create_directories(path_);
 }
 

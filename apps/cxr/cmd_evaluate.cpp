@@ -57,8 +57,8 @@ void register_predict(CLI::App& app) {
     double threshold = -1;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand(
-      "predict", "Predict P(COVID) for image files or folders");
+  auto* cmd = app.add_subcommand("predict",
+                                 "Predict P(COVID) for image files or folders");
   cmd->add_option("run", f->predict.run_dir, "run folder from cxr train")
       ->required();
   cmd->add_option("images", f->predict.inputs, "image files or folders")

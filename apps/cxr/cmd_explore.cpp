@@ -21,8 +21,9 @@ void register_explore(CLI::App& app) {
       "explore",
       "Summarise a dataset: counts, sizes, pixel statistics, histograms, "
       "sample grid, duplicate/leakage check");
-  cmd->add_option("data", f->data,
-                  "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  cmd->add_option(
+      "data", f->data,
+      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
   cmd->add_option("--out", f->explore.out_dir, "output folder")
       ->capture_default_str();
   cmd->add_option("--samples", f->explore.samples_per_class,
@@ -33,15 +34,16 @@ void register_explore(CLI::App& app) {
                   "near-duplicates")
       ->capture_default_str();
   cmd->add_flag("--augment-preview", f->augment_preview,
-               "also write augment.png: training samples after random "
-               "augmentation");
+                "also write augment.png: training samples after random "
+                "augmentation");
   cmd->add_option("--width-shift", f->augment.width_shift,
                   "augmentation: max width shift (fraction)")
       ->capture_default_str();
   cmd->add_option("--rotation", f->augment.rotation_deg,
                   "augmentation: max rotation (degrees)")
       ->capture_default_str();
-  cmd->add_option("--zoom", f->augment.zoom, "augmentation: max zoom (fraction)")
+  cmd->add_option("--zoom", f->augment.zoom,
+                  "augmentation: max zoom (fraction)")
       ->capture_default_str();
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
@@ -52,8 +54,7 @@ void register_explore(CLI::App& app) {
     opts.threads = f->runtime.threads;
     auto ds = data::load_dataset(opts);
     auto summary = data::explore(ds, f->explore);
-    std::cout << data::format_summary(summary) << "wrote "
-              << f->explore.out_dir
+    std::cout << data::format_summary(summary) << "wrote " << f->explore.out_dir
               << "/{summary.json,histograms.png,samples.png,duplicates.csv}\n";
     if (f->augment_preview) {
       const std::string p = f->explore.out_dir + "/augment.png";

@@ -80,8 +80,9 @@ void register_study(CLI::App& app) {
 void register_report(CLI::App& app) {
   auto o = std::make_shared<report::ReportOptions>();
   auto* cmd = app.add_subcommand(
-      "report", "Write one self-contained HTML report from a study folder or "
-                "run folders");
+      "report",
+      "Write one self-contained HTML report from a study folder or "
+      "run folders");
   cmd->add_option("inputs", o->inputs, "study folder or run folders")
       ->required();
   cmd->add_option("--out", o->out_path, "HTML file to write")

@@ -83,8 +83,9 @@ void register_train(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("train", "Train a model into a run folder");
-  cmd->add_option("data", f->data,
-                  "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  cmd->add_option(
+      "data", f->data,
+      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
   cmd->add_option("--out", f->run.out_dir, "run folder to write")
       ->capture_default_str();
   cmd->add_flag("--resume", f->run.resume, "continue an interrupted run");
@@ -110,8 +111,8 @@ void register_train(CLI::App& app) {
               << res["epochs_run"].get<int>();
     if (res.contains("val")) {
       std::cout << "; val accuracy " << res["val"]["accuracy"].get<double>()
-                << ", recall " << res["val"]["recall"].get<double>()
-                << ", AUC " << res["val"]["auc"].get<double>();
+                << ", recall " << res["val"]["recall"].get<double>() << ", AUC "
+                << res["val"]["auc"].get<double>();
     }
     std::cout << "\nwrote " << r.out_dir
               << "/{config.json,model.pt,history.csv,curves.png}\n";

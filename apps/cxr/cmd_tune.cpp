@@ -30,8 +30,9 @@ void register_tune(CLI::App& app) {
       "tune",
       "Hyper-parameter search (grid, random, sequential), resumable, with "
       "an optional refit of the best configuration on train+val");
-  cmd->add_option("data", f->data,
-                  "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  cmd->add_option(
+      "data", f->data,
+      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
   cmd->add_option("--grid", f->grid,
                   "search space tokens, e.g. filters=8,32,64 dropout=0.4,0.3 "
                   "lr=1e-3,1e-4 optimizer=adam,sgd (random mode also takes "
@@ -64,10 +65,11 @@ void register_tune(CLI::App& app) {
     if (!f->config.empty() && !f->grid.empty()) {
       throw ConfigError("give either --grid or --config, not both");
     }
-    t.space = !f->config.empty() ? tune::read_space_file(f->config)
-              : tune::parse_space(f->grid.empty()
-                                      ? default_grid(t.base.model.arch)
-                                      : f->grid);
+    t.space = !f->config.empty()
+                  ? tune::read_space_file(f->config)
+                  : tune::parse_space(f->grid.empty()
+                                          ? default_grid(t.base.model.arch)
+                                          : f->grid);
     t.base.data = resolve_data(f->data_flags);
     t.base.data.root = f->data.empty() ? default_data_dir() : f->data;
     t.base.data.threads = f->runtime.threads;
@@ -83,8 +85,8 @@ void register_tune(CLI::App& app) {
     if (best.contains("refit")) {
       const auto& r = best["refit"];
       std::cout << "refit " << r["run_dir"].get<std::string>()
-                << ": test accuracy " << r["test"]["accuracy"]["value"]
-                << " [" << r["test"]["accuracy"]["low"] << ", "
+                << ": test accuracy " << r["test"]["accuracy"]["value"] << " ["
+                << r["test"]["accuracy"]["low"] << ", "
                 << r["test"]["accuracy"]["high"] << "], recall "
                 << r["test"]["recall"]["value"] << ", AUC "
                 << r["test"]["auc"]["value"] << "\n";

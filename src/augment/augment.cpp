@@ -15,8 +15,7 @@ void AugmentOptions::validate() const {
   if (zoom < 0 || zoom >= 1) throw ConfigError("--zoom must be in [0, 1)");
 }
 
-torch::Tensor random_thetas(int64_t n, const AugmentOptions& o,
-                            uint64_t seed) {
+torch::Tensor random_thetas(int64_t n, const AugmentOptions& o, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto u = [&](double r) {
     // uniform in [-r, r]
@@ -48,13 +47,16 @@ torch::Tensor apply_affine(const torch::Tensor& images,
 }
 
 torch::Tensor random_affine(const torch::Tensor& images,
-                            const AugmentOptions& options, uint64_t seed) {
+                            const AugmentOptions& options,
+                            uint64_t seed) {
   if (options.is_identity()) return images;
   return apply_affine(images, random_thetas(images.size(0), options, seed));
 }
 
-std::pair<double, double> source_point(const torch::Tensor& theta, int64_t i,
-                                       double x, double y) {
+std::pair<double, double> source_point(const torch::Tensor& theta,
+                                       int64_t i,
+                                       double x,
+                                       double y) {
   auto t = theta[i].to(torch::kCPU, torch::kFloat64);
   auto a = t.accessor<double, 2>();
   return {a[0][0] * x + a[0][1] * y + a[0][2],
@@ -67,8 +69,11 @@ std::pair<double, double> source_point(const torch::Tensor& theta, int64_t i,
 
 namespace cxr::augment {
 
-void write_preview(const torch::Tensor& images, const AugmentOptions& options,
-                   const std::string& png_path, int rows, int per_image,
+void write_preview(const torch::Tensor& images,
+                   const AugmentOptions& options,
+                   const std::string& png_path,
+                   int rows,
+                   int per_image,
                    uint64_t seed) {
   options.validate();
   torch::NoGradGuard no_grad;
@@ -77,7 +82,8 @@ void write_preview(const torch::Tensor& images, const AugmentOptions& options,
   for (int64_t i = 0; i < n; ++i) {
     auto x = images[i].to(torch::kFloat32).div(255.0f).unsqueeze(0);
     auto rep = x.repeat({per_image, 1, 1, 1});
-    auto theta = random_thetas(per_image, options, seed + static_cast<uint64_t>(i));
+    auto theta =
+        random_thetas(per_image, options, seed + static_cast<uint64_t>(i));
     auto aug = apply_affine(rep, theta);
     tiles.push_back({x[0][0], "original"});
     for (int k = 0; k < per_image; ++k) {

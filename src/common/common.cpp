@@ -166,8 +166,8 @@ void Progress::step(long n, const std::string& status) {
   done_ = std::min(total_, done_ + n);
   if (!status.empty()) status_ = status;
   auto now = std::chrono::steady_clock::now();
-  if (tty_ && (now - last_draw_ > std::chrono::milliseconds(100) ||
-               done_ == total_)) {
+  if (tty_ &&
+      (now - last_draw_ > std::chrono::milliseconds(100) || done_ == total_)) {
     last_draw_ = now;
     draw(false);
   }

@@ -44,8 +44,8 @@ std::vector<std::string> subdirs(const fs::path& dir) {
     }
   }
   if (ec) {
-    throw DataError("cannot list folder '" + dir.string() + "': " +
-                    ec.message());
+    throw DataError("cannot list folder '" + dir.string() +
+                    "': " + ec.message());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -62,8 +62,7 @@ std::vector<std::string> image_files(const fs::path& dir) {
     }
   }
   if (ec) {
-    throw DataError("cannot list folder '" + d.string() + "': " +
-                    ec.message());
+    throw DataError("cannot list folder '" + d.string() + "': " + ec.message());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -127,8 +126,9 @@ FileStamp stamp(const std::string& path) {
 fs::path cache_path(const DatasetOptions& o, const std::string& root) {
   std::string key = root + "|" + std::to_string(o.size);
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%016llx",
-                static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
+  std::snprintf(
+      buf, sizeof buf, "%016llx",
+      static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
   return fs::path(o.cache_dir) /
          ("decoded-" + std::to_string(o.size) + "px-" + buf + ".bin");
 }
@@ -212,9 +212,10 @@ std::unordered_map<std::string, CacheRecord> read_cache(const fs::path& p,
   return out;
 }
 
-void write_cache(const fs::path& p, int size,
-                 const std::vector<std::pair<std::string, const CacheRecord*>>&
-                     records) {
+void write_cache(
+    const fs::path& p,
+    int size,
+    const std::vector<std::pair<std::string, const CacheRecord*>>& records) {
   std::string out;
   out.reserve(records.size() * (static_cast<size_t>(size) * size + 160));
   out.append(kCacheMagic, sizeof kCacheMagic);
@@ -241,9 +242,12 @@ void write_cache(const fs::path& p, int size,
 
 const char* split_name(Split s) {
   switch (s) {
-    case Split::kTrain: return "train";
-    case Split::kVal: return "val";
-    case Split::kTest: return "test";
+    case Split::kTrain:
+      return "train";
+    case Split::kVal:
+      return "val";
+    case Split::kTest:
+      return "test";
   }
   return "?";
 }
@@ -306,12 +310,13 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
       auto files = image_files(root / c);
       seeded_shuffle(files, o.seed ^ fnv1a64(c.data(), c.size()));
       const auto n = static_cast<double>(files.size());
-      const size_t n_train = static_cast<size_t>(std::llround(n * o.train_fraction));
-      const size_t n_val = std::min(
-          files.size() - n_train,
-          static_cast<size_t>(std::llround(n * o.val_fraction)));
+      const size_t n_train =
+          static_cast<size_t>(std::llround(n * o.train_fraction));
+      const size_t n_val =
+          std::min(files.size() - n_train,
+                   static_cast<size_t>(std::llround(n * o.val_fraction)));
       for (size_t i = 0; i < files.size(); ++i) {
-        Split s = i < n_train ? Split::kTrain
+        Split s = i < n_train           ? Split::kTrain
                   : i < n_train + n_val ? Split::kVal
                                         : Split::kTest;
         idx.samples.push_back({files[i], c == idx.positive ? 1 : 0, s});
@@ -326,15 +331,13 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
   }
   for (Split s : kAllSplits) {
     for (int label : {0, 1}) {
-      bool any = std::any_of(idx.samples.begin(), idx.samples.end(),
-                             [&](const Sample& x) {
-                               return x.split == s && x.label == label;
-                             });
+      bool any = std::any_of(
+          idx.samples.begin(), idx.samples.end(),
+          [&](const Sample& x) { return x.split == s && x.label == label; });
       if (!any) {
-        throw DataError("data '" + o.root + "': the " + split_name(s) +
-                        " split has no '" +
-                        (label ? idx.positive : idx.negative) +
-                        "' images; " + kLayoutHelp);
+        throw DataError(
+            "data '" + o.root + "': the " + split_name(s) + " split has no '" +
+            (label ? idx.positive : idx.negative) + "' images; " + kLayoutHelp);
       }
     }
   }
@@ -413,7 +416,8 @@ Dataset load_dataset(const DatasetOptions& o) {
     int threads = o.threads > 0
                       ? o.threads
                       : static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
+    threads =
+        std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
     Progress bar("decode", static_cast<long>(todo.size()), todo.size() > 200);
     std::mutex bar_mutex;
     std::atomic<size_t> next{0};
@@ -463,10 +467,9 @@ Dataset load_dataset(const DatasetOptions& o) {
   }
   if (bad > 0 && !o.skip_bad) {
     std::string msg = errors[std::distance(
-        errors.begin(), std::find_if(errors.begin(), errors.end(),
-                                     [](const std::string& e) {
-                                       return !e.empty();
-                                     }))];
+        errors.begin(),
+        std::find_if(errors.begin(), errors.end(),
+                     [](const std::string& e) { return !e.empty(); }))];
     if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad files)";
     msg += "; fix or remove it, or pass --skip-bad to load the rest";
     throw DataError(msg);
@@ -504,9 +507,9 @@ Dataset load_dataset(const DatasetOptions& o) {
   }
   ds.stats.decoded = static_cast<int64_t>(todo.size() - bad);
   ds.stats.from_cache = static_cast<int64_t>(n - todo.size());
-  ds.stats.seconds = std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count();
+  ds.stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
   return ds;
 }
 

@@ -57,7 +57,8 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   for (const auto& [split, set] : ds.splits) {
     const std::string sn = split_name(split);
     int64_t pos = static_cast<int64_t>(set.labels.sum().item<double>());
-    j["counts"][sn] = {{idx.positive, pos}, {idx.negative, set.size() - pos},
+    j["counts"][sn] = {{idx.positive, pos},
+                       {idx.negative, set.size() - pos},
                        {"total", set.size()}};
     j["pixel_stats"][sn]["all"] = stats_json(pixel_stats(set.images));
     j["pixel_stats"][sn][idx.positive] =
@@ -76,9 +77,8 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
 
   ImageSet tv = ds.train_val();
   PixelStats norm = pixel_stats(tv.images);
-  j["normalization"] = {{"source", "train+val"},
-                        {"mean", norm.mean},
-                        {"std", norm.std}};
+  j["normalization"] = {
+      {"source", "train+val"}, {"mean", norm.mean}, {"std", norm.std}};
 
   // Histograms per class over all splits.
   ImageSet all = concat({&ds.split(Split::kTrain), &ds.split(Split::kVal),
@@ -137,9 +137,9 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   nlohmann::json cross = nlohmann::json::array();
   std::string csv = "kind,similarity,split_a,path_a,split_b,path_b\n";
   for (const auto& d : dups) {
-    csv += d.kind + "," + fmt(d.similarity, 4) + "," +
-           split_name(d.a.split) + "," + csv_field(d.a.path) + "," +
-           split_name(d.b.split) + "," + csv_field(d.b.path) + "\n";
+    csv += d.kind + "," + fmt(d.similarity, 4) + "," + split_name(d.a.split) +
+           "," + csv_field(d.a.path) + "," + split_name(d.b.split) + "," +
+           csv_field(d.b.path) + "\n";
     if (d.cross_split()) {
       cross.push_back({{"kind", d.kind},
                        {"similarity", d.similarity},
@@ -176,8 +176,9 @@ std::string format_summary(const nlohmann::json& j) {
   s << "dataset  " << d["root"].get<std::string>() << "  ("
     << d["layout"].get<std::string>() << " layout, positive class " << pos
     << ")\n\n";
-  s << std::left << std::setw(8) << "split" << std::right << std::setw(8)
-    << pos << std::setw(8) << neg << std::setw(8) << "total" << "   mean   std"
+  s << std::left << std::setw(8) << "split" << std::right << std::setw(8) << pos
+    << std::setw(8) << neg << std::setw(8) << "total"
+    << "   mean   std"
     << "   mean(" << pos << ")  mean(" << neg << ")\n";
   for (const char* sp : {"train", "val", "test"}) {
     if (!j["counts"].contains(sp)) continue;
@@ -204,23 +205,23 @@ std::string format_summary(const nlohmann::json& j) {
   const auto& du = j["duplicates"];
   s << "\nduplicates: " << du["exact_within_split"].get<int64_t>()
     << " exact and " << du["near_within_split"].get<int64_t>()
-    << " near pairs within splits; "
-    << du["cross_split_count"].get<int64_t>() << " pairs cross splits"
+    << " near pairs within splits; " << du["cross_split_count"].get<int64_t>()
+    << " pairs cross splits"
     << (du["cross_split_count"].get<int64_t>() == 0 ? " (no leakage found)"
                                                     : " (LEAKAGE: see below)")
     << "\n";
   if (du.contains("nearest_similarity_quantiles") &&
       !du["nearest_similarity_quantiles"].is_null()) {
     const auto& q = du["nearest_similarity_quantiles"];
-    s << "  each image's most similar other image: median "
-      << fmt(q["0.50"]) << ", 99th percentile " << fmt(q["0.99"])
-      << ", max " << fmt(q["1.00"]) << " (near-duplicate at >= "
-      << fmt(du["min_similarity"], 2) << ")\n";
+    s << "  each image's most similar other image: median " << fmt(q["0.50"])
+      << ", 99th percentile " << fmt(q["0.99"]) << ", max " << fmt(q["1.00"])
+      << " (near-duplicate at >= " << fmt(du["min_similarity"], 2) << ")\n";
   }
   for (const auto& p : du["cross_split"]) {
     s << "  " << p["kind"].get<std::string>() << " "
-      << fmt(p["similarity"].get<double>()) << "  " << p["split_a"].get<std::string>()
-      << ":" << p["path_a"].get<std::string>() << "  <->  "
+      << fmt(p["similarity"].get<double>()) << "  "
+      << p["split_a"].get<std::string>() << ":"
+      << p["path_a"].get<std::string>() << "  <->  "
       << p["split_b"].get<std::string>() << ":"
       << p["path_b"].get<std::string>() << "\n";
   }

@@ -21,12 +21,18 @@ uint32_t be32(const unsigned char* p) {
 
 std::string png_color(int color_type) {
   switch (color_type) {
-    case 0: return "gray";
-    case 2: return "rgb";
-    case 3: return "palette";
-    case 4: return "gray+alpha";
-    case 6: return "rgba";
-    default: return "unknown";
+    case 0:
+      return "gray";
+    case 2:
+      return "rgb";
+    case 3:
+      return "palette";
+    case 4:
+      return "gray+alpha";
+    case 6:
+      return "rgba";
+    default:
+      return "unknown";
   }
 }
 
@@ -73,11 +79,15 @@ ImageInfo sniff(const std::vector<unsigned char>& b, const std::string& name) {
   } else {
     info.format = "other";
   }
-  info.color = c == 1 ? "gray" : c == 2 ? "gray+alpha" : c == 3 ? "rgb" : "rgba";
+  info.color = c == 1   ? "gray"
+               : c == 2 ? "gray+alpha"
+               : c == 3 ? "rgb"
+                        : "rgba";
   return info;
 }
 
-void check_limits(const ImageInfo& info, const std::string& name,
+void check_limits(const ImageInfo& info,
+                  const std::string& name,
                   const DecodeLimits& limits) {
   if (info.width <= 0 || info.height <= 0) {
     fail(name, "header claims an empty image (" + std::to_string(info.width) +
@@ -87,8 +97,7 @@ void check_limits(const ImageInfo& info, const std::string& name,
   if (info.width > limits.max_side || info.height > limits.max_side ||
       px > limits.max_pixels) {
     fail(name, "header claims " + std::to_string(info.width) + "x" +
-                   std::to_string(info.height) +
-                   " pixels, over the limit of " +
+                   std::to_string(info.height) + " pixels, over the limit of " +
                    std::to_string(limits.max_side) +
                    " px per side; downscale it first or remove it");
   }
@@ -121,8 +130,9 @@ torch::Tensor to_uint8_chw(const torch::Tensor& image) {
   torch::Tensor t = image.detach().to(torch::kCPU);
   if (t.dim() == 2) t = t.unsqueeze(0);
   if (t.dim() != 3 || (t.size(0) != 1 && t.size(0) != 3 && t.size(0) != 4)) {
-    throw IoError("write_png: expected [H,W] or [C,H,W] with C in {1,3,4}, got " +
-                  std::to_string(t.dim()) + "-d tensor");
+    throw IoError(
+        "write_png: expected [H,W] or [C,H,W] with C in {1,3,4}, got " +
+        std::to_string(t.dim()) + "-d tensor");
   }
   if (t.scalar_type() != torch::kUInt8) {
     t = (t.to(torch::kFloat32).clamp(0, 1) * 255.0f).round().to(torch::kUInt8);
@@ -139,11 +149,13 @@ void append_bytes(void* ctx, void* data, int size) {
 }  // namespace
 
 GrayImage decode_gray(const std::vector<unsigned char>& bytes,
-                      const std::string& name, const DecodeLimits& limits) {
+                      const std::string& name,
+                      const DecodeLimits& limits) {
   GrayImage out;
   out.info = sniff(bytes, name);
   check_limits(out.info, name, limits);
-  if (bytes.size() > static_cast<size_t>(INT32_MAX)) fail(name, "file too large");
+  if (bytes.size() > static_cast<size_t>(INT32_MAX))
+    fail(name, "file too large");
   const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, c = 0;
   if (stbi_is_16_bit_from_memory(bytes.data(), len)) {

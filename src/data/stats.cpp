@@ -14,8 +14,7 @@ PixelStats pixel_stats(const torch::Tensor& images) {
   return s;
 }
 
-std::vector<double> intensity_histogram(const torch::Tensor& images,
-                                        int bins) {
+std::vector<double> intensity_histogram(const torch::Tensor& images, int bins) {
   torch::Tensor x = images.to(torch::kFloat32).div(255.0f).flatten();
   torch::Tensor h = torch::histc(x, bins, 0.0, 1.0).to(torch::kFloat64);
   double total = h.sum().item<double>();
@@ -33,8 +32,8 @@ torch::Tensor perceptual_fingerprints(const torch::Tensor& images) {
   if (images.scalar_type() == torch::kUInt8) x = x / 255.0f;
   x = F::adaptive_avg_pool2d(x, F::AdaptiveAvgPool2dFuncOptions({24, 24}));
   auto local = F::avg_pool2d(
-      x, F::AvgPool2dFuncOptions(5).stride(1).padding(2).count_include_pad(
-             false));
+      x,
+      F::AvgPool2dFuncOptions(5).stride(1).padding(2).count_include_pad(false));
   auto f = (x - local).flatten(1);
   f = f - f.mean(1, true);
   return f / f.norm(2, {1}, true).clamp_min(1e-8);
@@ -85,7 +84,8 @@ DuplicateReport find_duplicates(const Dataset& ds,
   }
   // Exact duplicates: identical decoded pixels, found by hash.
   std::map<uint64_t, std::vector<int64_t>> by_hash;
-  for (int64_t i = 0; i < n; ++i) by_hash[exact[static_cast<size_t>(i)]].push_back(i);
+  for (int64_t i = 0; i < n; ++i)
+    by_hash[exact[static_cast<size_t>(i)]].push_back(i);
   for (const auto& [h, ids] : by_hash) {
     for (size_t a = 0; a < ids.size(); ++a) {
       for (size_t b = a + 1; b < ids.size(); ++b) {

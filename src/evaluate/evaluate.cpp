@@ -59,7 +59,8 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     throw ConfigError("--threshold must be in [0, 1]");
   }
   if (o.bootstrap < 100) throw ConfigError("--bootstrap must be >= 100");
-  auto dopts = train::data_options_from(run.meta.data, o.data_root, o.cache_dir);
+  auto dopts =
+      train::data_options_from(run.meta.data, o.data_root, o.cache_dir);
   if (dopts.root.empty()) {
     throw ConfigError("the run records no data folder; pass --data DIR");
   }
@@ -79,8 +80,7 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     auto vp = train::predict_proba(*run.model, val.images, device);
     threshold = metrics::threshold_for_sensitivity(
         doubles(vp), ints(val.labels), *o.target_sensitivity);
-    rule = "sensitivity >= " + fmt(*o.target_sensitivity, 3) +
-           " on validation";
+    rule = "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
   }
 
   const auto& set = ds.split(split);
@@ -104,8 +104,8 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   const auto n_correct = m.confusion.tp + m.confusion.tn;
   auto w = metrics::wilson_interval(n_correct, m.n);
   j["accuracy_wilson_95"] = {w.low, w.high};
-  j["note"] = "95 % CIs: percentile bootstrap over the " +
-              std::to_string(m.n) + " images of the " + o.split +
+  j["note"] = "95 % CIs: percentile bootstrap over the " + std::to_string(m.n) +
+              " images of the " + o.split +
               " split; with n = " + std::to_string(m.n) +
               " an accuracy CI is about " + fmt(w.high - w.low, 3) +
               " wide, so differences smaller than that are not evidence";
@@ -125,11 +125,11 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   }
   write_text_atomic(out / "predictions.csv", csv.str());
 
-  viz::save_confusion_matrix(
-      m.confusion.matrix(), {run.meta.negative, run.meta.positive},
-      run.meta.model.arch + " on " + o.split + " (threshold " +
-          fmt(threshold, 3) + ")",
-      (out / "confusion.png").string());
+  viz::save_confusion_matrix(m.confusion.matrix(),
+                             {run.meta.negative, run.meta.positive},
+                             run.meta.model.arch + " on " + o.split +
+                                 " (threshold " + fmt(threshold, 3) + ")",
+                             (out / "confusion.png").string());
   viz::LineChart rc;
   rc.title = "ROC, " + run.meta.model.arch + " on " + o.split + " (AUC " +
              fmt(m.auc.value) + ")";
@@ -146,7 +146,8 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
 std::string format_metrics(const nlohmann::json& j) {
   std::ostringstream s;
   const auto& c = j["confusion"];
-  const std::string pos = j["classes"]["positive"], neg = j["classes"]["negative"];
+  const std::string pos = j["classes"]["positive"],
+                    neg = j["classes"]["negative"];
   s << j["model"].get<std::string>() << " on " << j["split"].get<std::string>()
     << " (n = " << j["n"].get<int64_t>() << ", threshold "
     << fmt(j["threshold"].get<double>(), 3) << ": "
@@ -158,11 +159,12 @@ std::string format_metrics(const nlohmann::json& j) {
   s << "  true " << std::left << std::setw(9) << pos << std::right
     << std::setw(12) << c["fn"].get<int64_t>() << std::setw(12)
     << c["tp"].get<int64_t>() << "\n\n";
-  for (const char* k : {"accuracy", "precision", "recall", "specificity", "f1",
-                        "auc"}) {
+  for (const char* k :
+       {"accuracy", "precision", "recall", "specificity", "f1", "auc"}) {
     const auto& m = j[k];
     s << "  " << std::left << std::setw(12) << k << std::right
-      << fmt(m["value"].is_number() ? m["value"].get<double>() : NAN) << "  [95% CI "
+      << fmt(m["value"].is_number() ? m["value"].get<double>() : NAN)
+      << "  [95% CI "
       << fmt(m["low"].is_number() ? m["low"].get<double>() : NAN) << ", "
       << fmt(m["high"].is_number() ? m["high"].get<double>() : NAN) << "]\n";
   }
@@ -197,7 +199,8 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     } else if (fs::exists(in)) {
       files.push_back(in);
     } else {
-      throw DataError("'" + in + "' does not exist; give image files or folders");
+      throw DataError("'" + in +
+                      "' does not exist; give image files or folders");
     }
   }
   const int size = run.meta.model.input_size;
@@ -211,8 +214,8 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     for (size_t k = 0; k < batch_ids.size(); ++k) {
       auto& r = out[batch_ids[k]];
       r.probability = p[static_cast<int64_t>(k)].item<double>();
-      r.decision = r.probability >= threshold ? run.meta.positive
-                                              : run.meta.negative;
+      r.decision =
+          r.probability >= threshold ? run.meta.positive : run.meta.negative;
     }
     batch.clear();
     batch_ids.clear();
@@ -240,8 +243,8 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     csv << "file,p_" << run.meta.positive << ",decision,error\n";
     for (const auto& r : out) {
       csv << csv_field(r.file) << ","
-          << (r.error.empty() ? fmt(r.probability, 6) : "") << ","
-          << r.decision << "," << csv_field(r.error) << "\n";
+          << (r.error.empty() ? fmt(r.probability, 6) : "") << "," << r.decision
+          << "," << csv_field(r.error) << "\n";
     }
     write_text_atomic(o.csv_path, csv.str());
   }
@@ -257,11 +260,10 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
       }
       j.push_back(e);
     }
-    write_json_atomic(o.json_path,
-                      {{"run", o.run_dir},
-                       {"threshold", threshold},
-                       {"positive", run.meta.positive},
-                       {"predictions", j}});
+    write_json_atomic(o.json_path, {{"run", o.run_dir},
+                                    {"threshold", threshold},
+                                    {"positive", run.meta.positive},
+                                    {"predictions", j}});
   }
   return out;
 }

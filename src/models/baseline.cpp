@@ -7,10 +7,14 @@ namespace cxr::models {
 namespace nn = torch::nn;
 
 nlohmann::json ModelConfig::to_json() const {
-  return {{"arch", arch},         {"input_size", input_size},
-          {"filters", filters},   {"batch_norm", batch_norm},
-          {"dropout", dropout},   {"head_units", head_units},
-          {"mean", mean},         {"std", std},
+  return {{"arch", arch},
+          {"input_size", input_size},
+          {"filters", filters},
+          {"batch_norm", batch_norm},
+          {"dropout", dropout},
+          {"head_units", head_units},
+          {"mean", mean},
+          {"std", std},
           {"pretrained", pretrained}};
 }
 
@@ -42,7 +46,8 @@ std::vector<torch::Tensor> ClassifierImpl::trainable_parameters() {
   return out;
 }
 
-void ClassifierImpl::maybe_tap(Tap* tap, const char* name,
+void ClassifierImpl::maybe_tap(Tap* tap,
+                               const char* name,
                                const torch::Tensor& t) {
   if (tap && tap->layer == name) tap->activation = t;
 }
@@ -67,7 +72,8 @@ BaselineCnnImpl::BaselineCnnImpl(ModelConfig config)
     : ClassifierImpl(std::move(config)) {
   const auto& c = config_;
   if (c.filters.empty()) {
-    throw ConfigError("--filters: give at least one conv block, e.g. 32,64,128");
+    throw ConfigError(
+        "--filters: give at least one conv block, e.g. 32,64,128");
   }
   for (int f : c.filters) {
     if (f <= 0 || f > 4096) {
@@ -88,12 +94,12 @@ BaselineCnnImpl::BaselineCnnImpl(ModelConfig config)
   for (size_t i = 0; i < c.filters.size(); ++i) {
     const std::string n = "block" + std::to_string(i + 1);
     convs_.push_back(register_module(
-        n + "_conv",
-        nn::Conv2d(nn::Conv2dOptions(in, c.filters[i], 3)
-                       .padding(1)
-                       .bias(!c.batch_norm))));
+        n + "_conv", nn::Conv2d(nn::Conv2dOptions(in, c.filters[i], 3)
+                                    .padding(1)
+                                    .bias(!c.batch_norm))));
     if (c.batch_norm) {
-      norms_.push_back(register_module(n + "_bn", nn::BatchNorm2d(c.filters[i])));
+      norms_.push_back(
+          register_module(n + "_bn", nn::BatchNorm2d(c.filters[i])));
     }
     names_.push_back(n + "_conv");
     names_.push_back(n + "_relu");
@@ -122,8 +128,12 @@ torch::Tensor BaselineCnnImpl::forward_tapped(const torch::Tensor& x,
   return fc_->forward(h).squeeze(1);
 }
 
-std::vector<std::string> BaselineCnnImpl::tap_names() const { return names_; }
+std::vector<std::string> BaselineCnnImpl::tap_names() const {
+  return names_;
+}
 
-std::string BaselineCnnImpl::default_tap() const { return names_.back(); }
+std::string BaselineCnnImpl::default_tap() const {
+  return names_.back();
+}
 
 }  // namespace cxr::models

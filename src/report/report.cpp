@@ -18,11 +18,20 @@ std::string esc(const std::string& s) {
   std::string o;
   for (char c : s) {
     switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      default:
+        o += c;
     }
   }
   return o;
@@ -35,8 +44,8 @@ std::string base64(const std::string& in) {
   out.reserve((in.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) |
-                 uint8_t(in[i + 2]);
+    uint32_t v =
+        (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
     out += t[v >> 18];
     out += t[(v >> 12) & 63];
     out += t[(v >> 6) & 63];
@@ -57,7 +66,8 @@ std::string base64(const std::string& in) {
   return out;
 }
 
-std::string img(const fs::path& p, const std::string& alt,
+std::string img(const fs::path& p,
+                const std::string& alt,
                 const std::string& style = "") {
   if (!fs::exists(p)) {
     return "<p class=\"missing\">(" + esc(p.filename().string()) +
@@ -77,8 +87,8 @@ std::string num(const nlohmann::json& v, int p = 3) {
 
 std::string ci(const nlohmann::json& m) {
   if (!m.is_object()) return "n/a";
-  return "<b>" + num(m["value"]) + "</b> <span class=\"ci\">[" +
-         num(m["low"]) + ", " + num(m["high"]) + "]</span>";
+  return "<b>" + num(m["value"]) + "</b> <span class=\"ci\">[" + num(m["low"]) +
+         ", " + num(m["high"]) + "]</span>";
 }
 
 nlohmann::json maybe_json(const fs::path& p) {
@@ -116,7 +126,8 @@ std::string table_from_csv(const std::string& text, size_t max_rows) {
   return h.str();
 }
 
-void flatten(const nlohmann::json& j, const std::string& prefix,
+void flatten(const nlohmann::json& j,
+             const std::string& prefix,
              std::vector<std::pair<std::string, std::string>>& out) {
   if (j.is_object()) {
     for (const auto& [k, v] : j.items()) {
@@ -149,7 +160,8 @@ nlohmann::json write_report(const ReportOptions& o) {
   fs::path study;
   nlohmann::json sj;
   std::vector<Model> models;
-  if (o.inputs.size() == 1 && fs::exists(fs::path(o.inputs[0]) / "study.json")) {
+  if (o.inputs.size() == 1 &&
+      fs::exists(fs::path(o.inputs[0]) / "study.json")) {
     study = o.inputs[0];
     sj = read_json(study / "study.json");
     for (const auto& m : sj.value("models", nlohmann::json::array())) {
@@ -163,7 +175,8 @@ nlohmann::json write_report(const ReportOptions& o) {
                         "' is neither a study folder (study.json) nor a run "
                         "folder (config.json)");
       }
-      models.push_back({fs::path(in).filename().string(), in, nullptr, nullptr});
+      models.push_back(
+          {fs::path(in).filename().string(), in, nullptr, nullptr});
     }
   }
   for (auto& m : models) {
@@ -200,14 +213,15 @@ nlohmann::json write_report(const ReportOptions& o) {
   if (!sj.is_null()) {
     h << "<p>Data <code>" << esc(sj.value("data", std::string())) << "</code>, "
       << "generated " << esc(sj.value("finished", std::string())) << " in "
-      << num(sj.value("minutes", nlohmann::json(nullptr)), 1)
-      << " minutes on " << esc(sj.value("device", std::string())) << ".</p>\n";
+      << num(sj.value("minutes", nlohmann::json(nullptr)), 1) << " minutes on "
+      << esc(sj.value("device", std::string())) << ".</p>\n";
   }
 
   // ---- headline table
   section("results", "Results on the " + o.split + " split (95 % CIs)");
   h << "<table><tr><th>model</th><th>n</th><th>accuracy</th><th>precision</th>"
-       "<th>recall (sensitivity)</th><th>specificity</th><th>F1</th><th>AUC</th>"
+       "<th>recall "
+       "(sensitivity)</th><th>specificity</th><th>F1</th><th>AUC</th>"
        "<th>threshold</th></tr>\n";
   for (const auto& m : models) {
     if (m.metrics.is_null()) {
@@ -221,13 +235,12 @@ nlohmann::json write_report(const ReportOptions& o) {
       << ci(x["recall"]) << "</td><td>" << ci(x["specificity"]) << "</td><td>"
       << ci(x["f1"]) << "</td><td>" << ci(x["auc"]) << "</td><td>"
       << num(x["threshold"]) << "</td></tr>\n";
-    summary["models"].push_back(
-        {{"name", m.name},
-         {"run", m.run.string()},
-         {"accuracy", x["accuracy"]["value"]},
-         {"recall", x["recall"]["value"]},
-         {"specificity", x["specificity"]["value"]},
-         {"auc", x["auc"]["value"]}});
+    summary["models"].push_back({{"name", m.name},
+                                 {"run", m.run.string()},
+                                 {"accuracy", x["accuracy"]["value"]},
+                                 {"recall", x["recall"]["value"]},
+                                 {"specificity", x["specificity"]["value"]},
+                                 {"auc", x["auc"]["value"]}});
   }
   const auto pub = published_numbers();
   h << "<tr><td><i>reference study: baseline CNN (Keras)</i></td><td>200</td>"
@@ -237,7 +250,8 @@ nlohmann::json write_report(const ReportOptions& o) {
        "<td><b>0.76</b></td><td colspan=6></td></tr>\n"
        "<tr><td><i>plain PyTorch baseline on cxr-seed</i></td><td>200</td>"
        "<td><b>0.880</b> <span class=ci>[0.83, 0.92]</span></td><td></td>"
-       "<td><b>0.880</b></td><td></td><td></td><td><b>0.955</b></td><td></td></tr>\n"
+       "<td><b>0.880</b></td><td></td><td></td><td><b>0.955</b></td><td></td></"
+       "tr>\n"
        "<tr><td><i>plain PyTorch MobileNetV2 fine-tuned on cxr-seed</i></td>"
        "<td>200</td><td><b>0.930</b> <span class=ci>[0.89, 0.96]</span></td>"
        "<td></td><td><b>0.940</b></td><td></td><td></td><td><b>0.982</b></td>"
@@ -249,15 +263,15 @@ nlohmann::json write_report(const ReportOptions& o) {
 
   // ---- data exploration
   const fs::path ex = study.empty() ? fs::path() : study / "explore";
-  auto exj = study.empty() ? nlohmann::json(nullptr)
-                           : maybe_json(ex / "summary.json");
+  auto exj =
+      study.empty() ? nlohmann::json(nullptr) : maybe_json(ex / "summary.json");
   if (!exj.is_null()) {
     section("data", "Data exploration");
     const std::string pos = exj["dataset"]["positive"],
                       neg = exj["dataset"]["negative"];
-    h << "<table><tr><th>split</th><th>" << esc(pos) << "</th><th>"
-      << esc(neg) << "</th><th>pixel mean</th><th>pixel std</th><th>mean "
-      << esc(pos) << "</th><th>mean " << esc(neg) << "</th></tr>";
+    h << "<table><tr><th>split</th><th>" << esc(pos) << "</th><th>" << esc(neg)
+      << "</th><th>pixel mean</th><th>pixel std</th><th>mean " << esc(pos)
+      << "</th><th>mean " << esc(neg) << "</th></tr>";
     for (const char* s : {"train", "val", "test"}) {
       const auto& c = exj["counts"][s];
       const auto& p = exj["pixel_stats"][s];
@@ -270,9 +284,9 @@ nlohmann::json write_report(const ReportOptions& o) {
          "0.55/0.25, test 0.56/0.26 (mean/std). Normalisation used by the "
          "baseline (train+val): mean "
       << num(exj["normalization"]["mean"], 4) << ", std "
-      << num(exj["normalization"]["std"], 4) << ". Image sizes: "
-      << esc(exj["image_sizes"].dump()) << "; formats: "
-      << esc(exj["bit_depths"].dump()) << ".</p>\n";
+      << num(exj["normalization"]["std"], 4)
+      << ". Image sizes: " << esc(exj["image_sizes"].dump())
+      << "; formats: " << esc(exj["bit_depths"].dump()) << ".</p>\n";
     h << img(ex / "histograms.png", "intensity histograms") << "\n"
       << img(ex / "samples.png", "sample grid") << "\n";
     section("leakage", "Duplicate and leakage check");
@@ -308,7 +322,8 @@ nlohmann::json write_report(const ReportOptions& o) {
   if (!study.empty()) {
     for (const auto& t : sj.value("tuning", nlohmann::json::array())) {
       const fs::path td = study / t["dir"].get<std::string>();
-      section("tuning", "Hyper-parameter search: " + t["name"].get<std::string>());
+      section("tuning",
+              "Hyper-parameter search: " + t["name"].get<std::string>());
       auto best = maybe_json(td / "best.json");
       if (!best.is_null()) {
         h << "<p>Mode " << esc(best["mode"].get<std::string>()) << ", "
@@ -330,8 +345,9 @@ nlohmann::json write_report(const ReportOptions& o) {
     if (!m.config.is_null()) {
       const auto& r = m.config["result"];
       h << "<p>" << esc(m.config["model"]["arch"].get<std::string>())
-        << ", trained on " << esc(m.config["train"]["train_on"].get<std::string>())
-        << ", " << r.value("epochs_run", 0) << " epochs (weights of epoch "
+        << ", trained on "
+        << esc(m.config["train"]["train_on"].get<std::string>()) << ", "
+        << r.value("epochs_run", 0) << " epochs (weights of epoch "
         << r.value("best_epoch", 0) << "), " << num(r["seconds"], 0) << " s at "
         << num(r["images_per_second"], 1) << " images/s on "
         << esc(r.value("device", std::string())) << ", "
@@ -339,7 +355,8 @@ nlohmann::json write_report(const ReportOptions& o) {
         << (m.config["model"].value("pretrained", std::string()).empty()
                 ? ""
                 : ", ImageNet weights from " +
-                      esc(fs::path(m.config["model"]["pretrained"].get<std::string>())
+                      esc(fs::path(m.config["model"]["pretrained"]
+                                       .get<std::string>())
                               .filename()
                               .string()))
         << ".</p>";
@@ -369,8 +386,9 @@ nlohmann::json write_report(const ReportOptions& o) {
            m.metrics["roc"]["fpr"].get<std::vector<double>>(),
            m.metrics["roc"]["tpr"].get<std::vector<double>>()});
     }
-    const fs::path tmp = fs::temp_directory_path() /
-                         ("cxr-report-roc-" + std::to_string(::getpid()) + ".png");
+    const fs::path tmp =
+        fs::temp_directory_path() /
+        ("cxr-report-roc-" + std::to_string(::getpid()) + ".png");
     viz::save_line_chart(rc, tmp.string());
     h << img(tmp, "ROC curves", "width:60%") << "\n";
     std::error_code ec;
@@ -395,7 +413,8 @@ nlohmann::json write_report(const ReportOptions& o) {
         << esc(es["layer"].get<std::string>()) << "</code>)</h3>\n";
       if (mis) {
         ++gallery;
-        summary["sections"].push_back("misclassified-" + m.run.filename().string());
+        summary["sections"].push_back("misclassified-" +
+                                      m.run.filename().string());
       }
       std::vector<fs::path> panels;
       if (fs::is_directory(ed / "panels")) {

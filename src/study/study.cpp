@@ -51,7 +51,8 @@ nlohmann::json run_study(const StudyOptions& o) {
   const fs::path out(o.out_dir);
   ensure_dir(out);
   const fs::path sjp = out / "study.json";
-  nlohmann::json sj = fs::exists(sjp) ? read_json(sjp) : nlohmann::json::object();
+  nlohmann::json sj =
+      fs::exists(sjp) ? read_json(sjp) : nlohmann::json::object();
   const Plan plan = make_plan(o);
   const torch::Device device = resolve_device(o.device);
   // A finished step is not redone, unless it was made with other options.
@@ -62,16 +63,15 @@ nlohmann::json run_study(const StudyOptions& o) {
       {"weights", o.weights},
       {"transfer", o.transfer}};
   if (sj.contains("options") && sj["options"] != fingerprint) {
-    throw ConfigError("'" + o.out_dir +
-                      "' holds a study made with other options (" +
-                      sj["options"].dump() +
-                      "); use another --out or delete it");
+    throw ConfigError(
+        "'" + o.out_dir + "' holds a study made with other options (" +
+        sj["options"].dump() + "); use another --out or delete it");
   }
   sj["options"] = fingerprint;
   sj["data"] = o.data.root;
   sj["cxr_version"] = kVersion;
-  sj["device"] = device.str() + ", " + std::to_string(torch::get_num_threads()) +
-                 " threads";
+  sj["device"] = device.str() + ", " +
+                 std::to_string(torch::get_num_threads()) + " threads";
   if (!sj.contains("steps")) sj["steps"] = nlohmann::json::object();
   const double prior_minutes = sj.value("minutes_total", 0.0);
   auto save = [&] {
@@ -82,11 +82,11 @@ nlohmann::json run_study(const StudyOptions& o) {
     write_json_atomic(sjp, sj);
   };
   const std::vector<std::string> steps = {
-      "explore",        "tune-baseline",     "baseline-refit",
-      "transfer",       "evaluate",          "explain",
-      "report"};
+      "explore",  "tune-baseline", "baseline-refit", "transfer",
+      "evaluate", "explain",       "report"};
   int step_no = 0;
-  auto run_step = [&](const std::string& name, const std::function<void()>& fn) {
+  auto run_step = [&](const std::string& name,
+                      const std::function<void()>& fn) {
     ++step_no;
     if (sj["steps"].contains(name) && sj["steps"][name].value("done", false)) {
       if (o.progress) {
@@ -97,8 +97,7 @@ nlohmann::json run_study(const StudyOptions& o) {
     }
     const auto ts = std::chrono::steady_clock::now();
     if (o.progress) {
-      const double el =
-          std::chrono::duration<double>(ts - t0).count();
+      const double el = std::chrono::duration<double>(ts - t0).count();
       std::cerr << "[" << step_no << "/" << steps.size() << "] " << name
                 << "  (study time " << format_duration(el) << ")\n";
     }
@@ -167,8 +166,8 @@ nlohmann::json run_study(const StudyOptions& o) {
     run_step("transfer", [&] {
       data::DatasetOptions topt = o.data;
       topt.size = plan.transfer_size;
-      data::Dataset tds = topt.size == dopt.size ? data::Dataset{} :
-                                                   data::load_dataset(topt);
+      data::Dataset tds =
+          topt.size == dopt.size ? data::Dataset{} : data::load_dataset(topt);
       const data::Dataset& use = topt.size == dopt.size ? ds : tds;
       train::RunOptions ro;
       ro.data = topt;
@@ -192,18 +191,18 @@ nlohmann::json run_study(const StudyOptions& o) {
   }
 
   nlohmann::json models = nlohmann::json::array();
-  models.push_back({{"name", "Baseline CNN (refit on train+val)"},
-                    {"run", "baseline"}});
+  models.push_back(
+      {{"name", "Baseline CNN (refit on train+val)"}, {"run", "baseline"}});
   if (o.transfer) {
-    models.push_back({{"name", std::string("MobileNetV2 ") +
-                                   (o.weights.empty() ? "(random init)"
-                                                      : "(ImageNet)") +
-                                   " frozen -> fine-tuned"},
-                      {"run", "mobilenetv2"}});
+    models.push_back(
+        {{"name", std::string("MobileNetV2 ") +
+                      (o.weights.empty() ? "(random init)" : "(ImageNet)") +
+                      " frozen -> fine-tuned"},
+         {"run", "mobilenetv2"}});
   }
   sj["models"] = models;
-  sj["tuning"] = nlohmann::json::array(
-      {{{"name", "baseline CNN"}, {"dir", tune_dir}}});
+  sj["tuning"] =
+      nlohmann::json::array({{{"name", "baseline CNN"}, {"dir", tune_dir}}});
 
   run_step("evaluate", [&] {
     for (const auto& m : models) {
@@ -233,8 +232,9 @@ nlohmann::json run_study(const StudyOptions& o) {
         eo.cache_dir = o.data.cache_dir;
         eo.device = o.device;
         eo.progress = o.progress;
-        eo.out_dir = (run / (mis ? "explain-misclassified" : "explain-examples"))
-                         .string();
+        eo.out_dir =
+            (run / (mis ? "explain-misclassified" : "explain-examples"))
+                .string();
         std::error_code ec;
         fs::remove_all(eo.out_dir, ec);
         explain::explain_run(eo);
@@ -243,11 +243,10 @@ nlohmann::json run_study(const StudyOptions& o) {
   });
 
   sj["finished"] = train::utc_now();
-  sj["minutes"] = prior_minutes +
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                t0)
-                          .count() /
-                      60.0;
+  sj["minutes"] = prior_minutes + std::chrono::duration<double>(
+                                      std::chrono::steady_clock::now() - t0)
+                                          .count() /
+                                      60.0;
   save();
   run_step("report", [&] {
     report::ReportOptions ro;

@@ -51,8 +51,8 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
                                        const std::string& root_override,
                                        const std::string& cache_dir) {
   data::DatasetOptions o;
-  o.root = root_override.empty() ? d.value("root", std::string())
-                                 : root_override;
+  o.root =
+      root_override.empty() ? d.value("root", std::string()) : root_override;
   o.size = d.value("size", o.size);
   o.seed = d.value("seed", o.seed);
   o.train_fraction = d.value("train_fraction", o.train_fraction);
@@ -62,18 +62,18 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
   return o;
 }
 
-nlohmann::json train_run(const RunOptions& o,
-                         const data::Dataset* preloaded) {
+nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   o.train.validate();
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;
   if (!preloaded) owned = data::load_dataset(o.data);
   const data::Dataset& ds = preloaded ? *preloaded : owned;
   if (ds.split(data::Split::kTrain).images.size(2) != o.model.input_size) {
-    throw ConfigError("data was loaded at " +
-                      std::to_string(ds.split(data::Split::kTrain).images.size(2)) +
-                      " px but the model expects " +
-                      std::to_string(o.model.input_size) + " px (--size)");
+    throw ConfigError(
+        "data was loaded at " +
+        std::to_string(ds.split(data::Split::kTrain).images.size(2)) +
+        " px but the model expects " + std::to_string(o.model.input_size) +
+        " px (--size)");
   }
 
   seed_everything(o.train.seed);
@@ -86,8 +86,9 @@ nlohmann::json train_run(const RunOptions& o,
   models::Classifier model = models::make_model(mc);
   if (!o.weights.empty()) {
     if (mc.arch == "baseline") {
-      throw ConfigError("--weights is for transfer models (mobilenetv2, "
-                        "resnet50v2), not the baseline");
+      throw ConfigError(
+          "--weights is for transfer models (mobilenetv2, "
+          "resnet50v2), not the baseline");
     }
     models::load_keras_backbone(*model, o.weights);
   }
@@ -98,8 +99,8 @@ nlohmann::json train_run(const RunOptions& o,
   meta.positive = ds.index.positive;
   meta.negative = ds.index.negative;
   meta.data = describe_data(ds, o.data);
-  meta.data["normalization"] = {{"mean", norm.mean}, {"std", norm.std},
-                                {"source", "train+val"}};
+  meta.data["normalization"] = {
+      {"mean", norm.mean}, {"std", norm.std}, {"source", "train+val"}};
 
   ResumeState resume;
   const bool resuming =
@@ -120,13 +121,12 @@ nlohmann::json train_run(const RunOptions& o,
   }
   ensure_dir(o.out_dir);
   // Write the config first so an interrupted run is recognisable.
-  write_json_atomic(fs::path(o.out_dir) / "config.json",
-                    [&] {
-                      auto j = meta.to_json();
-                      j["status"] = "training";
-                      j["created"] = utc_now();
-                      return j;
-                    }());
+  write_json_atomic(fs::path(o.out_dir) / "config.json", [&] {
+    auto j = meta.to_json();
+    j["status"] = "training";
+    j["created"] = utc_now();
+    return j;
+  }());
 
   const data::ImageSet& train_set =
       o.train.train_on == "train+val" ? tv : ds.split(data::Split::kTrain);
@@ -139,8 +139,7 @@ nlohmann::json train_run(const RunOptions& o,
                       st.result->history);
     // Best weights so far: re-snapshot only when the best epoch is the
     // current one (cheap otherwise).
-    if (st.result->best_epoch ==
-        static_cast<int>(st.result->history.size())) {
+    if (st.result->best_epoch == static_cast<int>(st.result->history.size())) {
       best_for_state = snapshot(*model);
     }
     save_resume_state(o.out_dir, *model, st, best_for_state);
@@ -151,9 +150,9 @@ nlohmann::json train_run(const RunOptions& o,
 
   meta.result = {{"best_epoch", r.best_epoch},
                  {"epochs_run", r.history.size()},
-                 {"best_val_loss",
-                  std::isnan(r.best_val_loss) ? nlohmann::json(nullptr)
-                                              : nlohmann::json(r.best_val_loss)},
+                 {"best_val_loss", std::isnan(r.best_val_loss)
+                                       ? nlohmann::json(nullptr)
+                                       : nlohmann::json(r.best_val_loss)},
                  {"stopped_early", r.stopped_early},
                  {"seconds", r.seconds},
                  {"images_per_second", r.images_per_second()},
@@ -167,9 +166,9 @@ nlohmann::json train_run(const RunOptions& o,
     if (o.target_sensitivity > 0) {
       meta.threshold =
           metrics::threshold_for_sensitivity(sc, lab, o.target_sensitivity);
-      meta.threshold_rule = "sensitivity >= " +
-                            std::to_string(o.target_sensitivity) +
-                            " on validation";
+      meta.threshold_rule =
+          "sensitivity >= " + std::to_string(o.target_sensitivity) +
+          " on validation";
     }
     auto m = metrics::rates(metrics::confusion(sc, lab, meta.threshold));
     meta.result["val"] = {{"accuracy", m.accuracy},
@@ -181,7 +180,8 @@ nlohmann::json train_run(const RunOptions& o,
   }
   save_run(o.out_dir, *model, meta);
   write_history_csv((fs::path(o.out_dir) / "history.csv").string(), r.history);
-  plot_history(r.history, mc.arch, (fs::path(o.out_dir) / "curves.png").string(),
+  plot_history(r.history, mc.arch,
+               (fs::path(o.out_dir) / "curves.png").string(),
                val ? r.best_epoch : 0);
   remove_resume_state(o.out_dir);
   return meta.to_json();

@@ -94,7 +94,8 @@ RunMeta RunMeta::from_json(const nlohmann::json& j, const std::string& where) {
   return m;
 }
 
-void save_run(const std::string& dir, models::ClassifierImpl& model,
+void save_run(const std::string& dir,
+              models::ClassifierImpl& model,
               const RunMeta& meta) {
   ensure_dir(dir);
   write_file_atomic(fs::path(dir) / "model.pt", [&](const fs::path& tmp) {
@@ -130,8 +131,8 @@ LoadedRun load_run(const std::string& dir, const torch::Device& device) {
   try {
     run.model = models::make_model(run.meta.model);
   } catch (const ConfigError& e) {
-    throw ModelError("'" + cfg.string() + "' describes an invalid model: " +
-                     e.what());
+    throw ModelError("'" + cfg.string() +
+                     "' describes an invalid model: " + e.what());
   }
   const fs::path weights = d / "model.pt";
   if (!fs::exists(weights)) {
@@ -161,7 +162,8 @@ LoadedRun load_run(const std::string& dir, const torch::Device& device) {
                          "; retrain or restore the matching config.json");
       }
     };
-    for (const auto& p : run.model->named_parameters()) check(p.key(), p.value());
+    for (const auto& p : run.model->named_parameters())
+      check(p.key(), p.value());
     for (const auto& b : run.model->named_buffers()) check(b.key(), b.value());
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
@@ -175,7 +177,8 @@ LoadedRun load_run(const std::string& dir, const torch::Device& device) {
   return run;
 }
 
-void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
+void save_resume_state(const std::string& dir,
+                       models::ClassifierImpl& model,
                        const TrainState& st,
                        const std::vector<torch::Tensor>& best_state) {
   ensure_dir(dir);
@@ -199,10 +202,9 @@ void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
         {"lr", st.lr},
         {"best_count", best_state.size()},
         {"best_epoch", st.result->best_epoch},
-        {"best_val_loss",
-         std::isnan(st.result->best_val_loss)
-             ? nlohmann::json(nullptr)
-             : nlohmann::json(st.result->best_val_loss)},
+        {"best_val_loss", std::isnan(st.result->best_val_loss)
+                              ? nlohmann::json(nullptr)
+                              : nlohmann::json(st.result->best_val_loss)},
         {"seconds", st.result->seconds},
         {"images_seen", st.result->images_seen},
         {"history", h}};
@@ -211,7 +213,8 @@ void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
   });
 }
 
-bool load_resume_state(const std::string& dir, models::ClassifierImpl& model,
+bool load_resume_state(const std::string& dir,
+                       models::ClassifierImpl& model,
                        ResumeState* out) {
   const fs::path p = fs::path(dir) / "state.pt";
   if (!fs::exists(p)) return false;

@@ -14,7 +14,8 @@ namespace {
 struct Counts {
   double loss_sum = 0;
   int64_t n = 0, tp = 0, fp = 0, tn = 0, fn = 0;
-  void add(const torch::Tensor& logits, const torch::Tensor& labels,
+  void add(const torch::Tensor& logits,
+           const torch::Tensor& labels,
            double loss_mean) {
     auto pred = (logits.detach() > 0).to(torch::kCPU);
     auto y = (labels.detach() > 0.5).to(torch::kCPU);
@@ -78,8 +79,7 @@ std::pair<double, torch::Tensor> evaluate_loss(models::ClassifierImpl& model,
   torch::Tensor probs = predict_proba(model, set.images, device, batch_size);
   auto p = probs.to(torch::kFloat64).clamp(1e-7, 1 - 1e-7);
   auto y = set.labels.to(torch::kFloat64);
-  double loss =
-      -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
+  double loss = -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
   return {loss, probs};
 }
 
@@ -104,8 +104,10 @@ void TrainOptions::validate() const {
   if (batch_size < 1 || batch_size > 4096) {
     throw ConfigError("--batch-size must be in 1..4096");
   }
-  if (epochs < 0 || epochs > 10000) throw ConfigError("--epochs must be 0..10000");
-  if (fine_tune_epochs < 0) throw ConfigError("--fine-tune-epochs must be >= 0");
+  if (epochs < 0 || epochs > 10000)
+    throw ConfigError("--epochs must be 0..10000");
+  if (fine_tune_epochs < 0)
+    throw ConfigError("--fine-tune-epochs must be >= 0");
   if (patience < 0) throw ConfigError("--patience must be >= 0");
   if (lr_patience < 0) throw ConfigError("--lr-patience must be >= 0");
   if (train_on != "train" && train_on != "train+val") {
@@ -186,7 +188,8 @@ void restore(models::ClassifierImpl& model,
 
 torch::Tensor predict_proba(models::ClassifierImpl& model,
                             const torch::Tensor& images,
-                            const torch::Device& device, int batch_size) {
+                            const torch::Device& device,
+                            int batch_size) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -202,9 +205,12 @@ torch::Tensor predict_proba(models::ClassifierImpl& model,
   return torch::cat(out);
 }
 
-TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
-                const data::ImageSet* val, const TrainOptions& o,
-                const torch::Device& device, const EpochCallback& on_epoch,
+TrainResult fit(models::ClassifierImpl& model,
+                const data::ImageSet& train,
+                const data::ImageSet* val,
+                const TrainOptions& o,
+                const torch::Device& device,
+                const EpochCallback& on_epoch,
                 const ResumeState* resume) {
   o.validate();
   const bool use_val = o.train_on == "train";
@@ -285,8 +291,9 @@ TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
                      .div_(255.0f);
         auto y = train.labels.index_select(0, idx).to(device);
         if (o.augment) {
-          x = augment::random_affine(x, o.augmentation,
-                                     epoch_seed * 7919ULL + static_cast<uint64_t>(b));
+          x = augment::random_affine(
+              x, o.augmentation,
+              epoch_seed * 7919ULL + static_cast<uint64_t>(b));
         }
         opt->zero_grad();
         auto logits = model.forward(x);
@@ -331,9 +338,9 @@ TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
         improved = std::isnan(result.best_val_loss) ||
                    vloss < result.best_val_loss - 1e-6;
       }
-      rec.seconds = std::chrono::duration<double>(
-                        std::chrono::steady_clock::now() - te)
-                        .count();
+      rec.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - te)
+              .count();
       result.history.push_back(rec);
       if (improved) {
         result.best_val_loss = rec.val_loss;
@@ -343,8 +350,8 @@ TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
       } else {
         ++bad_epochs;
       }
-      std::string status = "loss " + fmt(rec.train_loss) + " acc " +
-                           fmt(rec.train_accuracy, 3);
+      std::string status =
+          "loss " + fmt(rec.train_loss) + " acc " + fmt(rec.train_accuracy, 3);
       if (use_val) {
         status += " | val loss " + fmt(rec.val_loss) + " acc " +
                   fmt(rec.val_accuracy, 3) + " rec " + fmt(rec.val_recall, 3) +
@@ -357,9 +364,10 @@ TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
         lr *= 0.5;
         for (auto& g : opt->param_groups()) g.options().set_lr(lr);
       }
-      result.seconds = prior_seconds + std::chrono::duration<double>(
-                                           std::chrono::steady_clock::now() - t0)
-                                           .count();
+      result.seconds =
+          prior_seconds +
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+              .count();
       if (on_epoch) {
         TrainState st;
         st.result = &result;
@@ -454,8 +462,10 @@ std::vector<EpochRecord> read_history_csv(const std::string& path) {
   return out;
 }
 
-void plot_history(const std::vector<EpochRecord>& h, const std::string& title,
-                  const std::string& png_path, int best_epoch) {
+void plot_history(const std::vector<EpochRecord>& h,
+                  const std::string& title,
+                  const std::string& png_path,
+                  int best_epoch) {
   viz::LineChart loss, acc;
   loss.title = title + ": loss";
   acc.title = title + ": accuracy";

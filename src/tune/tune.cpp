@@ -20,7 +20,8 @@ double parse_number(const std::string& text, const std::string& token) {
   try {
     size_t used = 0;
     double v = std::stod(text, &used);
-    if (used != text.size() || !std::isfinite(v)) throw std::invalid_argument("");
+    if (used != text.size() || !std::isfinite(v))
+      throw std::invalid_argument("");
     return v;
   } catch (const std::exception&) {
     throw ConfigError("--grid token '" + token + "': '" + text +
@@ -107,8 +108,10 @@ void append_store(const fs::path& p, const TrialResult& r) {
   if (!out) throw IoError("cannot append to '" + p.string() + "'");
 }
 
-void write_tables(const fs::path& dir, std::vector<TrialResult> results,
-                  const std::string& metric, const std::string& mode) {
+void write_tables(const fs::path& dir,
+                  std::vector<TrialResult> results,
+                  const std::string& metric,
+                  const std::string& mode) {
   std::set<std::string> names;
   for (const auto& r : results) {
     for (const auto& [k, v] : r.params) names.insert(k);
@@ -162,11 +165,12 @@ void write_tables(const fs::path& dir, std::vector<TrialResult> results,
 
 const std::vector<std::string>& tunable_names() {
   static const std::vector<std::string> kNames = {
-      "filters",     "batch_norm",   "dropout",          "head_units",
-      "optimizer",   "lr",           "momentum",         "weight_decay",
-      "batch_size",  "epochs",       "patience",         "fine_tune_epochs",
-      "fine_tune_lr", "unfreeze_from", "rotation",        "zoom",
-      "width_shift"};
+      "filters",      "batch_norm",    "dropout",
+      "head_units",   "optimizer",     "lr",
+      "momentum",     "weight_decay",  "batch_size",
+      "epochs",       "patience",      "fine_tune_epochs",
+      "fine_tune_lr", "unfreeze_from", "rotation",
+      "zoom",         "width_shift"};
   return kNames;
 }
 
@@ -272,7 +276,8 @@ std::vector<Params> grid_trials(const SearchSpace& space) {
   return out;
 }
 
-std::vector<Params> random_trials(const SearchSpace& space, int n,
+std::vector<Params> random_trials(const SearchSpace& space,
+                                  int n,
                                   uint64_t seed) {
   if (n < 1) throw ConfigError("--trials must be >= 1");
   std::mt19937_64 rng(seed);
@@ -318,7 +323,8 @@ void apply_params(const Params& params, train::RunOptions& o) {
         f = {b, 2 * b, 4 * b, 4 * b};
       }
       for (int x : f) {
-        if (x <= 0) throw ConfigError("--grid " + token + ": filters must be > 0");
+        if (x <= 0)
+          throw ConfigError("--grid " + token + ": filters must be > 0");
       }
       o.model.filters = f;
     } else if (n == "batch_norm") {
@@ -336,7 +342,8 @@ void apply_params(const Params& params, train::RunOptions& o) {
     } else {
       const double x = parse_number(v, token);
       if (n == "dropout") {
-        if (!(x >= 0 && x < 1)) throw ConfigError("--grid " + token + ": dropout must be in [0, 1)");
+        if (!(x >= 0 && x < 1))
+          throw ConfigError("--grid " + token + ": dropout must be in [0, 1)");
         o.model.dropout = x;
       } else if (n == "head_units") {
         o.model.head_units = parse_int(v, n);
@@ -349,7 +356,8 @@ void apply_params(const Params& params, train::RunOptions& o) {
         o.train.weight_decay = x;
       } else if (n == "batch_size") {
         const int b = parse_int(v, n);
-        if (b < 1) throw ConfigError("--grid " + token + ": batch_size must be >= 1");
+        if (b < 1)
+          throw ConfigError("--grid " + token + ": batch_size must be >= 1");
         o.train.batch_size = b;
       } else if (n == "epochs") {
         o.train.epochs = parse_int(v, n);
@@ -366,7 +374,8 @@ void apply_params(const Params& params, train::RunOptions& o) {
       } else if (n == "width_shift") {
         o.train.augmentation.width_shift = x;
       } else {
-        throw ConfigError("--grid " + token + ": unknown parameter '" + n + "'");
+        throw ConfigError("--grid " + token + ": unknown parameter '" + n +
+                          "'");
       }
     }
   }
@@ -419,8 +428,7 @@ double TrialResult::score(const std::string& metric) const {
   return std::isnan(v) ? -1e300 : v;
 }
 
-nlohmann::json run_tune(const TuneOptions& o,
-                        const data::Dataset* preloaded) {
+nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.metric != "val_loss" && o.metric != "val_accuracy" &&
       o.metric != "val_auc" && o.metric != "val_recall") {
     throw ConfigError("--metric " + o.metric +
@@ -463,7 +471,8 @@ nlohmann::json run_tune(const TuneOptions& o,
   double ran_seconds = 0;
   std::vector<TrialResult> session;  // every trial of this search, in order
 
-  auto run_trial = [&](const Params& p, int k, int total) -> const TrialResult* {
+  auto run_trial = [&](const Params& p, int k,
+                       int total) -> const TrialResult* {
     const std::string key = trial_key(p);
     if (auto it = by_key.find(key); it != by_key.end()) {
       session.push_back(it->second);
@@ -488,8 +497,7 @@ nlohmann::json run_tune(const TuneOptions& o,
     fs::remove_all(r.run_dir, ec);
     ro.out_dir = r.run_dir;
     ro.resume = false;
-    const double eta =
-        ran_now > 0 ? ran_seconds / ran_now * (total - k) : NAN;
+    const double eta = ran_now > 0 ? ran_seconds / ran_now * (total - k) : NAN;
     if (o.progress) {
       std::cerr << "trial " << k + 1 << "/" << total << "  " << key
                 << (ran_now > 0 ? "  (ETA " + format_duration(eta) + ")" : "")
@@ -497,9 +505,9 @@ nlohmann::json run_tune(const TuneOptions& o,
     }
     const auto ts = std::chrono::steady_clock::now();
     auto cfg = train::train_run(ro, &ds);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                              ts)
-                    .count();
+    r.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
+            .count();
     const auto& res = cfg["result"];
     r.best_epoch = res["best_epoch"].get<int>();
     r.val_loss = res["best_val_loss"].is_number()
@@ -511,8 +519,8 @@ nlohmann::json run_tune(const TuneOptions& o,
                           : NAN;
     r.val_recall = res["val"]["recall"].get<double>();
     r.val_auc = res["val"]["auc"].get<double>();
-    for (const auto& e :
-         train::read_history_csv((fs::path(r.run_dir) / "history.csv").string())) {
+    for (const auto& e : train::read_history_csv(
+             (fs::path(r.run_dir) / "history.csv").string())) {
       if (e.phase == "frozen") ++r.frozen_epochs;
     }
     append_store(store, r);
@@ -539,7 +547,8 @@ nlohmann::json run_tune(const TuneOptions& o,
       current[p.name] = p.values.front();
     }
     int total = 0;
-    for (const auto& p : o.space.params) total += static_cast<int>(p.values.size());
+    for (const auto& p : o.space.params)
+      total += static_cast<int>(p.values.size());
     int k = 0;
     for (const auto& p : o.space.params) {
       const TrialResult* best = nullptr;
@@ -574,10 +583,11 @@ nlohmann::json run_tune(const TuneOptions& o,
     if (keys.insert(r.key).second) unique.push_back(r);
   }
   write_tables(out, unique, o.metric, o.mode);
-  const TrialResult best = *std::max_element(
-      unique.begin(), unique.end(), [&](const TrialResult& a, const TrialResult& b) {
-        return a.score(o.metric) < b.score(o.metric);
-      });
+  const TrialResult best =
+      *std::max_element(unique.begin(), unique.end(),
+                        [&](const TrialResult& a, const TrialResult& b) {
+                          return a.score(o.metric) < b.score(o.metric);
+                        });
   nlohmann::json j = {{"metric", o.metric},
                       {"mode", o.mode},
                       {"trials", unique.size()},
@@ -624,10 +634,11 @@ nlohmann::json run_tune(const TuneOptions& o,
     auto m = evaluate::evaluate_run(eo);
     j["refit"] = {{"run_dir", ro.out_dir},
                   {"epochs", ro.train.epochs + ro.train.fine_tune_epochs},
-                  {"test", {{"accuracy", m["accuracy"]},
-                            {"recall", m["recall"]},
-                            {"specificity", m["specificity"]},
-                            {"auc", m["auc"]}}}};
+                  {"test",
+                   {{"accuracy", m["accuracy"]},
+                    {"recall", m["recall"]},
+                    {"specificity", m["specificity"]},
+                    {"auc", m["auc"]}}}};
   }
   write_json_atomic(out / "best.json", j);
   return j;

@@ -13,7 +13,8 @@ torch::Tensor blob(int s, double cx, double cy, double sigma = 0.06) {
   // Pixel centres in normalised coordinates (align_corners = false).
   auto coords = (torch::arange(s, torch::kFloat64) + 0.5) / s * 2.0 - 1.0;
   auto y = coords.unsqueeze(1), x = coords.unsqueeze(0);
-  auto g = torch::exp(-((x - cx).pow(2) + (y - cy).pow(2)) / (2 * sigma * sigma));
+  auto g =
+      torch::exp(-((x - cx).pow(2) + (y - cy).pow(2)) / (2 * sigma * sigma));
   return g.to(torch::kFloat32).unsqueeze(0).unsqueeze(0);
 }
 
@@ -81,8 +82,8 @@ TEST(Augment, AKnownPointMovesWhereTheTransformSays) {
     EXPECT_NEAR(sy, py, 0.03) << "image " << i;
   }
   // A pure shift by +0.5 units reads from the right: content moves left.
-  auto shift = torch::tensor({1.0f, 0.0f, 0.5f, 0.0f, 1.0f, 0.0f})
-                   .reshape({1, 2, 3});
+  auto shift =
+      torch::tensor({1.0f, 0.0f, 0.5f, 0.0f, 1.0f, 0.0f}).reshape({1, 2, 3});
   auto moved = cxr::augment::apply_affine(img, shift);
   EXPECT_NEAR(centroid(moved).first, px - 0.5, 0.03);
   EXPECT_NEAR(centroid(moved).second, py, 0.03);

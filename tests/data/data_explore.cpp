@@ -48,8 +48,8 @@ TEST(ExploreSeed, CountsStatisticsAndNoLeakage) {
     EXPECT_NE(b.find("COVID-524.png"), std::string::npos) << b;
   }
   EXPECT_EQ(j["duplicates"]["exact_within_split"], 0);
-  for (const char* f : {"histograms.png", "samples.png", "duplicates.csv",
-                        "augment.png"}) {
+  for (const char* f :
+       {"histograms.png", "samples.png", "duplicates.csv", "augment.png"}) {
     EXPECT_TRUE(fs::exists(out / f)) << f;
   }
   // Second run hits the cache.
@@ -61,16 +61,16 @@ TEST(ExploreSeed, CountsStatisticsAndNoLeakage) {
 TEST(ExploreSeed, CliErrorsAreOneLineWithNonZeroExit) {
   cxr::testing::TempDir dir;
   std::string log;
-  int rc = cxr::testing::run_command(
-      std::string(CXR_BINARY) + " explore " + (dir / "missing").string() +
-          " --out " + (dir / "o").string(),
-      &log);
+  int rc = cxr::testing::run_command(std::string(CXR_BINARY) + " explore " +
+                                         (dir / "missing").string() +
+                                         " --out " + (dir / "o").string(),
+                                     &log);
   EXPECT_EQ(rc, 3) << log;
   EXPECT_NE(log.find("missing"), std::string::npos) << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
-  rc = cxr::testing::run_command(std::string(CXR_BINARY) + " explore --size 0 " +
-                                     dir.path().string(),
-                                 &log);
+  rc = cxr::testing::run_command(
+      std::string(CXR_BINARY) + " explore --size 0 " + dir.path().string(),
+      &log);
   EXPECT_NE(rc, 0) << log;
   rc = cxr::testing::run_command(std::string(CXR_BINARY) + " --version", &log);
   EXPECT_EQ(rc, 0);

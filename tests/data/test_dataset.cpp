@@ -25,9 +25,9 @@ void make_split_layout(const fs::path& root, int n) {
   for (const char* s : {"train", "val", "test"}) {
     for (const char* c : {"COVID", "Normal"}) {
       for (int i = 0; i < n; ++i) {
-        write_image(root / s / c / (std::to_string(i) + ".png"),
-                    0.1f + 0.02f * static_cast<float>(i) +
-                        (c[0] == 'C' ? 0.4f : 0.0f));
+        write_image(
+            root / s / c / (std::to_string(i) + ".png"),
+            0.1f + 0.02f * static_cast<float>(i) + (c[0] == 'C' ? 0.4f : 0.0f));
       }
     }
   }
@@ -98,7 +98,8 @@ TEST(Dataset, LayoutErrorsNameTheFolderAndTheFix) {
     EXPECT_NE(std::string(e.what()).find("nope"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("split layout"), std::string::npos);
   }
-  for (const char* c : {"A", "B", "C"}) write_image(dir / "three" / c / "x.png", 0.5f);
+  for (const char* c : {"A", "B", "C"})
+    write_image(dir / "three" / c / "x.png", 0.5f);
   o.root = (dir / "three").string();
   try {
     cxr::data::index_dataset(o);
@@ -177,7 +178,8 @@ TEST(Dataset, CacheIsUsedAndAChangedFileIsReRead) {
 }
 
 TEST(DataStats, PixelStatsMatchHandComputedValues) {
-  auto img = torch::tensor({0, 255, 0, 255}, torch::kUInt8).reshape({1, 1, 2, 2});
+  auto img =
+      torch::tensor({0, 255, 0, 255}, torch::kUInt8).reshape({1, 1, 2, 2});
   auto s = cxr::data::pixel_stats(img);
   EXPECT_NEAR(s.mean, 0.5, 1e-12);
   EXPECT_NEAR(s.std, 0.5, 1e-12);

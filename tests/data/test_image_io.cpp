@@ -1,8 +1,8 @@
 // Decoding every PNG flavour and refusing malformed files with clear errors.
 #include <png.h>
 // jpeglib.h needs FILE and size_t first.
-#include <cstdio>
 #include <jpeglib.h>
+#include <cstdio>
 
 #include "cxr/common/error.h"
 #include "cxr/data/image_io.h"
@@ -15,8 +15,12 @@ using cxr::testing::write_bytes;
 
 /// Writes a PNG with libpng: any colour type / bit depth. `rows` holds the
 /// raw samples of each row (big-endian for 16-bit).
-void write_png_raw(const std::string& path, int w, int h, int color_type,
-                   int bit_depth, const std::vector<std::vector<uint8_t>>& rows,
+void write_png_raw(const std::string& path,
+                   int w,
+                   int h,
+                   int color_type,
+                   int bit_depth,
+                   const std::vector<std::vector<uint8_t>>& rows,
                    const std::vector<png_color>& palette = {}) {
   FILE* fp = std::fopen(path.c_str(), "wb");
   ASSERT_NE(fp, nullptr);
@@ -153,7 +157,8 @@ TEST(ImageIo, JpegDecodesAndCorruptJpegIsRefused) {
   const int w = 32, h = 16;
   std::vector<uint8_t> px(static_cast<size_t>(w * h));
   for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(x * 8);
+    for (int x = 0; x < w; ++x)
+      px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(x * 8);
   auto path = (dir / "ramp.jpg").string();
   {
     jpeg_compress_struct c{};

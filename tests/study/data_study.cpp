@@ -33,9 +33,8 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   std::string log;
   ASSERT_EQ(cxr::testing::run_command(cmd, &log), 0) << log;
   const std::string html = cxr::read_text(out / "report.html");
-  for (const char* id : {"results", "data", "leakage", "augmentation",
-                         "tuning", "training", "confusion", "roc", "gradcam",
-                         "config"}) {
+  for (const char* id : {"results", "data", "leakage", "augmentation", "tuning",
+                         "training", "confusion", "roc", "gradcam", "config"}) {
     EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos)
         << "section " << id;
   }
@@ -67,12 +66,12 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   if (cxr::testing::run_command("command -v chromium") != 0) {
     GTEST_SKIP() << "chromium is not installed; skipping the browser render";
   }
-  const std::string script = std::string(CXR_SOURCE_DIR) +
-                             "/scripts/render-report.sh";
-  ASSERT_EQ(cxr::testing::run_command("bash " + script + " " +
-                                          (out / "report.html").string() + " " +
-                                          (dir / "report.png").string() + " 3000",
-                                      &log),
+  const std::string script =
+      std::string(CXR_SOURCE_DIR) + "/scripts/render-report.sh";
+  ASSERT_EQ(cxr::testing::run_command(
+                "bash " + script + " " + (out / "report.html").string() + " " +
+                    (dir / "report.png").string() + " 3000",
+                &log),
             0)
       << log;
   EXPECT_GT(fs::file_size(dir / "report.png"), 50000u);

@@ -30,10 +30,10 @@ TEST(TrainSeed, ShortTrainingBeatsChanceAndEvaluates) {
   EXPECT_TRUE(fs::exists(fs::path(run) / "curves.png"));
   EXPECT_FALSE(fs::exists(fs::path(run) / "state.pt"));
 
-  ASSERT_EQ(cxr::testing::run_command(
-                bin + " evaluate " + run + " --split test --bootstrap 200",
-                &log),
-            0)
+  ASSERT_EQ(
+      cxr::testing::run_command(
+          bin + " evaluate " + run + " --split test --bootstrap 200", &log),
+      0)
       << log;
   auto m = cxr::read_json(fs::path(run) / "eval-test" / "metrics.json");
   EXPECT_EQ(m["n"], 200);
@@ -42,10 +42,9 @@ TEST(TrainSeed, ShortTrainingBeatsChanceAndEvaluates) {
             m["accuracy"]["value"].get<double>());
 
   const std::string img = root + "/test/COVID";
-  ASSERT_EQ(cxr::testing::run_command(
-                bin + " predict " + run + " " + img + " --csv " +
-                    (dir / "p.csv").string(),
-                &log),
+  ASSERT_EQ(cxr::testing::run_command(bin + " predict " + run + " " + img +
+                                          " --csv " + (dir / "p.csv").string(),
+                                      &log),
             0)
       << log;
   const std::string csv = cxr::read_text(dir / "p.csv");
@@ -53,8 +52,8 @@ TEST(TrainSeed, ShortTrainingBeatsChanceAndEvaluates) {
 
   // A checkpoint with a corrupt weight file is refused with a clear message.
   cxr::testing::write_bytes(fs::path(run) / "model.pt", "broken");
-  EXPECT_EQ(cxr::testing::run_command(bin + " predict " + run + " " + img, &log),
-            4);
+  EXPECT_EQ(
+      cxr::testing::run_command(bin + " predict " + run + " " + img, &log), 4);
   EXPECT_NE(log.find("model.pt"), std::string::npos) << log;
 }
 

@@ -28,8 +28,8 @@ TEST(TuneSpace, TheStudysGridsAreExpressible) {
   EXPECT_EQ(trials.front().at("filters"), "8");
   EXPECT_EQ(trials.front().at("optimizer"), "adam");
   EXPECT_EQ(trials[1].at("optimizer"), "sgd");  // last token varies fastest
-  auto transfer = parse_space({"dropout=0.3,0.4,0.5", "lr=1e-2,1e-3,1e-4",
-                               "batch_size=32,64,128"});
+  auto transfer = parse_space(
+      {"dropout=0.3,0.4,0.5", "lr=1e-2,1e-3,1e-4", "batch_size=32,64,128"});
   EXPECT_EQ(cxr::tune::grid_trials(transfer).size(), 27u);
   std::set<std::string> keys;
   for (const auto& t : trials) keys.insert(cxr::tune::trial_key(t));
@@ -88,8 +88,8 @@ TEST(TuneSpace, ParamsApplyToRunOptions) {
 
 TEST(TuneSpace, ConfigFileKeepsOrder) {
   cxr::testing::TempDir dir;
-  cxr::testing::write_bytes(dir / "s.json",
-                            R"({"lr": [0.001, 0.0001], "optimizer": ["adam"]})");
+  cxr::testing::write_bytes(
+      dir / "s.json", R"({"lr": [0.001, 0.0001], "optimizer": ["adam"]})");
   auto s = cxr::tune::read_space_file((dir / "s.json").string());
   ASSERT_EQ(s.params.size(), 2u);
   EXPECT_EQ(s.params[0].name, "lr");
@@ -168,7 +168,8 @@ TEST(Tune, SequentialModeAndRefit) {
   EXPECT_EQ(best["trials"], 3);
   ASSERT_TRUE(best.contains("refit"));
   EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.pt"));
-  EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
+  EXPECT_TRUE(
+      fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
 }
 
 TEST(Tune, BudgetStopsNewTrials) {

@@ -29,7 +29,8 @@ struct AugmentOptions {
 /// (so results do not depend on the device). Returns theta [n, 2, 3] float32
 /// in affine_grid's convention: output pixel p samples input at theta @ [p,1]
 /// (normalised coordinates in [-1, 1], align_corners = false).
-torch::Tensor random_thetas(int64_t n, const AugmentOptions& options,
+torch::Tensor random_thetas(int64_t n,
+                            const AugmentOptions& options,
                             uint64_t seed);
 
 /// Applies theta [N, 2, 3] to images [N, C, H, W] (float, any device).
@@ -39,12 +40,15 @@ torch::Tensor apply_affine(const torch::Tensor& images,
 
 /// random_thetas + apply_affine on images' device.
 torch::Tensor random_affine(const torch::Tensor& images,
-                            const AugmentOptions& options, uint64_t seed);
+                            const AugmentOptions& options,
+                            uint64_t seed);
 
 /// Where an output pixel (x, y in normalised [-1,1] coordinates) reads from
 /// in the input, for image `i` of theta. For tests and explanations.
-std::pair<double, double> source_point(const torch::Tensor& theta, int64_t i,
-                                       double x, double y);
+std::pair<double, double> source_point(const torch::Tensor& theta,
+                                       int64_t i,
+                                       double x,
+                                       double y);
 
 }  // namespace cxr::augment
 
@@ -52,7 +56,10 @@ namespace cxr::augment {
 /// Writes a grid: each row shows one original image followed by `per_image`
 /// augmented versions (so a person can check they still look like X-rays).
 /// images: [N, 1, S, S] uint8; uses the first `rows` images.
-void write_preview(const torch::Tensor& images, const AugmentOptions& options,
-                   const std::string& png_path, int rows = 4,
-                   int per_image = 7, uint64_t seed = 1);
+void write_preview(const torch::Tensor& images,
+                   const AugmentOptions& options,
+                   const std::string& png_path,
+                   int rows = 4,
+                   int per_image = 7,
+                   uint64_t seed = 1);
 }  // namespace cxr::augment

@@ -10,10 +10,10 @@ namespace cxr {
 /// Exit codes documented in README.md ("Exit codes").
 enum class ExitCode : int {
   kOk = 0,
-  kUsage = 2,   ///< bad flag or configuration
-  kData = 3,    ///< unreadable or invalid input data
-  kModel = 4,   ///< checkpoint / weights mismatch or corrupt
-  kIo = 5,      ///< cannot write output
+  kUsage = 2,  ///< bad flag or configuration
+  kData = 3,   ///< unreadable or invalid input data
+  kModel = 4,  ///< checkpoint / weights mismatch or corrupt
+  kIo = 5,     ///< cannot write output
   kInternal = 70,
 };
 

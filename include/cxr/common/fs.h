@@ -32,7 +32,8 @@ nlohmann::json read_json(const std::filesystem::path& path);
 void ensure_dir(const std::filesystem::path& dir);
 
 /// 64-bit FNV-1a of a byte range (stable across runs and machines).
-uint64_t fnv1a64(const void* data, size_t size,
+uint64_t fnv1a64(const void* data,
+                 size_t size,
                  uint64_t seed = 1469598103934665603ULL);
 
 }  // namespace cxr

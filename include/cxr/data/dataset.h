@@ -49,7 +49,7 @@ struct Sample {
 
 struct DatasetIndex {
   std::string root;
-  std::string layout;  ///< "split" or "flat"
+  std::string layout;                ///< "split" or "flat"
   std::vector<std::string> classes;  ///< sorted class folder names
   std::string positive;              ///< positive class name
   std::string negative;              ///< the other class
@@ -65,7 +65,7 @@ struct ImageSet {
   torch::Tensor images;  ///< [N, 1, S, S] uint8
   torch::Tensor labels;  ///< [N] float32, 1 = positive
   std::vector<std::string> paths;
-  std::vector<ImageInfo> infos;     ///< the files before resizing
+  std::vector<ImageInfo> infos;        ///< the files before resizing
   std::vector<uint64_t> pixel_hashes;  ///< hash of full-resolution pixels
   int64_t size() const { return static_cast<int64_t>(paths.size()); }
   /// [N, 1, S, S] float32 in [0, 1].

@@ -21,7 +21,7 @@ struct ImageInfo {
 
 /// Limits that protect against hostile headers (a PNG claiming 100000^2 px).
 struct DecodeLimits {
-  int max_side = 16384;                  ///< pixels per side
+  int max_side = 16384;                     ///< pixels per side
   int64_t max_pixels = 64LL * 1024 * 1024;  ///< width * height
 };
 

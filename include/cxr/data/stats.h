@@ -43,7 +43,7 @@ struct ImageRef {
 
 struct DuplicatePair {
   ImageRef a, b;
-  std::string kind;  ///< "exact" (identical pixels) or "near"
+  std::string kind;         ///< "exact" (identical pixels) or "near"
   double similarity = 1.0;  ///< fingerprint correlation (1 for exact)
   bool cross_split() const { return a.split != b.split; }
 };

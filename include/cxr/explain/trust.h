@@ -5,10 +5,10 @@
 ///    how much the maps change (Spearman rank correlation). A map that
 ///    survives the destruction of the weights explains the input, not the
 ///    model;
-///  - faithfulness by deletion (pixel flipping, Samek et al., IEEE TNNLS
-///    2017; the deletion metric of Petsiuk et al., BMVC 2018): blank the most
-///    highlighted pixels and compare the drop of P(predicted class) with
-///    blanking as many random pixels;
+///  - faithfulness by deletion (region perturbation, Samek et al., IEEE
+///    TNNLS 2017; the deletion metric of Petsiuk et al., BMVC 2018): blank
+///    the most highlighted square cells and compare the drop of
+///    P(predicted class) with blanking as many cells at random;
 ///  - where the evidence lies: the share of map mass in the central lung
 ///    field versus the outer frame, where text, markers and boxes sit (the
 ///    study found errors driven by cables and a corner box).
@@ -92,8 +92,13 @@ struct TrustOptions {
   /// follows the model falls to about 0 (their Fig. 2), one that follows the
   /// input (edge-detector-like) stays near 1.
   double untrustworthy_correlation = 0.5;
-  /// Shares of the pixels blanked by the deletion check, each in (0, 1).
+  /// Shares of the cells blanked by the deletion check, each in (0, 1).
   std::vector<double> deletion_fractions = {0.1, 0.2, 0.5};
+  /// Side of the square deletion cells in pixels; 0 = max(1, side / 16)
+  /// (8 px at 128 px, about a Grad-CAM cell of the baseline's 8x8 map).
+  /// Cells, not pixels: a sprinkle of blanked pixels is itself a strong
+  /// out-of-distribution signal that swamps the comparison.
+  int deletion_cell = 0;
   /// Random-deletion repeats averaged per image (>= 1).
   int random_repeats = 3;
   /// Seed of re-initialisation and random deletion.
@@ -118,8 +123,9 @@ struct ImageTrust {
   /// as much as they can), when both are it is 1.
   double rank_correlation = NAN;
   /// Drop of P(predicted class), per deletion fraction: P before minus P
-  /// after. Guided = highest map values first; random = as many random
-  /// pixels (mean over repeats). Blanked pixels take the image's mean.
+  /// after. Guided = cells with the highest mean map value first; random =
+  /// as many cells in random order (mean over repeats). Blanked cells take
+  /// the image's mean. Negative when blanking raises P(predicted class).
   std::vector<double> drop_guided, drop_random;
   EnergyShares energy;  ///< of the predicted-class map
 };
@@ -129,6 +135,7 @@ struct TrustReport {
   std::vector<std::string> randomized_modules;
   std::vector<double> deletion_fractions;
   int random_repeats = 1;
+  int deletion_cell = 1;  ///< cell side in pixels
   double untrustworthy_correlation = 0.5;
   EnergyRegions regions;
   double mean_rank_correlation = NAN;

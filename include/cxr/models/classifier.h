@@ -14,8 +14,8 @@ namespace cxr::models {
 
 /// Requests the activation of one named layer during a forward pass.
 struct Tap {
-  std::string layer;          ///< a name from tap_names()
-  torch::Tensor activation;   ///< filled by forward_tapped: [N, C, h, w]
+  std::string layer;         ///< a name from tap_names()
+  torch::Tensor activation;  ///< filled by forward_tapped: [N, C, h, w]
 };
 
 /// Architecture and preprocessing of a model; saved in every checkpoint.

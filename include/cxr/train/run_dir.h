@@ -34,7 +34,8 @@ struct RunMeta {
 };
 
 /// Saves weights and config.json into `dir` (created if needed).
-void save_run(const std::string& dir, models::ClassifierImpl& model,
+void save_run(const std::string& dir,
+              models::ClassifierImpl& model,
               const RunMeta& meta);
 
 struct LoadedRun {
@@ -49,11 +50,13 @@ struct LoadedRun {
 LoadedRun load_run(const std::string& dir, const torch::Device& device);
 
 /// Saves / loads the resumable state (model weights are in state.pt too).
-void save_resume_state(const std::string& dir, models::ClassifierImpl& model,
+void save_resume_state(const std::string& dir,
+                       models::ClassifierImpl& model,
                        const TrainState& state,
                        const std::vector<torch::Tensor>& best_state);
 /// Returns false when `dir` has no state.pt. Throws ModelError if corrupt.
-bool load_resume_state(const std::string& dir, models::ClassifierImpl& model,
+bool load_resume_state(const std::string& dir,
+                       models::ClassifierImpl& model,
                        ResumeState* out);
 void remove_resume_state(const std::string& dir);
 

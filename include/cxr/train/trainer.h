@@ -56,8 +56,8 @@ struct TrainOptions {
 };
 
 struct EpochRecord {
-  int epoch = 0;          ///< 1-based, counting across phases
-  std::string phase;      ///< "train", "frozen" or "fine-tune"
+  int epoch = 0;      ///< 1-based, counting across phases
+  std::string phase;  ///< "train", "frozen" or "fine-tune"
   double lr = 0;
   double train_loss = 0, train_accuracy = 0, train_precision = 0,
          train_recall = 0;
@@ -68,7 +68,7 @@ struct EpochRecord {
 
 struct TrainResult {
   std::vector<EpochRecord> history;
-  int best_epoch = 0;           ///< epoch whose weights were kept
+  int best_epoch = 0;  ///< epoch whose weights were kept
   double best_val_loss = NAN;
   bool stopped_early = false;
   double seconds = 0;
@@ -83,7 +83,7 @@ struct TrainResult {
 struct TrainState {
   const TrainResult* result = nullptr;
   torch::optim::Optimizer* optimizer = nullptr;
-  int phase_index = 0;   ///< 0 = phase 1, 1 = fine-tune
+  int phase_index = 0;  ///< 0 = phase 1, 1 = fine-tune
   int epoch_in_phase = 0;
   int bad_epochs = 0;
   double lr = 0;
@@ -106,8 +106,10 @@ struct ResumeState {
 /// Trains `model` in place on `train` (images uint8 [N,1,S,S], labels [N]),
 /// validating on `val` when given (required unless train_on=train+val).
 /// Restores the best weights when early stopping applies.
-TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
-                const data::ImageSet* val, const TrainOptions& options,
+TrainResult fit(models::ClassifierImpl& model,
+                const data::ImageSet& train,
+                const data::ImageSet* val,
+                const TrainOptions& options,
                 const torch::Device& device,
                 const EpochCallback& on_epoch = nullptr,
                 const ResumeState* resume = nullptr);
@@ -116,7 +118,8 @@ TrainResult fit(models::ClassifierImpl& model, const data::ImageSet& train,
 /// no grad. Returns [N] float32 on the CPU.
 torch::Tensor predict_proba(models::ClassifierImpl& model,
                             const torch::Tensor& images,
-                            const torch::Device& device, int batch_size = 64);
+                            const torch::Device& device,
+                            int batch_size = 64);
 
 /// The model's parameters and buffers, detached copies (for best-weights).
 std::vector<torch::Tensor> snapshot(models::ClassifierImpl& model);
@@ -131,7 +134,8 @@ void write_history_csv(const std::string& path,
 std::vector<EpochRecord> read_history_csv(const std::string& path);
 /// Loss and accuracy curves, train vs val, both phases (PNG).
 void plot_history(const std::vector<EpochRecord>& history,
-                  const std::string& title, const std::string& png_path,
+                  const std::string& title,
+                  const std::string& png_path,
                   int best_epoch);
 
 }  // namespace cxr::train

@@ -43,7 +43,8 @@ std::string trial_key(const Params& p);
 /// Cartesian product in the given order (ranges are refused).
 std::vector<Params> grid_trials(const SearchSpace& space);
 /// `n` samples, deterministic for `seed` (mt19937_64).
-std::vector<Params> random_trials(const SearchSpace& space, int n,
+std::vector<Params> random_trials(const SearchSpace& space,
+                                  int n,
                                   uint64_t seed);
 
 /// Applies parameters to run options. filters=F means blocks F,2F,4F,4F;
