@@ -490,6 +490,7 @@ TrustReport trust_checks(const models::Classifier& model,
   // Model randomisation: top modules re-initialised in place, weights
   // restored afterwards (also when computing the maps throws).
   rep.randomized_modules = top_modules(*model, o.randomize_modules);
+  if (n == 0) return rep;  // e.g. a split without a misclassified image
   CamResult random_cams;
   {
     const auto saved = train::snapshot(*model);

@@ -20,26 +20,45 @@ namespace fs = std::filesystem;
 namespace cxr::study {
 namespace {
 
+/// Sizes of the default study, chosen so that it finishes in about 30
+/// minutes on a 2-core CPU (docs/study.md has the measured step times).
 struct Plan {
   int size;
   std::vector<std::string> baseline_grid;
+  std::vector<int> baseline_filters;
   int baseline_epochs;
+  int baseline_patience;
+  double tune_budget_minutes;
   int transfer_size;
   int frozen_epochs;
   int fine_tune_epochs;
+  int transfer_patience;
   int explain_examples;
   int bootstrap;
 };
 
 Plan make_plan(const StudyOptions& o) {
   if (o.quick) {
-    return {64, {"lr=1e-3"}, 2, 64, 1, 1, 2, 200};
+    return {64, {"lr=1e-3"}, {8, 16, 32}, 2, 0, 0, 64, 1, 1, 0, 2, 200};
   }
-  Plan p{o.data.size, {"filters=16,32", "lr=1e-3,3e-4"}, 30, 160, 6, 12, 6,
+  Plan p{o.data.size,
+         {"lr=1e-3,3e-4"},
+         {16, 32, 64, 128},
+         15,
+         4,
+         10.0,
+         o.data.size,
+         3,
+         6,
+         3,
+         6,
          2000};
   if (o.full_grid) {
     p.baseline_grid = {"filters=8,32,64", "dropout=0.4,0.3,0.2",
                        "lr=1e-3,1e-4,1e-5", "optimizer=adam,sgd"};
+    p.baseline_epochs = 30;
+    p.baseline_patience = 5;
+    p.tune_budget_minutes = 0;
   }
   return p;
 }
@@ -132,9 +151,11 @@ nlohmann::json run_study(const StudyOptions& o) {
     to.base.data = dopt;
     to.base.model.arch = "baseline";
     to.base.model.input_size = plan.size;
-    if (o.quick) to.base.model.filters = {8, 16, 32};
+    to.base.model.filters = plan.baseline_filters;
     to.base.train.epochs = plan.baseline_epochs;
-    to.base.train.patience = o.quick ? 0 : 6;
+    to.base.train.patience = plan.baseline_patience;
+    to.base.train.lr_patience = 2;
+    to.budget_minutes = plan.tune_budget_minutes;
     to.base.device = o.device;
     to.progress = o.progress;
     tune::run_tune(to, &ds);
@@ -146,7 +167,7 @@ nlohmann::json run_study(const StudyOptions& o) {
     ro.data = dopt;
     ro.model.arch = "baseline";
     ro.model.input_size = plan.size;
-    if (o.quick) ro.model.filters = {8, 16, 32};
+    ro.model.filters = plan.baseline_filters;
     ro.train.epochs = plan.baseline_epochs;
     tune::apply_params(best["params"].get<tune::Params>(), ro);
     // The study's final step: the best configuration on train+val for its
@@ -179,7 +200,7 @@ nlohmann::json run_study(const StudyOptions& o) {
       ro.train.epochs = plan.frozen_epochs;
       ro.train.fine_tune_epochs = plan.fine_tune_epochs;
       ro.train.fine_tune_lr = 1e-4;
-      ro.train.patience = o.quick ? 0 : 4;
+      ro.train.patience = plan.transfer_patience;
       ro.train.lr_patience = 2;
       ro.train.progress = o.progress;
       ro.out_dir = (out / "mobilenetv2").string();

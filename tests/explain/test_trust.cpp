@@ -225,6 +225,11 @@ TEST_F(TrustTest, RandomizationFlagsMapsThatIgnoreTheWeights) {
   EXPECT_EQ(rep.randomized_modules, (std::vector<std::string>{"fc"}));
   EXPECT_NEAR(rep.mean_rank_correlation, 1.0, 1e-9);
   EXPECT_TRUE(rep.untrustworthy);
+  auto none =
+      cxr::explain::trust_checks(model, torch::rand({0, 1, 32, 32}), {}, o);
+  EXPECT_TRUE(none.images.empty());
+  EXPECT_TRUE(std::isnan(none.mean_rank_correlation));
+  EXPECT_FALSE(none.untrustworthy);
   // The weights are back.
   auto after = cxr::train::snapshot(*model);
   for (size_t i = 0; i < weights.size(); ++i) {

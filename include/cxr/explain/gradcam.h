@@ -54,9 +54,7 @@ class GradCam {
   /// last convolutional feature map). Throws ConfigError listing the valid
   /// names for an unknown layer. `batch_size` (>= 1) images go through the
   /// model at once.
-  GradCam(models::Classifier model,
-          std::string layer = "",
-          int batch_size = 32);
+  GradCam(models::Classifier model, std::string layer = "", int batch_size = 8);
 
   /// images: [N, 1, H, W] float32 in [0, 1], or uint8 in [0, 255] (divided by
   /// 255), on any device (moved to the model's). Runs the model in eval mode

@@ -66,7 +66,8 @@ double spearman(const torch::Tensor& a, const torch::Tensor& b);
 /// count == 0 takes the head and the last convolution: walking back from
 /// the output, everything up to and including the first module with a 4-D
 /// (convolution) weight. Baseline: fc, block4_bn, block4_conv; MobileNetV2:
-/// head_logit, head_dense, Conv_1_bn, Conv_1. Listed output first.
+/// head_logit, head_dense, backbone.Conv_1_bn, backbone.Conv_1. Listed output
+/// first.
 std::vector<std::string> top_modules(models::ClassifierImpl& model,
                                      int count = 0);
 
@@ -106,7 +107,7 @@ struct TrustOptions {
   /// Decision threshold on P(positive) that defines the predicted class.
   double threshold = 0.5;
   /// Images per forward pass.
-  int batch_size = 32;
+  int batch_size = 8;
   EnergyRegions regions;
 
   /// Throws ConfigError naming the bad option.
@@ -159,6 +160,7 @@ struct TrustReport {
 /// skip recomputing them. The randomisation check re-initialises the top
 /// modules of `model` in place and restores the weights before returning,
 /// also when it throws, so the model must not be used concurrently.
+/// No images give a report without per-image values and NaN means.
 /// Throws ConfigError for bad options or shapes.
 TrustReport trust_checks(const models::Classifier& model,
                          const torch::Tensor& images,
