@@ -245,9 +245,23 @@ nlohmann::json run_study(const StudyOptions& o) {
       for (bool mis : {false, true}) {
         explain::ExplainOptions eo;
         eo.run_dir = run.string();
-        eo.split = "test";
-        eo.misclassified = mis;
-        eo.limit = mis ? 0 : plan.explain_examples;
+        if (mis) {
+          eo.split = "test";
+          eo.misclassified = true;
+        } else {
+          // Examples of both classes (the split is sorted by class).
+          const auto& test = ds.split(data::Split::kTest);
+          const int per_class = std::max(1, plan.explain_examples / 2);
+          for (int label : {1, 0}) {
+            int taken = 0;
+            for (int64_t i = 0; i < test.size() && taken < per_class; ++i) {
+              if (static_cast<int>(test.labels[i].item<float>()) == label) {
+                eo.inputs.push_back(test.paths[static_cast<size_t>(i)]);
+                ++taken;
+              }
+            }
+          }
+        }
         eo.trust = true;
         eo.data_root = o.data.root;
         eo.cache_dir = o.data.cache_dir;
