@@ -24,12 +24,6 @@ const char* kLayoutHelp =
     "ROOT/<CLASS>/*.png or ROOT/<CLASS>/images/*.png (flat layout, e.g. the "
     "COVID-19 Radiography Database from Kaggle)";
 
-bool is_image_file(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-}
-
 bool hidden(const fs::path& p) {
   auto n = p.filename().string();
   return !n.empty() && n[0] == '.';
@@ -57,7 +51,8 @@ std::vector<std::string> image_files(const fs::path& dir) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(d, ec)) {
-    if (!hidden(e.path()) && !e.is_directory() && is_image_file(e.path())) {
+    if (!hidden(e.path()) && !e.is_directory() &&
+        is_image_file(e.path().string())) {
       out.push_back(e.path().string());
     }
   }
@@ -239,6 +234,38 @@ void write_cache(
 }
 
 }  // namespace
+
+bool is_image_file(const std::string& path) {
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+std::vector<std::string> list_image_files(
+    const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& in : inputs) {
+    if (fs::is_directory(in)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(in)) {
+        if (e.is_regular_file() && is_image_file(e.path().string())) {
+          found.push_back(e.path().string());
+        }
+      }
+      std::sort(found.begin(), found.end());
+      if (found.empty()) {
+        throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
+      }
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::exists(in)) {
+      files.push_back(in);
+    } else {
+      throw DataError("'" + in +
+                      "' does not exist; give image files or folders");
+    }
+  }
+  return files;
+}
 
 const char* split_name(Split s) {
   switch (s) {

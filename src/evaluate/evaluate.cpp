@@ -40,12 +40,6 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-bool is_image(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
-  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp";
-}
-
 }  // namespace
 
 nlohmann::json evaluate_run(const EvalOptions& o) {
@@ -182,27 +176,7 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     throw ConfigError("--threshold must be in [0, 1]");
   }
   if (positive_name) *positive_name = run.meta.positive;
-  std::vector<std::string> files;
-  for (const auto& in : o.inputs) {
-    if (fs::is_directory(in)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(in)) {
-        if (e.is_regular_file() && is_image(e.path())) {
-          found.push_back(e.path().string());
-        }
-      }
-      std::sort(found.begin(), found.end());
-      if (found.empty()) {
-        throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
-      }
-      files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::exists(in)) {
-      files.push_back(in);
-    } else {
-      throw DataError("'" + in +
-                      "' does not exist; give image files or folders");
-    }
-  }
+  const std::vector<std::string> files = data::list_image_files(o.inputs);
   const int size = run.meta.model.input_size;
   std::vector<Prediction> out(files.size());
   std::vector<torch::Tensor> batch;

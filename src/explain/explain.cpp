@@ -33,37 +33,6 @@ std::string fixed(double v, int digits) {
   return s.str();
 }
 
-bool is_image(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
-  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp";
-}
-
-std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
-  std::vector<std::string> files;
-  for (const auto& in : inputs) {
-    if (fs::is_directory(in)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(in)) {
-        if (e.is_regular_file() && is_image(e.path())) {
-          found.push_back(e.path().string());
-        }
-      }
-      std::sort(found.begin(), found.end());
-      if (found.empty()) {
-        throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
-      }
-      files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::exists(in)) {
-      files.push_back(in);
-    } else {
-      throw DataError("'" + in +
-                      "' does not exist; give image files or folders");
-    }
-  }
-  return files;
-}
-
 /// A file-system-safe, short version of a file's stem.
 std::string safe_stem(const std::string& path) {
   std::string s = fs::path(path).stem().string();
@@ -249,7 +218,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
     src.description = std::string(o.misclassified ? "misclassified " : "") +
                       split + " images";
   } else {
-    src.files = list_images(o.inputs);
+    src.files = data::list_image_files(o.inputs);
     if (o.limit > 0 && static_cast<int64_t>(src.files.size()) > o.limit) {
       src.files.resize(static_cast<size_t>(o.limit));
     }

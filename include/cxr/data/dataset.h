@@ -96,6 +96,14 @@ struct Dataset {
 /// Indexes, decodes (through the cache) and resizes every image.
 Dataset load_dataset(const DatasetOptions& options);
 
+/// True for .png, .jpg, .jpeg and .bmp (any case).
+bool is_image_file(const std::string& path);
+
+/// Expands files and folders (searched recursively, sorted) into image
+/// files. Throws DataError naming a missing path or an image-less folder.
+std::vector<std::string> list_image_files(
+    const std::vector<std::string>& inputs);
+
 /// Concatenates image sets.
 ImageSet concat(const std::vector<const ImageSet*>& sets);
 
