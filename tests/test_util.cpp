@@ -43,6 +43,32 @@ int run_command(const std::string& cmd, std::string* out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size) {
+  torch::manual_seed(seed);
+  cxr::data::ImageSet s;
+  auto imgs = torch::rand({n, 1, size, size}) * 0.4f;
+  auto labels = (torch::arange(n) % 2).to(torch::kFloat32);
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i].item<float>() > 0.5f) {
+      imgs[i].slice(1, 2, 8).slice(2, 2, 8).add_(0.6f);
+    }
+  }
+  s.images = (imgs.clamp(0, 1) * 255).round().to(torch::kUInt8);
+  s.labels = labels;
+  for (int64_t i = 0; i < n; ++i) s.paths.push_back("img" + std::to_string(i));
+  return s;
+}
+
+cxr::models::ModelConfig tiny_config() {
+  cxr::models::ModelConfig c;
+  c.input_size = 16;
+  c.filters = {4, 8};
+  c.dropout = 0.1;
+  c.mean = 0.3;
+  c.std = 0.2;
+  return c;
+}
+
 std::string shared_dir() {
 #ifdef CXR_SHARED_DIR
   return CXR_SHARED_DIR;

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <string>
 
+#include "cxr/data/dataset.h"
+#include "cxr/models/classifier.h"
+
 namespace cxr::testing {
 
 /// A fresh folder under the system temp dir, removed at destruction.
@@ -38,5 +41,13 @@ int run_command(const std::string& cmd, std::string* out = nullptr);
 
 /// Path of ../shared as configured at build time ("" in unit tests).
 std::string shared_dir();
+
+/// A tiny two-class task: n images [n,1,size,size] uint8 of noise in
+/// [0, 0.4]; odd indices are positive and carry a bright square at
+/// rows/cols 2..7. Seeded.
+cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size = 16);
+
+/// A 2-block baseline config (4, 8 filters) for 16 px inputs.
+cxr::models::ModelConfig tiny_config();
 
 }  // namespace cxr::testing

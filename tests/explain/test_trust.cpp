@@ -88,43 +88,18 @@ torch::Tensor stripes(int64_t n) {
   return img;
 }
 
-/// Positives carry a bright square in the upper left (as test_trainer.cpp).
-cxr::data::ImageSet squares(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  cxr::data::ImageSet s;
-  auto imgs = torch::rand({n, 1, 16, 16}) * 0.4f;
-  auto labels = (torch::arange(n) % 2).to(torch::kFloat32);
-  for (int64_t i = 0; i < n; ++i) {
-    if (labels[i].item<float>() > 0.5f) {
-      imgs[i].slice(1, 2, 8).slice(2, 2, 8).add_(0.6f);
-    }
-  }
-  s.images = (imgs.clamp(0, 1) * 255).round().to(torch::kUInt8);
-  s.labels = labels;
-  for (int64_t i = 0; i < n; ++i) s.paths.push_back("img" + std::to_string(i));
-  return s;
-}
-
-cxr::models::ModelConfig tiny_config() {
-  cxr::models::ModelConfig c;
-  c.input_size = 16;
-  c.filters = {4, 8};
-  c.dropout = 0.1;
-  c.mean = 0.3;
-  c.std = 0.2;
-  return c;
-}
-
 cxr::models::Classifier trained_baseline() {
   torch::manual_seed(0);
-  auto model = std::make_shared<cxr::models::BaselineCnnImpl>(tiny_config());
+  auto model = std::make_shared<cxr::models::BaselineCnnImpl>(
+      cxr::testing::tiny_config());
   cxr::train::TrainOptions o;
   o.epochs = 6;
   o.batch_size = 8;
   o.lr = 1e-2;
   o.patience = 0;
   o.progress = false;
-  auto train = squares(64, 1), val = squares(32, 2);
+  auto train = cxr::testing::synthetic(64, 1),
+       val = cxr::testing::synthetic(32, 2);
   cxr::train::fit(*model, train, &val, o, torch::Device(torch::kCPU));
   return model;
 }
@@ -174,13 +149,14 @@ TEST(TrustEnergy, SharesOfSyntheticMaps) {
 }
 
 TEST(TrustRandomization, ChoosesTheHeadAndLastConvolution) {
-  auto bn = std::make_shared<cxr::models::BaselineCnnImpl>(tiny_config());
+  auto bn = std::make_shared<cxr::models::BaselineCnnImpl>(
+      cxr::testing::tiny_config());
   EXPECT_EQ(cxr::explain::top_modules(*bn),
             (std::vector<std::string>{"fc", "block2_bn", "block2_conv"}));
   EXPECT_EQ(cxr::explain::top_modules(*bn, 1),
             (std::vector<std::string>{"fc"}));
   EXPECT_THROW(cxr::explain::top_modules(*bn, -1), cxr::ConfigError);
-  auto c = tiny_config();
+  auto c = cxr::testing::tiny_config();
   c.batch_norm = false;
   auto plain = std::make_shared<cxr::models::BaselineCnnImpl>(c);
   EXPECT_EQ(cxr::explain::top_modules(*plain),
@@ -240,7 +216,7 @@ TEST_F(TrustTest, RandomizationFlagsMapsThatIgnoreTheWeights) {
 TEST_F(TrustTest, RandomizationPassesATrainedModel) {
   auto model = trained_baseline();
   auto weights = cxr::train::snapshot(*model);
-  auto val = squares(16, 3);
+  auto val = cxr::testing::synthetic(16, 3);
   TrustOptions o;
   o.deletion_fractions = {0.2};
   auto rep = cxr::explain::trust_checks(model, val.images, val.labels, o);
@@ -314,9 +290,10 @@ struct TinyRun {
         }
       }
     }
-    auto model = std::make_shared<cxr::models::BaselineCnnImpl>(tiny_config());
+    auto model = std::make_shared<cxr::models::BaselineCnnImpl>(
+        cxr::testing::tiny_config());
     cxr::train::RunMeta meta;
-    meta.model = tiny_config();
+    meta.model = cxr::testing::tiny_config();
     meta.threshold = threshold;
     meta.data = {{"root", data}, {"size", 16}, {"positive", "COVID"}};
     cxr::train::save_run(run, *model, meta);
