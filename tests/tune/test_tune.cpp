@@ -113,11 +113,9 @@ void make_tiny_dataset(const fs::path& root) {
   }
 }
 
-TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
-  cxr::testing::TempDir dir;
-  make_tiny_dataset(dir / "data");
+/// Options for a search on make_tiny_dataset(dir / "data") into dir / "tune".
+cxr::tune::TuneOptions tiny_search(const fs::path& dir) {
   cxr::tune::TuneOptions o;
-  o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
   o.out_dir = (dir / "tune").string();
   o.progress = false;
   o.base.data.root = (dir / "data").string();
@@ -127,6 +125,14 @@ TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
   o.base.train.epochs = 2;
   o.base.train.batch_size = 6;
   o.base.device = "cpu";
+  return o;
+}
+
+TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  auto o = tiny_search(dir.path());
+  o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
   auto first = cxr::tune::run_tune(o);
   EXPECT_EQ(first["trials"], 4);
   EXPECT_EQ(first["trials_run_now"], 4);
@@ -150,19 +156,10 @@ TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
 TEST(Tune, SequentialModeAndRefit) {
   cxr::testing::TempDir dir;
   make_tiny_dataset(dir / "data");
-  cxr::tune::TuneOptions o;
+  auto o = tiny_search(dir.path());
   o.mode = "sequential";
   o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
-  o.out_dir = (dir / "tune").string();
-  o.progress = false;
   o.refit = true;
-  o.base.data.root = (dir / "data").string();
-  o.base.data.size = 16;
-  o.base.model.input_size = 16;
-  o.base.model.filters = {4, 8};
-  o.base.train.epochs = 2;
-  o.base.train.batch_size = 6;
-  o.base.device = "cpu";
   auto best = cxr::tune::run_tune(o);
   // lr values (2), then dropout values with the best lr (one is a repeat).
   EXPECT_EQ(best["trials"], 3);
