@@ -44,6 +44,10 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
   cmd.add_option("--lr-patience", t.lr_patience,
                  "halve the lr after this many epochs without improvement")
       ->capture_default_str();
+  cmd.add_option("--schedule", t.schedule,
+                 "lr schedule per phase: plateau (halve on plateaus) or "
+                 "cosine (anneal to lr/100)")
+      ->capture_default_str();
   cmd.add_option("--seed", t.seed, "seed of weights, order, augmentation")
       ->capture_default_str();
   cmd.add_flag("!--no-augment", t.augment, "disable augmentation");

@@ -1,5 +1,6 @@
 #include "cxr/train/trainer.h"
 
+#include <cmath>
 #include <iomanip>
 
 #include "cxr/common/error.h"
@@ -83,6 +84,15 @@ std::pair<double, torch::Tensor> evaluate_loss(models::ClassifierImpl& model,
   return {loss, probs};
 }
 
+/// Cosine annealing from `base` to base/100 over `epochs` epochs, as the
+/// learning rate of 0-based epoch `e`.
+double cosine_lr(double base, int e, int epochs) {
+  if (epochs <= 1) return base;
+  const double lo = base / 100.0;
+  const double t = static_cast<double>(e) / static_cast<double>(epochs - 1);
+  return lo + 0.5 * (base - lo) * (1.0 + std::cos(std::acos(-1.0) * t));
+}
+
 struct Phase {
   std::string name;
   int epochs;
@@ -110,6 +120,9 @@ void TrainOptions::validate() const {
     throw ConfigError("--fine-tune-epochs must be >= 0");
   if (patience < 0) throw ConfigError("--patience must be >= 0");
   if (lr_patience < 0) throw ConfigError("--lr-patience must be >= 0");
+  if (schedule != "plateau" && schedule != "cosine") {
+    throw ConfigError("--schedule " + schedule + ": use plateau or cosine");
+  }
   if (train_on != "train" && train_on != "train+val") {
     throw ConfigError("--train-on " + train_on + ": use train or train+val");
   }
@@ -125,6 +138,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"epochs", epochs},
           {"patience", patience},
           {"lr_patience", lr_patience},
+          {"schedule", schedule},
           {"seed", seed},
           {"augment", augment},
           {"augmentation",
@@ -148,6 +162,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.epochs = j.value("epochs", o.epochs);
   o.patience = j.value("patience", o.patience);
   o.lr_patience = j.value("lr_patience", o.lr_patience);
+  o.schedule = j.value("schedule", o.schedule);
   o.seed = j.value("seed", o.seed);
   o.augment = j.value("augment", o.augment);
   if (j.contains("augmentation")) {
@@ -186,6 +201,32 @@ void restore(models::ClassifierImpl& model,
   for (auto& b : buffers) b.copy_(state[i++]);
 }
 
+bool channels_last_on(const torch::Device& device) {
+  return device.is_cpu();
+}
+
+void use_device_layout(models::ClassifierImpl& model,
+                       const torch::Device& device) {
+  if (!channels_last_on(device)) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.parameters()) {
+    if (p.dim() == 4) {
+      // A copy into channels-last strides: contiguous() would keep the
+      // ambiguous strides of a 1-input-channel kernel, and oneDNN would
+      // then run the first (largest) convolution in NCHW.
+      p.set_data(p.to(p.options(), /*non_blocking=*/false, /*copy=*/true,
+                      torch::MemoryFormat::ChannelsLast));
+    }
+  }
+}
+
+torch::Tensor device_layout(const torch::Tensor& x,
+                            const torch::Device& device) {
+  return channels_last_on(device) && x.dim() == 4
+             ? x.contiguous(torch::MemoryFormat::ChannelsLast)
+             : x;
+}
+
 torch::Tensor predict_proba(models::ClassifierImpl& model,
                             const torch::Tensor& images,
                             const torch::Device& device,
@@ -194,10 +235,13 @@ torch::Tensor predict_proba(models::ClassifierImpl& model,
   const bool was_training = model.is_training();
   model.eval();
   const int64_t n = images.size(0);
+  use_device_layout(model, device);
   std::vector<torch::Tensor> out;
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
-    auto x = images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f);
+    auto x = device_layout(
+        images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f),
+        device);
     out.push_back(torch::sigmoid(model.forward(x)).to(torch::kCPU));
   }
   model.train(was_training);
@@ -221,6 +265,7 @@ TrainResult fit(models::ClassifierImpl& model,
   }
   if (train.size() == 0) throw DataError("the training split is empty");
   model.to(device);
+  use_device_layout(model, device);
   const bool transfer = model.config().arch != "baseline";
 
   std::vector<Phase> phases;
@@ -270,7 +315,12 @@ TrainResult fit(models::ClassifierImpl& model,
     }
     if (!resuming_here) bad_epochs = 0;
     const int first = resuming_here ? start_epoch : 0;
+    const bool cosine = o.schedule == "cosine";
     for (int e = first; e < ph.epochs; ++e) {
+      if (cosine) {
+        lr = cosine_lr(ph.lr, e, ph.epochs);
+        for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+      }
       const int global_epoch = static_cast<int>(result.history.size()) + 1;
       const auto te = std::chrono::steady_clock::now();
       // Per-epoch seeds make a resumed run identical to an uninterrupted one.
@@ -295,6 +345,7 @@ TrainResult fit(models::ClassifierImpl& model,
               x, o.augmentation,
               epoch_seed * 7919ULL + static_cast<uint64_t>(b));
         }
+        x = device_layout(x, device);
         opt->zero_grad();
         auto logits = model.forward(x);
         auto loss = torch::binary_cross_entropy_with_logits(logits, y);
@@ -359,7 +410,7 @@ TrainResult fit(models::ClassifierImpl& model,
       }
       bar.finish(status);
       const bool stop = use_val && o.patience > 0 && bad_epochs >= o.patience;
-      if (use_val && !improved && o.lr_patience > 0 && !stop &&
+      if (!cosine && use_val && !improved && o.lr_patience > 0 && !stop &&
           bad_epochs % o.lr_patience == 0) {
         lr *= 0.5;
         for (auto& g : opt->param_groups()) g.options().set_lr(lr);

@@ -85,6 +85,25 @@ TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
               r.best_val_loss, 1e-12);
 }
 
+TEST(Trainer, CosineScheduleAnnealsToOneHundredthOverThePhase) {
+  auto train = synthetic(16, 1);
+  cxr::models::BaselineCnn model(tiny_config());
+  auto o = quick_options();
+  o.epochs = 5;
+  o.lr = 1e-2;
+  o.train_on = "train+val";
+  o.schedule = "cosine";
+  auto r = cxr::train::fit(*model, train, nullptr, o, kCpu);
+  ASSERT_EQ(r.history.size(), 5u);
+  // lr_e = lo + (hi - lo) (1 + cos(pi e / 4)) / 2, hi = 1e-2, lo = 1e-4.
+  const double expected[] = {1e-2, 8.55e-3, 5.05e-3, 1.55e-3, 1e-4};
+  for (size_t e = 0; e < 5; ++e) {
+    EXPECT_NEAR(r.history[e].lr, expected[e], 1e-5) << "epoch " << e + 1;
+  }
+  o.schedule = "step";
+  EXPECT_THROW(o.validate(), cxr::ConfigError);
+}
+
 TEST(Trainer, RefitOnTrainPlusValNeedsNoValidation) {
   auto train = synthetic(32, 1);
   cxr::models::BaselineCnn model(tiny_config());

@@ -33,6 +33,10 @@ struct TrainOptions {
   /// Halve the learning rate after this many epochs without improvement
   /// (0 = off). Must be < patience to matter.
   int lr_patience = 3;
+  /// Learning-rate schedule within each phase: "plateau" (constant, halved
+  /// by lr_patience) or "cosine" (per epoch from lr down to lr/100 over the
+  /// phase's epochs; lr_patience is then ignored).
+  std::string schedule = "plateau";
   /// Seed of weights, shuffling, augmentation and dropout.
   uint64_t seed = 42;
   /// Augment training batches.
@@ -113,6 +117,18 @@ TrainResult fit(models::ClassifierImpl& model,
                 const torch::Device& device,
                 const EpochCallback& on_epoch = nullptr,
                 const ResumeState* resume = nullptr);
+
+/// On the CPU, oneDNN runs convolutions fastest on channels-last (NHWC)
+/// tensors: measured 1.5x for a training epoch of the study's baseline
+/// (docs/performance.md). Results match the default layout up to float
+/// rounding. CUDA keeps the default layout.
+bool channels_last_on(const torch::Device& device);
+/// Puts the model's 4-D weights in the layout `device` runs fastest.
+void use_device_layout(models::ClassifierImpl& model,
+                       const torch::Device& device);
+/// A 4-D batch in the layout `device` runs fastest (no copy if it is).
+torch::Tensor device_layout(const torch::Tensor& x,
+                            const torch::Device& device);
 
 /// P(positive) for every image ([N,1,S,S] uint8), batched, eval mode,
 /// no grad. Returns [N] float32 on the CPU.
