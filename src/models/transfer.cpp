@@ -86,12 +86,13 @@ void TransferClassifierImpl::set_trainable_from(const std::string& layer) {
 
 void TransferClassifierImpl::train(bool on) {
   nn::Module::train(on);
-  backbone_->train(false);
+  backbone_->train(on && config_.pretrained.empty());
 }
 
 void TransferClassifierImpl::load_backbone_weights(const std::string& h5_path) {
   backbone_->load_keras(h5_path);
   config_.pretrained = h5_path;
+  train(is_training());
 }
 
 Classifier make_transfer_model(const ModelConfig& config) {

@@ -24,9 +24,13 @@ ModelConfig config(const std::string& arch, int size = 64) {
   return c;
 }
 
-std::shared_ptr<TransferClassifierImpl> make(const std::string& arch) {
-  auto m = std::dynamic_pointer_cast<TransferClassifierImpl>(
-      make_model(config(arch)));
+// `pretrained` marks the model as holding ImageNet weights (batch norm in
+// inference mode) without loading a file.
+std::shared_ptr<TransferClassifierImpl> make(const std::string& arch,
+                                             bool pretrained = true) {
+  ModelConfig c = config(arch);
+  if (pretrained) c.pretrained = "imagenet.h5";
+  auto m = std::dynamic_pointer_cast<TransferClassifierImpl>(make_model(c));
   EXPECT_NE(m, nullptr);
   return m;
 }
@@ -182,6 +186,33 @@ TEST_F(TransferTest, FrozenBackboneGetsNoGradientsAndBatchNormStaysEval) {
   EXPECT_FALSE(m->backbone().is_training());
 }
 
+TEST_F(TransferTest, RandomInitBackboneTrainsItsBatchNorm) {
+  // From scratch there are no ImageNet statistics to keep: batch norm uses
+  // batch statistics while training and its running ones in eval().
+  auto m = make("resnet50v2", /*pretrained=*/false);
+  m->train();
+  EXPECT_TRUE(m->backbone().is_training());
+  const torch::nn::BatchNorm2dImpl* bn = nullptr;
+  for (const auto& r : m->backbone().keras_layers()) {
+    if (r.kind == KerasKind::kBatchNorm && !bn) {
+      bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(r.module.get());
+    }
+  }
+  ASSERT_NE(bn, nullptr);
+  const torch::Tensor mean_before = bn->running_mean.clone();
+  const torch::Tensor x = torch::rand({4, 1, 64, 64});
+  m->forward(x).sum().backward();
+  EXPECT_FALSE(torch::equal(bn->running_mean, mean_before));
+  m->eval();
+  EXPECT_FALSE(m->backbone().is_training());
+  const torch::Tensor mean_eval = bn->running_mean.clone();
+  {
+    torch::NoGradGuard no_grad;
+    m->forward(x);
+  }
+  EXPECT_TRUE(torch::equal(bn->running_mean, mean_eval));
+}
+
 TEST_F(TransferTest, TrainableFromKerasLayer) {
   auto m = make("mobilenetv2");
   m->set_backbone_trainable(false);
@@ -257,11 +288,15 @@ TEST_F(TransferTest, LoadsKerasBackboneWeights) {
                  {/*variable_length_strings=*/false,
                   /*model_weights_group=*/true});
 
-  auto m = make("mobilenetv2");
+  auto m = make("mobilenetv2", /*pretrained=*/false);
+  m->train();
+  EXPECT_TRUE(m->backbone().is_training());
   const torch::Tensor head_before =
       m->named_parameters()["head_dense.weight"].clone();
   load_keras_backbone(*m, path);
   EXPECT_EQ(m->config().pretrained, path);
+  // Now pretrained: its batch norm keeps the ImageNet statistics.
+  EXPECT_FALSE(m->backbone().is_training());
   auto src = source->named_parameters();
   for (const auto& p : m->named_parameters()) {
     const std::string layer = backbone_layer(p.key());
@@ -272,7 +307,7 @@ TEST_F(TransferTest, LoadsKerasBackboneWeights) {
       torch::equal(m->named_parameters()["head_dense.weight"], head_before));
 
   // Wrong architecture: one ModelError, config untouched.
-  auto r = make("resnet50v2");
+  auto r = make("resnet50v2", /*pretrained=*/false);
   try {
     load_keras_backbone(*r, path);
     FAIL() << "expected ModelError";

@@ -33,10 +33,13 @@ class TransferClassifierImpl : public ClassifierImpl {
   void set_backbone_trainable(bool trainable) override;
   /// Throws ConfigError listing the valid Keras layer names.
   void set_trainable_from(const std::string& layer) override;
-  /// Sets the mode of the head (dropout); the backbone's batch norm always
-  /// stays in inference mode: with the small CXR batches its statistics
-  /// would drift from the ImageNet ones the weights expect (the Keras
-  /// fine-tuning guide calls the base model with training=False for this).
+  /// Sets the mode of the head (dropout). The backbone's batch norm of a
+  /// pretrained model (config().pretrained set, or weights loaded) stays in
+  /// inference mode: with the small CXR batches its statistics would drift
+  /// from the ImageNet ones the weights expect (the Keras fine-tuning guide
+  /// calls the base model with training=False for this). A backbone from
+  /// random initialisation has no such statistics, so its batch norm
+  /// follows `on` and learns them, as when training from scratch.
   void train(bool on = true) override;
 
   /// Loads ImageNet weights from a Keras .h5 file (with or without the
