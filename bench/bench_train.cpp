@@ -1,15 +1,32 @@
 // Training throughput of the baseline CNN (128 px, batch 32, augmentation on
 // the device, Adam) -- the same work as bench/reference_train.py.
-//   build/bench/bench_train [--benchmark_filter=...]; CXR_BENCH_THREADS=N
+//   build/bench/bench_train [--benchmark_filter=...]
+// Environment: CXR_BENCH_THREADS=N, CXR_BENCH_FILTERS=16,32,64,128,256 (the
+// study's baseline), CXR_BENCH_DEFAULT_MALLOC=1 keeps glibc's default
+// allocator settings instead of cxr's (cxr::configure_allocator).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "cxr/augment/augment.h"
 #include "cxr/common/runtime.h"
 #include "cxr/models/baseline.h"
+#include "cxr/train/trainer.h"
 
 namespace {
+
+std::vector<int64_t> bench_filters() {
+  const char* f = std::getenv("CXR_BENCH_FILTERS");
+  std::string spec = f && *f ? f : "16,32,64,128,256";
+  std::vector<int64_t> out;
+  std::stringstream ss(spec);
+  for (std::string tok; std::getline(ss, tok, ',');)
+    out.push_back(std::stol(tok));
+  return out;
+}
 
 void BM_BaselineTrainStep(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
@@ -17,11 +34,15 @@ void BM_BaselineTrainStep(benchmark::State& state) {
   torch::manual_seed(0);
   cxr::models::ModelConfig c;
   c.input_size = size;
-  c.filters = {32, 64, 128, 128};
+  c.filters.clear();
+  for (int64_t f : bench_filters()) c.filters.push_back(static_cast<int>(f));
   c.batch_norm = true;
   c.dropout = 0.3;
   cxr::models::BaselineCnn model(c);
   model->train();
+  // As cxr::train::fit does on the CPU (channels-last convolutions).
+  const torch::Device cpu(torch::kCPU);
+  cxr::train::use_device_layout(*model, cpu);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-3));
   auto images =
       torch::randint(0, 256, {batch * 8, 1, size, size}, torch::kUInt8);
@@ -32,6 +53,7 @@ void BM_BaselineTrainStep(benchmark::State& state) {
     const int64_t s = (step % 8) * batch;
     auto x = images.slice(0, s, s + batch).to(torch::kFloat32).div_(255.0f);
     x = cxr::augment::random_affine(x, aug, static_cast<uint64_t>(step));
+    x = cxr::train::device_layout(x, cpu);
     auto y = labels.slice(0, s, s + batch);
     opt.zero_grad();
     auto loss = torch::binary_cross_entropy_with_logits(model->forward(x), y);
@@ -49,6 +71,8 @@ void BM_BaselinePredictOne(benchmark::State& state) {
   const int size = static_cast<int>(state.range(0));
   cxr::models::ModelConfig c;
   c.input_size = size;
+  c.filters.clear();
+  for (int64_t f : bench_filters()) c.filters.push_back(static_cast<int>(f));
   cxr::models::BaselineCnn model(c);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -72,6 +96,7 @@ BENCHMARK(BM_BaselinePredictOne)
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!std::getenv("CXR_BENCH_DEFAULT_MALLOC")) cxr::configure_allocator();
   const char* t = std::getenv("CXR_BENCH_THREADS");
   cxr::configure_threads(t ? std::atoi(t) : 0);
   benchmark::Initialize(&argc, argv);

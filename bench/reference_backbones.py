@@ -155,10 +155,12 @@ class Transfer(nn.Module):
         return self.head_logit(h).squeeze(1)
 
 
-def bench(arch, size, batch, backward, min_time):
+def bench(arch, size, batch, backward, min_time, device):
     torch.manual_seed(0)
     model = Transfer(MobileNetV2() if arch == "mobilenetv2" else ResNet50V2())
-    x = torch.rand(batch, 1, size, size)
+    model.to(device)
+    x = torch.rand(batch, 1, size, size, device=device)
+    cuda = device.startswith("cuda")
 
     def step():
         if backward:
@@ -167,6 +169,8 @@ def bench(arch, size, batch, backward, min_time):
         else:
             with torch.no_grad():
                 model(x)
+        if cuda:  # time the kernels, not their launch
+            torch.cuda.synchronize()
 
     model.train(backward)
     step()  # warm-up (allocations, one-time init), as the C++ benchmark
@@ -187,6 +191,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--sizes", default="128,224")
     ap.add_argument("--archs", default="mobilenetv2,resnet50v2")
     ap.add_argument("--min-time", type=float, default=1.0,
@@ -196,9 +201,11 @@ def main():
     for arch in args.archs.split(","):
         for backward in (False, True):
             for size in map(int, args.sizes.split(",")):
-                r = bench(arch, size, args.batch, backward, args.min_time)
+                r = bench(arch, size, args.batch, backward, args.min_time,
+                          args.device)
                 r["threads"] = args.threads
                 r["torch"] = torch.__version__
+                r["device"] = args.device
                 print(json.dumps(r), flush=True)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 
 class Baseline(nn.Module):
-    def __init__(self, filters=(32, 64, 128, 128), dropout=0.3):
+    def __init__(self, filters=(16, 32, 64, 128, 256), dropout=0.3):
         super().__init__()
         layers, cin = [], 1
         for f in filters:
@@ -49,7 +49,9 @@ def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
     size, batch = 128, 32
     torch.manual_seed(0)
-    model = Baseline().train()
+    filters = tuple(int(f) for f in os.environ.get(
+        "CXR_BENCH_FILTERS", "16,32,64,128,256").split(","))
+    model = Baseline(filters).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (batch * 8, 1, size, size), dtype=torch.uint8)
     labels = (torch.arange(batch * 8) % 2).float()
@@ -74,7 +76,7 @@ def main():
         n += 1
     train_ips = n * batch / (time.perf_counter() - t0)
 
-    model.eval()
+    model = Baseline(filters).eval()
     x = torch.rand(1, 1, size, size)
     with torch.no_grad():
         for _ in range(5):
@@ -86,7 +88,7 @@ def main():
     pred_ips = n / (time.perf_counter() - t0)
     print(f"reference_train_images_per_s {train_ips:.1f}")
     print(f"reference_predict1_images_per_s {pred_ips:.1f}")
-    print(f"threads {threads} torch {torch.__version__}")
+    print(f"threads {threads} torch {torch.__version__} filters {filters}")
 
 
 if __name__ == "__main__":

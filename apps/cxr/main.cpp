@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "cxr/common/error.h"
+#include "cxr/common/runtime.h"
 #include "cxr/version.h"
 
 namespace {
@@ -16,6 +17,7 @@ std::string first_line(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cxr::configure_allocator();
   CLI::App app{
       "cxr: COVID-19 assisted diagnosis from chest X-rays (research use only, "
       "not for clinical decisions)"};

@@ -1,9 +1,13 @@
 // Runtime, filesystem and progress helpers shared by every stage.
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "cxr/common/error.h"
@@ -45,6 +49,13 @@ int configure_threads(int threads) {
   }
   torch::set_num_threads(threads);
   return threads;
+}
+
+void configure_allocator() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
 }
 
 void seed_everything(uint64_t seed) {
