@@ -44,6 +44,10 @@ void register_study(CLI::App& app) {
   cmd->add_flag("--no-weights", f->no_weights,
                 "train MobileNetV2 from random initialisation");
   cmd->add_flag("!--no-transfer", f->study.transfer, "skip the transfer model");
+  cmd->add_option("--transfer-size", f->study.transfer_size,
+                  "MobileNetV2 input size in pixels (--size sets the "
+                  "baseline's)")
+      ->capture_default_str();
   cmd->add_flag("--quick", f->study.quick,
                 "a few minutes: 64 px, one trial, 1-2 epochs (smoke test)");
   cmd->add_flag("--full-grid", f->study.full_grid,

@@ -20,47 +20,69 @@ namespace fs = std::filesystem;
 namespace cxr::study {
 namespace {
 
-/// Sizes of the default study, chosen so that it finishes in about 30
-/// minutes on a 2-core CPU (docs/study.md has the measured step times).
+/// The default study's recipes, chosen on validation in GPU sessions that
+/// tried each candidate with three seeds (docs/study.md, docs/gpu-runs.md),
+/// sized to finish in about an hour on a 2-core CPU.
 struct Plan {
   int size;
   std::vector<std::string> baseline_grid;
   std::vector<int> baseline_filters;
   int baseline_epochs;
-  int baseline_patience;
+  std::string schedule;
   double tune_budget_minutes;
   int transfer_size;
   int frozen_epochs;
   int fine_tune_epochs;
-  int transfer_patience;
   int explain_examples;
   int bootstrap;
 };
 
 Plan make_plan(const StudyOptions& o) {
   if (o.quick) {
-    return {64, {"lr=1e-3"}, {8, 16, 32}, 2, 0, 0, 64, 1, 1, 0, 2, 200};
+    return {64, {"lr=1e-3"}, {8, 16, 32}, 2, "cosine", 0, 64, 1, 1, 2, 200};
   }
   Plan p{o.data.size,
          {"lr=1e-3,3e-4"},
-         {16, 32, 64, 128},
-         15,
-         4,
-         10.0,
-         o.data.size,
+         {16, 32, 64, 128, 256},
+         30,
+         "cosine",
+         12.0,
+         o.transfer_size,
          3,
-         6,
-         3,
+         20,
          6,
          2000};
   if (o.full_grid) {
     p.baseline_grid = {"filters=8,32,64", "dropout=0.4,0.3,0.2",
                        "lr=1e-3,1e-4,1e-5", "optimizer=adam,sgd"};
-    p.baseline_epochs = 30;
-    p.baseline_patience = 5;
     p.tune_budget_minutes = 0;
   }
   return p;
+}
+
+/// The MobileNetV2 recipe: `frozen` epochs of the head at lr 1e-3, then
+/// `fine_tune` epochs of everything at lr 1e-4, each phase on a cosine
+/// schedule; on train (best val-loss epoch kept) or refit on train+val.
+train::RunOptions transfer_recipe(const Plan& plan,
+                                  const StudyOptions& o,
+                                  const data::DatasetOptions& data,
+                                  bool refit) {
+  train::RunOptions ro;
+  ro.data = data;
+  ro.model.arch = "mobilenetv2";
+  ro.model.input_size = plan.transfer_size;
+  ro.model.dropout = 0.3;
+  ro.weights = o.weights;
+  ro.train.lr = 1e-3;
+  ro.train.epochs = plan.frozen_epochs;
+  ro.train.fine_tune_epochs = plan.fine_tune_epochs;
+  ro.train.fine_tune_lr = 1e-4;
+  ro.train.schedule = "cosine";
+  ro.train.patience = 0;
+  ro.train.train_on = refit ? "train+val" : "train";
+  ro.train.progress = o.progress;
+  ro.device = o.device;
+  return ro;
 }
 
 }  // namespace
@@ -80,7 +102,8 @@ nlohmann::json run_study(const StudyOptions& o) {
       {"quick", o.quick},
       {"full_grid", o.full_grid},
       {"weights", o.weights},
-      {"transfer", o.transfer}};
+      {"transfer", o.transfer},
+      {"transfer_size", o.transfer_size}};
   if (sj.contains("options") && sj["options"] != fingerprint) {
     throw ConfigError(
         "'" + o.out_dir + "' holds a study made with other options (" +
@@ -101,8 +124,8 @@ nlohmann::json run_study(const StudyOptions& o) {
     write_json_atomic(sjp, sj);
   };
   const std::vector<std::string> steps = {
-      "explore",  "tune-baseline", "baseline-refit", "transfer",
-      "evaluate", "explain",       "report"};
+      "explore",        "tune-baseline", "baseline-refit", "transfer",
+      "transfer-refit", "evaluate",      "explain",        "report"};
   int step_no = 0;
   auto run_step = [&](const std::string& name,
                       const std::function<void()>& fn) {
@@ -153,8 +176,8 @@ nlohmann::json run_study(const StudyOptions& o) {
     to.base.model.input_size = plan.size;
     to.base.model.filters = plan.baseline_filters;
     to.base.train.epochs = plan.baseline_epochs;
-    to.base.train.patience = plan.baseline_patience;
-    to.base.train.lr_patience = 2;
+    to.base.train.schedule = plan.schedule;
+    to.base.train.patience = 0;  // the whole schedule; best val epoch kept
     to.budget_minutes = plan.tune_budget_minutes;
     to.base.device = o.device;
     to.progress = o.progress;
@@ -170,10 +193,13 @@ nlohmann::json run_study(const StudyOptions& o) {
     ro.model.filters = plan.baseline_filters;
     ro.train.epochs = plan.baseline_epochs;
     tune::apply_params(best["params"].get<tune::Params>(), ro);
-    // The study's final step: the best configuration on train+val for its
-    // best epoch count (no validation left to stop on).
+    // The study's final step: the best configuration on train+val (no
+    // validation left to stop on), for its whole cosine schedule (whose
+    // low-lr end is part of the recipe), or else its best epoch count.
     ro.train.train_on = "train+val";
-    ro.train.epochs = std::max(1, best["best_epoch"].get<int>());
+    ro.train.epochs = ro.train.schedule == "cosine"
+                          ? plan.baseline_epochs
+                          : std::max(1, best["best_epoch"].get<int>());
     ro.train.patience = 0;
     ro.train.progress = o.progress;
     ro.out_dir = (out / "baseline").string();
@@ -184,42 +210,39 @@ nlohmann::json run_study(const StudyOptions& o) {
   });
 
   if (o.transfer) {
-    run_step("transfer", [&] {
-      data::DatasetOptions topt = o.data;
-      topt.size = plan.transfer_size;
-      data::Dataset tds =
-          topt.size == dopt.size ? data::Dataset{} : data::load_dataset(topt);
-      const data::Dataset& use = topt.size == dopt.size ? ds : tds;
-      train::RunOptions ro;
-      ro.data = topt;
-      ro.model.arch = "mobilenetv2";
-      ro.model.input_size = plan.transfer_size;
-      ro.model.dropout = 0.3;
-      ro.weights = o.weights;
-      ro.train.lr = 1e-3;
-      ro.train.epochs = plan.frozen_epochs;
-      ro.train.fine_tune_epochs = plan.fine_tune_epochs;
-      ro.train.fine_tune_lr = 1e-4;
-      ro.train.patience = plan.transfer_patience;
-      ro.train.lr_patience = 2;
-      ro.train.progress = o.progress;
-      ro.out_dir = (out / "mobilenetv2").string();
-      ro.device = o.device;
-      std::error_code ec;
-      fs::remove_all(ro.out_dir, ec);
-      train::train_run(ro, &use);
-    });
+    data::DatasetOptions topt = o.data;
+    topt.size = plan.transfer_size;
+    // Loaded once, only if a transfer step still has to run.
+    data::Dataset tds;
+    auto transfer_data = [&]() -> const data::Dataset& {
+      if (topt.size == dopt.size) return ds;
+      if (tds.splits.empty()) tds = data::load_dataset(topt);
+      return tds;
+    };
+    for (bool refit : {false, true}) {
+      run_step(refit ? "transfer-refit" : "transfer", [&] {
+        train::RunOptions ro = transfer_recipe(plan, o, topt, refit);
+        ro.out_dir =
+            (out / (refit ? "mobilenetv2-refit" : "mobilenetv2")).string();
+        std::error_code ec;
+        fs::remove_all(ro.out_dir, ec);
+        train::train_run(ro, &transfer_data());
+      });
+    }
   }
 
   nlohmann::json models = nlohmann::json::array();
   models.push_back(
       {{"name", "Baseline CNN (refit on train+val)"}, {"run", "baseline"}});
   if (o.transfer) {
+    const std::string mn =
+        std::string("MobileNetV2 ") +
+        (o.weights.empty() ? "(random init)" : "(ImageNet)") +
+        " frozen -> fine-tuned";
+    models.push_back({{"name", mn + " (train; epoch chosen on val)"},
+                      {"run", "mobilenetv2"}});
     models.push_back(
-        {{"name", std::string("MobileNetV2 ") +
-                      (o.weights.empty() ? "(random init)" : "(ImageNet)") +
-                      " frozen -> fine-tuned"},
-         {"run", "mobilenetv2"}});
+        {{"name", mn + " (refit on train+val)"}, {"run", "mobilenetv2-refit"}});
   }
   sj["models"] = models;
   sj["tuning"] =

@@ -42,7 +42,7 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   EXPECT_NE(html.find("every misclassified test image"), std::string::npos);
   EXPECT_NE(html.find("Trust checks"), std::string::npos);
   EXPECT_EQ(html.find("not found)"), std::string::npos) << "missing picture";
-  for (const char* run : {"baseline", "mobilenetv2"}) {
+  for (const char* run : {"baseline", "mobilenetv2", "mobilenetv2-refit"}) {
     auto m = cxr::read_json(out / run / "eval-test" / "metrics.json");
     for (const char* k : {"accuracy", "recall", "specificity", "auc"}) {
       const std::string v = "<b>" + fixed3(m[k]["value"]) + "</b>";
@@ -50,8 +50,9 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
     }
   }
   auto sj = cxr::read_json(out / "study.json");
-  for (const char* step : {"explore", "tune-baseline", "baseline-refit",
-                           "transfer", "evaluate", "explain", "report"}) {
+  for (const char* step :
+       {"explore", "tune-baseline", "baseline-refit", "transfer",
+        "transfer-refit", "evaluate", "explain", "report"}) {
     EXPECT_TRUE(sj["steps"][step]["done"].get<bool>()) << step;
   }
   // A second run redoes nothing.
@@ -61,7 +62,7 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
        p = log.find("done earlier, skipped", p + 1)) {
     ++skipped;
   }
-  EXPECT_EQ(skipped, 7) << log;
+  EXPECT_EQ(skipped, 8) << log;
 
   if (cxr::testing::run_command("command -v chromium") != 0) {
     GTEST_SKIP() << "chromium is not installed; skipping the browser render";

@@ -1,9 +1,10 @@
 #pragma once
 /// `cxr study`: the reference study redone end to end, resumably:
 /// explore -> tune the baseline (small grid) -> refit the best baseline on
-/// train+val -> MobileNetV2 transfer (frozen, then fine-tuned) -> evaluate
-/// both on test with CIs -> Grad-CAM examples, misclassified gallery and
-/// trust checks -> one HTML report.
+/// train+val -> MobileNetV2 transfer (frozen, then fine-tuned; epochs chosen
+/// on val) -> the same recipe refit on train+val -> evaluate every model on
+/// test with CIs -> Grad-CAM examples, misclassified gallery and trust
+/// checks -> one HTML report. docs/study.md says how the recipes were chosen.
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -19,6 +20,8 @@ struct StudyOptions {
   std::string weights;
   /// Skip the transfer model.
   bool transfer = true;
+  /// Input size of the transfer model (the baseline uses data.size).
+  int transfer_size = 224;
   /// A few minutes: small images, one trial, few epochs (smoke test).
   bool quick = false;
   /// The study's full grids (54 baseline trials; hours on a CPU).
