@@ -210,10 +210,12 @@ void use_device_layout(models::ClassifierImpl& model,
   if (!channels_last_on(device)) return;
   torch::NoGradGuard no_grad;
   for (auto& p : model.parameters()) {
-    if (p.dim() == 4) {
-      // A copy into channels-last strides: contiguous() would keep the
-      // ambiguous strides of a 1-input-channel kernel, and oneDNN would
-      // then run the first (largest) convolution in NCHW.
+    // A copy into channels-last strides: contiguous() would keep the
+    // ambiguous strides of a 1-input-channel kernel, and oneDNN would then
+    // run the first (largest) convolution in NCHW. Weights already in those
+    // strides (every call after the first) are left alone.
+    if (p.dim() == 4 &&
+        p.strides().vec() != c10::get_channels_last_strides_2d(p.sizes())) {
       p.set_data(p.to(p.options(), /*non_blocking=*/false, /*copy=*/true,
                       torch::MemoryFormat::ChannelsLast));
     }

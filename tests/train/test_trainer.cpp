@@ -104,6 +104,36 @@ TEST(Trainer, CosineScheduleAnnealsToOneHundredthOverThePhase) {
   EXPECT_THROW(o.validate(), cxr::ConfigError);
 }
 
+TEST(Trainer, CpuLayoutIsChannelsLastEvenForOneInputChannel) {
+  torch::manual_seed(0);
+  cxr::models::BaselineCnn model(tiny_config());
+  model->eval();
+  const auto images = synthetic(8, 3).images;
+  torch::Tensor nchw;
+  {
+    torch::NoGradGuard no_grad;
+    nchw =
+        torch::sigmoid(model->forward(images.to(torch::kFloat32).div(255.0f)));
+  }
+  const torch::Tensor first = cxr::train::predict_proba(*model, images, kCpu);
+  EXPECT_TRUE(torch::allclose(first, nchw, 1e-5, 1e-6));
+  // predict_proba switched the weights to channels-last strides, including
+  // the 1-input-channel first kernel that contiguous() would leave as NCHW.
+  std::vector<torch::Tensor> kernels;
+  for (const auto& p : model->parameters()) {
+    if (p.dim() == 4) kernels.push_back(p);
+  }
+  ASSERT_FALSE(kernels.empty());
+  ASSERT_EQ(kernels.front().size(1), 1);
+  for (const auto& k : kernels) {
+    EXPECT_EQ(k.strides().vec(), c10::get_channels_last_strides_2d(k.sizes()));
+  }
+  const void* before = kernels.front().data_ptr();
+  const torch::Tensor again = cxr::train::predict_proba(*model, images, kCpu);
+  EXPECT_EQ(kernels.front().data_ptr(), before) << "copied a second time";
+  EXPECT_TRUE(torch::allclose(again, nchw, 1e-5, 1e-6));
+}
+
 TEST(Trainer, RefitOnTrainPlusValNeedsNoValidation) {
   auto train = synthetic(32, 1);
   cxr::models::BaselineCnn model(tiny_config());
