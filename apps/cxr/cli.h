@@ -41,7 +41,6 @@ void register_explain(CLI::App& app);
 void register_tune(CLI::App& app);
 void register_study(CLI::App& app);
 void register_report(CLI::App& app);
-void register_imagenet_check(CLI::App& app);
 
 /// Flags of the model and the training loop (cmd_train.cpp), shared with
 /// tune and study.
