@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 
+#include "bench_main.h"
 #include "cxr/common/runtime.h"
 #include "cxr/models/transfer.h"
 #include "cxr/train/trainer.h"
@@ -94,11 +95,5 @@ BENCHMARK_CAPTURE(BM_Transfer,
 }  // namespace
 
 int main(int argc, char** argv) {
-  // As the cxr program does; CXR_BENCH_DEFAULT_MALLOC=1 keeps glibc's
-  // default settings.
-  if (!std::getenv("CXR_BENCH_DEFAULT_MALLOC")) cxr::configure_allocator();
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return cxr::bench::run_benchmarks(argc, argv);
 }

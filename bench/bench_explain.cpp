@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "bench_main.h"
 #include "cxr/common/runtime.h"
 #include "cxr/explain/explain.h"
 #include "cxr/explain/gradcam.h"
@@ -131,9 +132,5 @@ BENCHMARK(BM_TrustChecks)
 }  // namespace
 
 int main(int argc, char** argv) {
-  cxr::configure_threads(0);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return cxr::bench::run_benchmarks(argc, argv);
 }

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "bench_main.h"
 #include "cxr/common/runtime.h"
 #include "cxr/data/dataset.h"
 
@@ -67,9 +68,5 @@ BENCHMARK(BM_WarmLoad)->Unit(benchmark::kMillisecond)->Iterations(5);
 }  // namespace
 
 int main(int argc, char** argv) {
-  cxr::configure_threads(0);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return cxr::bench::run_benchmarks(argc, argv);
 }

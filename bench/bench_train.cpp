@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "cxr/augment/augment.h"
 #include "cxr/common/runtime.h"
 #include "cxr/models/baseline.h"
@@ -96,11 +97,5 @@ BENCHMARK(BM_BaselinePredictOne)
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!std::getenv("CXR_BENCH_DEFAULT_MALLOC")) cxr::configure_allocator();
-  const char* t = std::getenv("CXR_BENCH_THREADS");
-  cxr::configure_threads(t ? std::atoi(t) : 0);
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return cxr::bench::run_benchmarks(argc, argv);
 }

@@ -59,6 +59,16 @@ cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size) {
   return s;
 }
 
+cxr::train::TrainOptions tiny_train_options() {
+  cxr::train::TrainOptions o;
+  o.epochs = 6;
+  o.batch_size = 8;
+  o.lr = 1e-2;
+  o.patience = 0;
+  o.progress = false;
+  return o;
+}
+
 cxr::models::ModelConfig tiny_config() {
   cxr::models::ModelConfig c;
   c.input_size = 16;

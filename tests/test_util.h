@@ -8,6 +8,7 @@
 
 #include "cxr/data/dataset.h"
 #include "cxr/models/classifier.h"
+#include "cxr/train/trainer.h"
 
 namespace cxr::testing {
 
@@ -49,5 +50,9 @@ cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size = 16);
 
 /// A 2-block baseline config (4, 8 filters) for 16 px inputs.
 cxr::models::ModelConfig tiny_config();
+
+/// Training options that learn synthetic() with tiny_config() in a second:
+/// 6 epochs, batch 8, lr 1e-2, no early stopping, no progress bar.
+cxr::train::TrainOptions tiny_train_options();
 
 }  // namespace cxr::testing

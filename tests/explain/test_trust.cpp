@@ -92,12 +92,7 @@ cxr::models::Classifier trained_baseline() {
   torch::manual_seed(0);
   auto model = std::make_shared<cxr::models::BaselineCnnImpl>(
       cxr::testing::tiny_config());
-  cxr::train::TrainOptions o;
-  o.epochs = 6;
-  o.batch_size = 8;
-  o.lr = 1e-2;
-  o.patience = 0;
-  o.progress = false;
+  const cxr::train::TrainOptions o = cxr::testing::tiny_train_options();
   auto train = cxr::testing::synthetic(64, 1),
        val = cxr::testing::synthetic(32, 2);
   cxr::train::fit(*model, train, &val, o, torch::Device(torch::kCPU));

@@ -14,15 +14,9 @@ using cxr::testing::TempDir;
 using cxr::testing::tiny_config;
 namespace fs = std::filesystem;
 
+// Augmentation on (the default), as in real training.
 cxr::train::TrainOptions quick_options() {
-  cxr::train::TrainOptions o;
-  o.epochs = 6;
-  o.batch_size = 8;
-  o.lr = 1e-2;
-  o.patience = 0;
-  o.progress = false;
-  o.augment = true;
-  return o;
+  return cxr::testing::tiny_train_options();
 }
 
 const torch::Device kCpu(torch::kCPU);
