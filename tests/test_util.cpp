@@ -7,6 +7,8 @@
 #include <fstream>
 #include <random>
 
+#include "cxr/data/image_io.h"
+
 namespace cxr::testing {
 
 TempDir::TempDir() {
@@ -85,6 +87,22 @@ std::string shared_dir() {
 #else
   return "";
 #endif
+}
+
+void make_tiny_dataset(const std::filesystem::path& root) {
+  torch::manual_seed(1);
+  int k = 0;
+  for (const char* s : {"train", "val", "test"}) {
+    for (const char* c : {"COVID", "Normal"}) {
+      for (int i = 0; i < 6; ++i) {
+        auto img = torch::rand({12, 12}) * 0.3f;
+        if (c[0] == 'C') img.slice(0, 0, 6).slice(1, 0, 6).add_(0.6f);
+        auto p = root / s / c / (std::to_string(k++) + ".png");
+        std::filesystem::create_directories(p.parent_path());
+        cxr::data::write_png(p.string(), img);
+      }
+    }
+  }
 }
 
 }  // namespace cxr::testing

@@ -55,4 +55,8 @@ cxr::models::ModelConfig tiny_config();
 /// 6 epochs, batch 8, lr 1e-2, no early stopping, no progress bar.
 cxr::train::TrainOptions tiny_train_options();
 
+/// A tiny split dataset (train/val/test x COVID/Normal, 6 PNGs each) of
+/// 12x12 noise images; COVID ones carry a bright top-left square.
+void make_tiny_dataset(const std::filesystem::path& root);
+
 }  // namespace cxr::testing

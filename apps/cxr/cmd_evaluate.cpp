@@ -28,6 +28,9 @@ void register_evaluate(CLI::App& app) {
                   "decision threshold on P(positive) (default: the run's)");
   cmd->add_option("--target-sensitivity", f->target,
                   "choose the threshold on validation for this sensitivity");
+  cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
+                "choose the threshold on validation that maximises "
+                "sensitivity + specificity (Youden's J)");
   cmd->add_option("--bootstrap", f->eval.bootstrap, "bootstrap replicates")
       ->capture_default_str();
   cmd->add_option("--out", f->eval.out_dir,

@@ -76,6 +76,13 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
                  "choose the decision threshold on validation for this "
                  "sensitivity (0 = 0.5)")
       ->capture_default_str();
+  cmd.add_flag("--balanced-threshold", o.balanced_threshold,
+               "choose the decision threshold on validation that maximises "
+               "sensitivity + specificity (Youden's J)");
+  cmd.add_option("--keep", t.keep,
+                 "with validation: best (weights of the lowest val loss) or "
+                 "last (the schedule's end, as a refit of the recipe ends)")
+      ->capture_default_str();
 }
 
 void register_train(CLI::App& app) {
@@ -95,6 +102,9 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", f->run.resume, "continue an interrupted run");
   cmd->add_flag("!--quiet", f->run.train.progress, "no progress bar");
   add_model_train_flags(*cmd, f->run);
+  cmd->add_option("--threshold-from", f->run.threshold_from,
+                  "refit: use the decision threshold that this run (same "
+                  "recipe, trained on train) chose on validation");
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
@@ -118,6 +128,9 @@ void register_train(CLI::App& app) {
                 << ", recall " << res["val"]["recall"].get<double>() << ", AUC "
                 << res["val"]["auc"].get<double>();
     }
+    std::cout << "\ndecision threshold "
+              << cfg["threshold"]["value"].get<double>() << " ("
+              << cfg["threshold"]["rule"].get<std::string>() << ")";
     std::cout << "\nwrote " << r.out_dir
               << "/{config.json,model.pt,history.csv,curves.png}\n";
   });

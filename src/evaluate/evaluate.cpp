@@ -46,8 +46,12 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   const torch::Device device = resolve_device(o.device);
   auto run = train::load_run(o.run_dir, device);
   const data::Split split = data::parse_split(o.split);
-  if (o.threshold && o.target_sensitivity) {
-    throw ConfigError("give either --threshold or --target-sensitivity");
+  if ((o.threshold ? 1 : 0) + (o.target_sensitivity ? 1 : 0) +
+          (o.balanced_threshold ? 1 : 0) >
+      1) {
+    throw ConfigError(
+        "give only one of --threshold, --target-sensitivity and "
+        "--balanced-threshold");
   }
   if (o.threshold && !(*o.threshold >= 0 && *o.threshold <= 1)) {
     throw ConfigError("--threshold must be in [0, 1]");
@@ -69,12 +73,24 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   if (o.threshold) {
     threshold = *o.threshold;
     rule = "--threshold " + fmt(threshold, 4);
-  } else if (o.target_sensitivity) {
+  } else if (o.target_sensitivity || o.balanced_threshold) {
+    if (run.meta.train.train_on != "train") {
+      throw ConfigError(
+          "this run trained on " + run.meta.train.train_on +
+          ", so validation is not held out from it; choose the threshold "
+          "with a run trained on train (or pass --threshold)");
+    }
     const auto& val = ds.split(data::Split::kVal);
-    auto vp = train::predict_proba(*run.model, val.images, device);
-    threshold = metrics::threshold_for_sensitivity(
-        doubles(vp), ints(val.labels), *o.target_sensitivity);
-    rule = "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
+    auto vp = doubles(train::predict_proba(*run.model, val.images, device));
+    if (o.target_sensitivity) {
+      threshold = metrics::threshold_for_sensitivity(vp, ints(val.labels),
+                                                     *o.target_sensitivity);
+      rule =
+          "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
+    } else {
+      threshold = metrics::threshold_youden(vp, ints(val.labels));
+      rule = "balanced on validation (max sensitivity + specificity)";
+    }
   }
 
   const auto& set = ds.split(split);

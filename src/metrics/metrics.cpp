@@ -299,6 +299,48 @@ double threshold_for_sensitivity(const std::vector<double>& scores,
   return positives[k - 1];
 }
 
+double threshold_youden(const std::vector<double>& scores,
+                        const std::vector<int>& labels) {
+  check_inputs("threshold_youden", scores, labels);
+  check_probabilities("threshold_youden", scores);
+  double pos = 0, neg = 0;
+  for (int y : labels) (y == 1 ? pos : neg) += 1;
+  if (pos == 0 || neg == 0) {
+    throw ConfigError(
+        "cannot choose a balanced (Youden) threshold: the scores hold " +
+        std::string(pos == 0 ? "no positive" : "no negative") +
+        " cases; use a validation set that holds both classes");
+  }
+  // Walk the cuts between adjacent distinct scores from the top: above a cut
+  // everything is called positive. J = sensitivity + specificity - 1.
+  const SortedScores s = sort_scores(scores);
+  const auto logit = [](double p) {
+    const double q = std::clamp(p, 1e-7, 1.0 - 1e-7);
+    return std::log(q / (1.0 - q));
+  };
+  double tp = 0, fp = 0;
+  double best_j = -2, best_t = 0.5;
+  for (size_t g = s.group_end.size(); g-- > 1;) {
+    const size_t begin = s.group_end[g - 1];
+    for (size_t k = begin; k < s.group_end[g]; ++k) {
+      (labels[s.order[k]] == 1 ? tp : fp) += 1;
+    }
+    const double j = tp / pos - fp / neg;
+    // The cut lies halfway (in log-odds) between this group and the next
+    // lower score, so that neither neighbour sits on the threshold.
+    const double hi = scores[s.order[begin]];
+    const double lo = scores[s.order[begin - 1]];
+    const double t = 1.0 / (1.0 + std::exp(-0.5 * (logit(hi) + logit(lo))));
+    const bool better = j > best_j + 1e-12;
+    const bool tie = std::abs(j - best_j) <= 1e-12;
+    if (better || (tie && std::abs(t - 0.5) < std::abs(best_t - 0.5))) {
+      best_j = j;
+      best_t = t;
+    }
+  }
+  return best_t;
+}
+
 Interval wilson_interval(int64_t successes, int64_t n) {
   if (n < 0 || successes < 0 || successes > n) {
     throw ConfigError("wilson_interval: " + std::to_string(successes) +

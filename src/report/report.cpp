@@ -234,7 +234,9 @@ nlohmann::json write_report(const ReportOptions& o) {
       << ci(x["accuracy"]) << "</td><td>" << ci(x["precision"]) << "</td><td>"
       << ci(x["recall"]) << "</td><td>" << ci(x["specificity"]) << "</td><td>"
       << ci(x["f1"]) << "</td><td>" << ci(x["auc"]) << "</td><td>"
-      << num(x["threshold"]) << "</td></tr>\n";
+      << num(x["threshold"]) << "<br><small>"
+      << esc(x.value("threshold_rule", std::string()))
+      << "</small></td></tr>\n";
     summary["models"].push_back({{"name", m.name},
                                  {"run", m.run.string()},
                                  {"accuracy", x["accuracy"]["value"]},

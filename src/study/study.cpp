@@ -37,6 +37,10 @@ struct Plan {
   int bootstrap;
 };
 
+/// Bumped whenever the plan or a recipe changes, so that a study folder
+/// made by an older cxr is not silently resumed with mixed recipes.
+constexpr int kRecipeVersion = 2;
+
 Plan make_plan(const StudyOptions& o) {
   if (o.quick) {
     return {64, {"lr=1e-3"}, {8, 16, 32}, 2, "cosine", 0, 64, 1, 1, 2, 200};
@@ -62,7 +66,9 @@ Plan make_plan(const StudyOptions& o) {
 
 /// The MobileNetV2 recipe: `frozen` epochs of the head at lr 1e-3, then
 /// `fine_tune` epochs of everything at lr 1e-4, each phase on a cosine
-/// schedule; on train (best val-loss epoch kept) or refit on train+val.
+/// schedule. On train the schedule's last epoch is kept (as in the refit)
+/// and the balanced threshold is chosen on validation; the refit on
+/// train+val, with no validation left, carries that threshold over.
 train::RunOptions transfer_recipe(const Plan& plan,
                                   const StudyOptions& o,
                                   const data::DatasetOptions& data,
@@ -80,6 +86,12 @@ train::RunOptions transfer_recipe(const Plan& plan,
   ro.train.schedule = "cosine";
   ro.train.patience = 0;
   ro.train.train_on = refit ? "train+val" : "train";
+  ro.train.keep = "last";
+  if (refit) {
+    ro.threshold_from = (fs::path(o.out_dir) / "mobilenetv2").string();
+  } else {
+    ro.balanced_threshold = true;
+  }
   ro.train.progress = o.progress;
   ro.device = o.device;
   return ro;
@@ -103,10 +115,12 @@ nlohmann::json run_study(const StudyOptions& o) {
       {"full_grid", o.full_grid},
       {"weights", o.weights},
       {"transfer", o.transfer},
-      {"transfer_size", o.transfer_size}};
+      {"transfer_size", o.transfer_size},
+      {"recipe", kRecipeVersion}};
   if (sj.contains("options") && sj["options"] != fingerprint) {
     throw ConfigError(
-        "'" + o.out_dir + "' holds a study made with other options (" +
+        "'" + o.out_dir +
+        "' holds a study made with other options or an older recipe (" +
         sj["options"].dump() + "); use another --out or delete it");
   }
   sj["options"] = fingerprint;
@@ -239,10 +253,11 @@ nlohmann::json run_study(const StudyOptions& o) {
         std::string("MobileNetV2 ") +
         (o.weights.empty() ? "(random init)" : "(ImageNet)") +
         " frozen -> fine-tuned";
-    models.push_back({{"name", mn + " (train; epoch chosen on val)"},
+    models.push_back({{"name", mn + " (train; threshold chosen on val)"},
                       {"run", "mobilenetv2"}});
-    models.push_back(
-        {{"name", mn + " (refit on train+val)"}, {"run", "mobilenetv2-refit"}});
+    models.push_back({{"name", mn + " (refit on train+val; threshold of the "
+                                    "train run)"},
+                      {"run", "mobilenetv2-refit"}});
   }
   sj["models"] = models;
   sj["tuning"] =

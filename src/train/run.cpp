@@ -1,6 +1,7 @@
 #include "cxr/train/run.h"
 
 #include <iostream>
+#include <optional>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
@@ -23,6 +24,62 @@ std::vector<int> int_labels(const torch::Tensor& labels) {
 std::vector<double> doubles(const torch::Tensor& x) {
   auto t = x.to(torch::kFloat64).contiguous();
   return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
+}
+
+struct ChosenThreshold {
+  double value = 0.5;
+  std::string rule;
+};
+
+// Checks the threshold flags before training (not after an hour of it) and
+// reads the threshold a refit carries over from its train-only run.
+std::optional<ChosenThreshold> check_threshold_options(const RunOptions& o) {
+  const int given = (o.target_sensitivity != 0 ? 1 : 0) +
+                    (o.balanced_threshold ? 1 : 0) +
+                    (o.threshold_from.empty() ? 0 : 1);
+  if (given > 1) {
+    throw ConfigError(
+        "give only one of --target-sensitivity, --balanced-threshold and "
+        "--threshold-from");
+  }
+  if (!(o.target_sensitivity >= 0 && o.target_sensitivity <= 1)) {
+    throw ConfigError("--target-sensitivity must be in (0, 1], e.g. 0.95");
+  }
+  const bool has_val = o.train.train_on == "train";
+  if (!has_val && (o.target_sensitivity > 0 || o.balanced_threshold)) {
+    throw ConfigError(
+        "--target-sensitivity and --balanced-threshold choose the threshold "
+        "on validation, which --train-on train+val trains on; choose it in a "
+        "run on train and pass that run as --threshold-from");
+  }
+  if (o.threshold_from.empty()) return std::nullopt;
+  const fs::path cfg = fs::path(o.threshold_from) / "config.json";
+  if (!fs::is_regular_file(cfg)) {
+    throw ConfigError("--threshold-from " + o.threshold_from +
+                      ": no config.json there; give the folder of a finished "
+                      "cxr train run");
+  }
+  const auto j = read_json(cfg);
+  if (j.value("status", std::string()) == "training") {
+    throw ConfigError("--threshold-from " + o.threshold_from +
+                      ": that run has not finished training");
+  }
+  const RunMeta m = RunMeta::from_json(j, cfg.string());
+  if (m.train.train_on != "train") {
+    throw ConfigError("--threshold-from " + o.threshold_from +
+                      ": that run trained on " + m.train.train_on +
+                      ", so its threshold was not chosen on held-out "
+                      "validation; give a run trained on train");
+  }
+  if (m.model.arch != o.model.arch) {
+    throw ConfigError("--threshold-from " + o.threshold_from +
+                      ": that run is a " + m.model.arch + ", this one a " +
+                      o.model.arch +
+                      "; a threshold only carries over within one recipe");
+  }
+  return ChosenThreshold{m.threshold, m.threshold_rule + " of run " +
+                                          o.threshold_from +
+                                          " (same recipe on train)"};
 }
 
 }  // namespace
@@ -64,6 +121,7 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
 
 nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   o.train.validate();
+  const auto carried = check_threshold_options(o);
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;
   if (!preloaded) owned = data::load_dataset(o.data);
@@ -159,6 +217,10 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
                  {"device", device.str()},
                  {"threads", torch::get_num_threads()},
                  {"parameters", models::count_parameters(*model)}};
+  if (carried) {
+    meta.threshold = carried->value;
+    meta.threshold_rule = carried->rule;
+  }
   if (val) {
     auto probs = predict_proba(*model, val->images, device);
     auto sc = doubles(probs);
@@ -169,6 +231,10 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
       meta.threshold_rule =
           "sensitivity >= " + std::to_string(o.target_sensitivity) +
           " on validation";
+    } else if (o.balanced_threshold) {
+      meta.threshold = metrics::threshold_youden(sc, lab);
+      meta.threshold_rule =
+          "balanced on validation (max sensitivity + specificity)";
     }
     auto m = metrics::rates(metrics::confusion(sc, lab, meta.threshold));
     meta.result["val"] = {{"accuracy", m.accuracy},

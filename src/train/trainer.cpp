@@ -126,6 +126,9 @@ void TrainOptions::validate() const {
   if (train_on != "train" && train_on != "train+val") {
     throw ConfigError("--train-on " + train_on + ": use train or train+val");
   }
+  if (keep != "best" && keep != "last") {
+    throw ConfigError("--keep " + keep + ": use best or last");
+  }
   augmentation.validate();
 }
 
@@ -149,7 +152,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"fine_tune_epochs", fine_tune_epochs},
           {"fine_tune_lr", fine_tune_lr},
           {"unfreeze_from", unfreeze_from},
-          {"train_on", train_on}};
+          {"train_on", train_on},
+          {"keep", keep}};
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
@@ -176,6 +180,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   o.fine_tune_lr = j.value("fine_tune_lr", o.fine_tune_lr);
   o.unfreeze_from = j.value("unfreeze_from", o.unfreeze_from);
   o.train_on = j.value("train_on", o.train_on);
+  o.keep = j.value("keep", o.keep);
   return o;
 }
 
@@ -260,6 +265,7 @@ TrainResult fit(models::ClassifierImpl& model,
                 const ResumeState* resume) {
   o.validate();
   const bool use_val = o.train_on == "train";
+  const bool keep_best = use_val && o.keep == "best";
   if (use_val && (val == nullptr || val->size() == 0)) {
     throw ConfigError(
         "training with early stopping needs a validation split; use "
@@ -444,10 +450,14 @@ TrainResult fit(models::ClassifierImpl& model,
       }
     }
     // Continue the next phase from the best weights of this one.
-    if (use_val && !best_state.empty()) restore(model, best_state);
+    if (keep_best && !best_state.empty()) restore(model, best_state);
   }
-  if (!best_state.empty()) restore(model, best_state);
-  if (!use_val) result.best_epoch = static_cast<int>(result.history.size());
+  if (keep_best && !best_state.empty()) restore(model, best_state);
+  // best_epoch names the epoch whose weights the model now holds.
+  if (!keep_best && !result.history.empty()) {
+    result.best_epoch = static_cast<int>(result.history.size());
+    result.best_val_loss = result.history.back().val_loss;
+  }
   result.seconds = prior_seconds + std::chrono::duration<double>(
                                        std::chrono::steady_clock::now() - t0)
                                        .count();

@@ -606,7 +606,13 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     apply_params(best.params, ro);
     ro.train.train_on = "train+val";
     ro.train.patience = 0;
+    // A threshold rule of the trials was applied on validation; the refit
+    // has none left and carries over the best trial's threshold.
+    if (ro.target_sensitivity > 0 || ro.balanced_threshold) {
+      ro.threshold_from = best.run_dir;
+    }
     ro.target_sensitivity = 0;
+    ro.balanced_threshold = false;
     // The study's refit: the best configuration for its best epoch count.
     if (ro.model.arch != "baseline" && best.best_epoch > best.frozen_epochs) {
       ro.train.epochs = best.frozen_epochs;

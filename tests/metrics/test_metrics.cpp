@@ -314,6 +314,54 @@ TEST(MetricsThreshold, ForSensitivityRejectsBadInput) {
   EXPECT_THROW(threshold_for_sensitivity({0.1, 0.9}, {0, 0}, 0.9), ConfigError);
 }
 
+double sigmoid_of_mean_logit(double a, double b) {
+  const double la = std::log(a / (1 - a)), lb = std::log(b / (1 - b));
+  return 1 / (1 + std::exp(-0.5 * (la + lb)));
+}
+
+TEST(MetricsThreshold, YoudenHandCase) {
+  // From the top: cuts after 0.8 (2 TP, 0 FP) and after 0.6 (3 TP, 1 FP)
+  // both give J = 0.5; the one nearer 0.5 wins, halfway in log-odds.
+  const double t = threshold_youden(kScores, kLabels);
+  EXPECT_NEAR(t, sigmoid_of_mean_logit(0.6, 0.55), 1e-12);
+  const auto r = rates(confusion(kScores, kLabels, t));
+  EXPECT_DOUBLE_EQ(r.recall + r.specificity - 1, 0.5);
+  EXPECT_DOUBLE_EQ(r.recall, 0.75);
+}
+
+TEST(MetricsThreshold, YoudenSeparatesAndMovesOffTheDefault) {
+  // Positives all above negatives, but under 0.5: the default threshold
+  // misses every positive; the balanced one calls them all.
+  const std::vector<double> s = {0.45, 0.4, 0.35, 0.1, 0.05, 0.02};
+  const std::vector<int> y = {1, 1, 1, 0, 0, 0};
+  const double t = threshold_youden(s, y);
+  EXPECT_NEAR(t, sigmoid_of_mean_logit(0.35, 0.1), 1e-12);
+  const auto r = rates(confusion(s, y, t));
+  EXPECT_DOUBLE_EQ(r.recall, 1.0);
+  EXPECT_DOUBLE_EQ(r.specificity, 1.0);
+  EXPECT_DOUBLE_EQ(rates(confusion(s, y, 0.5)).recall, 0.0);
+}
+
+TEST(MetricsThreshold, YoudenTiesAndDegenerateScores) {
+  // Tied scores move together: the cut can only fall between distinct ones.
+  const double t = threshold_youden({0.7, 0.7, 0.7, 0.2}, {1, 0, 1, 0});
+  EXPECT_NEAR(t, sigmoid_of_mean_logit(0.7, 0.2), 1e-12);
+  // One distinct score: no cut separates anything, the default stays.
+  EXPECT_DOUBLE_EQ(threshold_youden({0.3, 0.3}, {1, 0}), 0.5);
+  // Scores of exactly 0 and 1 are clamped before the log-odds.
+  const double e = threshold_youden({1.0, 0.0}, {1, 0});
+  EXPECT_GT(e, 0.0);
+  EXPECT_LT(e, 1.0);
+}
+
+TEST(MetricsThreshold, YoudenRejectsBadInput) {
+  EXPECT_THROW(threshold_youden({0.1, 0.9}, {0, 0}), ConfigError);
+  EXPECT_THROW(threshold_youden({0.1, 0.9}, {1, 1}), ConfigError);
+  EXPECT_THROW(threshold_youden({0.1, 1.5}, {0, 1}), DataError);
+  EXPECT_THROW(threshold_youden({0.1, std::nan("")}, {0, 1}), DataError);
+  EXPECT_THROW(threshold_youden({0.1}, {0, 1}), DataError);
+}
+
 TEST(MetricsWilson, KnownValues) {
   Interval w = wilson_interval(8, 10);
   EXPECT_DOUBLE_EQ(w.value, 0.8);

@@ -79,6 +79,38 @@ TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
               r.best_val_loss, 1e-12);
 }
 
+TEST(Trainer, KeepLastHoldsTheFinalWeightsNotTheBest) {
+  // As above, validation gets worse with training; without early stopping
+  // "best" goes back to an early epoch and "last" keeps the final one.
+  auto train = synthetic(64, 1), val = synthetic(32, 2);
+  val.labels = 1.0f - val.labels;
+  auto o = quick_options();
+  o.lr_patience = 0;
+  auto val_loss = [&](cxr::models::BaselineCnn& m) {
+    auto p = cxr::train::predict_proba(*m, val.images, kCpu)
+                 .to(torch::kFloat64)
+                 .clamp(1e-7, 1 - 1e-7);
+    auto y = val.labels.to(torch::kFloat64);
+    return -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
+  };
+  torch::manual_seed(0);
+  cxr::models::BaselineCnn best(tiny_config());
+  auto rb = cxr::train::fit(*best, train, &val, o, kCpu);
+  torch::manual_seed(0);
+  cxr::models::BaselineCnn last(tiny_config());
+  o.keep = "last";
+  auto rl = cxr::train::fit(*last, train, &val, o, kCpu);
+  ASSERT_EQ(rl.history.size(), 6u);
+  ASSERT_LT(rb.best_epoch, 6);  // the premise: the best epoch is not the last
+  EXPECT_EQ(rl.best_epoch, 6);
+  EXPECT_NEAR(val_loss(last), rl.history.back().val_loss, 1e-5);
+  EXPECT_NEAR(rl.best_val_loss, rl.history.back().val_loss, 1e-12);
+  EXPECT_NEAR(val_loss(best), rb.best_val_loss, 1e-5);
+  EXPECT_GT(val_loss(last), val_loss(best));
+  o.keep = "final";
+  EXPECT_THROW(o.validate(), cxr::ConfigError);
+}
+
 TEST(Trainer, CosineScheduleAnnealsToOneHundredthOverThePhase) {
   auto train = synthetic(16, 1);
   cxr::models::BaselineCnn model(tiny_config());

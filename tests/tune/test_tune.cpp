@@ -6,6 +6,7 @@
 
 namespace {
 
+using cxr::testing::make_tiny_dataset;
 using cxr::tune::parse_space;
 namespace fs = std::filesystem;
 
@@ -96,23 +97,6 @@ TEST(TuneSpace, ConfigFileKeepsOrder) {
   EXPECT_EQ(s.params[0].values.size(), 2u);
 }
 
-/// A tiny two-class split dataset of 12x12 images.
-void make_tiny_dataset(const fs::path& root) {
-  torch::manual_seed(1);
-  int k = 0;
-  for (const char* s : {"train", "val", "test"}) {
-    for (const char* c : {"COVID", "Normal"}) {
-      for (int i = 0; i < 6; ++i) {
-        auto img = torch::rand({12, 12}) * 0.3f;
-        if (c[0] == 'C') img.slice(0, 0, 6).slice(1, 0, 6).add_(0.6f);
-        auto p = root / s / c / (std::to_string(k++) + ".png");
-        fs::create_directories(p.parent_path());
-        cxr::data::write_png(p.string(), img);
-      }
-    }
-  }
-}
-
 /// Options for a search on make_tiny_dataset(dir / "data") into dir / "tune".
 cxr::tune::TuneOptions tiny_search(const fs::path& dir) {
   cxr::tune::TuneOptions o;
@@ -167,6 +151,22 @@ TEST(Tune, SequentialModeAndRefit) {
   EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.pt"));
   EXPECT_TRUE(
       fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
+}
+
+TEST(Tune, RefitCarriesTheThresholdTheBestTrialChoseOnValidation) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  auto o = tiny_search(dir.path());
+  o.space = parse_space({"lr=1e-2,1e-3"});
+  o.base.balanced_threshold = true;
+  o.refit = true;
+  auto best = cxr::tune::run_tune(o);
+  const auto trial = cxr::read_json(
+      fs::path(best["best"]["run_dir"].get<std::string>()) / "config.json");
+  const auto refit = cxr::read_json(dir / "tune" / "refit" / "config.json");
+  EXPECT_EQ(refit["threshold"]["value"], trial["threshold"]["value"]);
+  EXPECT_NE(refit["threshold"]["rule"].get<std::string>().find("balanced"),
+            std::string::npos);
 }
 
 TEST(Tune, BudgetStopsNewTrials) {

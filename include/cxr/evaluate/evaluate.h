@@ -20,6 +20,8 @@ struct EvalOptions {
   std::optional<double> threshold;
   /// Choose the threshold on the validation split for this sensitivity.
   std::optional<double> target_sensitivity;
+  /// Choose the balanced threshold (max Youden's J) on the validation split.
+  bool balanced_threshold = false;
   /// Bootstrap replicates for the 95 % CIs.
   int bootstrap = 2000;
   /// Output folder; "" = RUN/eval-<split>.

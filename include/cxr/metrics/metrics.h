@@ -85,6 +85,15 @@ double threshold_for_sensitivity(const std::vector<double>& scores,
                                  const std::vector<int>& labels,
                                  double target);
 
+/// The balanced threshold: maximises Youden's J = sensitivity + specificity
+/// - 1 on these scores (use validation scores, never test). The threshold is
+/// placed halfway, in log-odds, between the two scores either side of the
+/// best cut; among equally good cuts the one closest to 0.5 wins. A single
+/// distinct score gives 0.5. Throws ConfigError when a class is missing and
+/// DataError when a score is not a probability.
+double threshold_youden(const std::vector<double>& scores,
+                        const std::vector<int>& labels);
+
 /// Wilson score 95% interval for a proportion successes / n (better than the
 /// normal approximation for small n or proportions near 0 or 1). value is
 /// successes / n. n == 0 gives NaN for all three. Throws ConfigError when

@@ -26,6 +26,11 @@ struct RunOptions {
   std::string device = "auto";
   /// Choose the threshold on validation for this sensitivity (0 = use 0.5).
   double target_sensitivity = 0.0;
+  /// Choose the balanced threshold on validation (max Youden's J).
+  bool balanced_threshold = false;
+  /// A refit's threshold: the one a run trained on train chose on validation
+  /// ("" = none). The run must be finished and of the same architecture.
+  std::string threshold_from;
 };
 
 /// Trains and writes the run directory; returns config.json's content.

@@ -50,6 +50,11 @@ struct TrainOptions {
   std::string unfreeze_from;
   /// "train" (early stopping on val) or "train+val" (fixed epochs, refit).
   std::string train_on = "train";
+  /// With a validation split: "best" restores the weights of the epoch with
+  /// the lowest val loss (also between phases); "last" keeps the weights the
+  /// schedule ends with, as a refit on train+val does, so that validation
+  /// describes the model a refit of the same recipe yields.
+  std::string keep = "best";
   /// Print a progress bar.
   bool progress = true;
 
