@@ -57,6 +57,13 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     throw ConfigError("--threshold must be in [0, 1]");
   }
   if (o.bootstrap < 100) throw ConfigError("--bootstrap must be >= 100");
+  if ((o.target_sensitivity || o.balanced_threshold) &&
+      run.meta.train.train_on != "train") {
+    throw ConfigError(
+        "this run trained on " + run.meta.train.train_on +
+        ", so validation is not held out from it; choose the threshold "
+        "with a run trained on train (or pass --threshold)");
+  }
   auto dopts =
       train::data_options_from(run.meta.data, o.data_root, o.cache_dir);
   if (dopts.root.empty()) {
@@ -74,12 +81,6 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     threshold = *o.threshold;
     rule = "--threshold " + fmt(threshold, 4);
   } else if (o.target_sensitivity || o.balanced_threshold) {
-    if (run.meta.train.train_on != "train") {
-      throw ConfigError(
-          "this run trained on " + run.meta.train.train_on +
-          ", so validation is not held out from it; choose the threshold "
-          "with a run trained on train (or pass --threshold)");
-    }
     const auto& val = ds.split(data::Split::kVal);
     auto vp = doubles(train::predict_proba(*run.model, val.images, device));
     if (o.target_sensitivity) {
