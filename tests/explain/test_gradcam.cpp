@@ -94,12 +94,12 @@ class NegatedImpl : public cxr::models::ClassifierImpl {
   cxr::models::Classifier inner_;
 };
 
+/// testing::tiny_config() with this suite's normalisation and the default
+/// dropout.
 cxr::models::Classifier tiny_baseline() {
-  cxr::models::ModelConfig c;
-  c.input_size = 16;
-  c.filters = {4, 8};
+  cxr::models::ModelConfig c = cxr::testing::tiny_config();
   c.mean = 0.4;
-  c.std = 0.2;
+  c.dropout = cxr::models::ModelConfig().dropout;
   return std::make_shared<cxr::models::BaselineCnnImpl>(c);
 }
 
