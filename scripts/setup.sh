@@ -18,6 +18,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   python3-torch           # the PyTorch reference of the benchmarks
   chromium                # renders the HTML report in a test
+  dcmtk                   # dcm2pnm: DICOM inputs of the OOD evaluation sets
 )
 missing=()
 for p in "${packages[@]}"; do

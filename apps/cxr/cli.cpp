@@ -61,6 +61,35 @@ std::string default_cache_dir() {
   return ".cxr-cache";
 }
 
+namespace {
+std::string& command_line_storage() {
+  static std::string line;
+  return line;
+}
+}  // namespace
+
+void set_command_line(int argc, char** argv) {
+  std::string s = "cxr";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    const bool plain =
+        !a.empty() && a.find_first_of(" \t\"'\\$`") == std::string::npos;
+    s += " " + (plain ? a : "'" + a + "'");
+  }
+  command_line_storage() = s;
+}
+
+const std::string& command_line() {
+  return command_line_storage();
+}
+
+std::string default_shared_dir() {
+  for (const char* c : {"../shared", "shared"}) {
+    if (std::filesystem::is_directory(c)) return c;
+  }
+  return "";
+}
+
 std::string default_data_dir() {
   if (const char* d = std::getenv("CXR_DATA"); d && *d) return d;
   for (const char* c : {"../shared/data/cxr-seed", "shared/data/cxr-seed"}) {

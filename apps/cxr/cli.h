@@ -32,6 +32,8 @@ data::DatasetOptions resolve_data(const DataFlags& flags);
 std::string default_cache_dir();
 /// $CXR_DATA, else ../shared/data/cxr-seed when present, else "".
 std::string default_data_dir();
+/// ../shared or shared when present, else "".
+std::string default_shared_dir();
 
 void register_explore(CLI::App& app);
 void register_train(CLI::App& app);
@@ -41,6 +43,14 @@ void register_explain(CLI::App& app);
 void register_tune(CLI::App& app);
 void register_study(CLI::App& app);
 void register_report(CLI::App& app);
+void register_calibrate(CLI::App& app);
+
+/// Two lines on a run's calibration and OOD warning (config.json).
+std::string calibration_summary(const nlohmann::json& config);
+
+/// The command line cxr was started with (recorded in run folders).
+void set_command_line(int argc, char** argv);
+const std::string& command_line();
 
 /// Flags of the model and the training loop (cmd_train.cpp), shared with
 /// tune and study.

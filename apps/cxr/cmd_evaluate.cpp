@@ -3,6 +3,7 @@
 
 #include "cli.h"
 #include "cxr/evaluate/evaluate.h"
+#include "cxr/evaluate/ood_sets.h"
 
 namespace cxr::cli {
 
@@ -12,6 +13,8 @@ void register_evaluate(CLI::App& app) {
     evaluate::EvalOptions eval;
     double threshold = -1, target = -1;
     bool no_cache = false;
+    bool ood_sets = false;
+    std::string shared;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
@@ -25,7 +28,8 @@ void register_evaluate(CLI::App& app) {
   cmd->add_option("--data", f->eval.data_root,
                   "dataset folder (default: the one the run was trained on)");
   cmd->add_option("--threshold", f->threshold,
-                  "decision threshold on P(positive) (default: the run's)");
+                  "decision threshold on the calibrated P(positive) "
+                  "(default: the run's)");
   cmd->add_option("--target-sensitivity", f->target,
                   "choose the threshold on validation for this sensitivity");
   cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
@@ -36,9 +40,27 @@ void register_evaluate(CLI::App& app) {
   cmd->add_option("--out", f->eval.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
   cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  cmd->add_flag("--ood-sets", f->ood_sets,
+                "instead: score the out-of-distribution warning on the OOD "
+                "evaluation sets (photos, other body parts, rotated, "
+                "inverted, cropped, blurred, noise, text) against the test "
+                "split; writes RUN/eval-ood/ood.json");
+  cmd->add_option("--shared", f->shared,
+                  "with --ood-sets: the shared folder with weights/ and "
+                  "data/dicom/ (default ../shared)");
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
+    if (f->ood_sets) {
+      evaluate::OodEvalOptions oo;
+      oo.run_dir = f->eval.run_dir;
+      oo.data_root = f->eval.data_root;
+      oo.out_dir = f->eval.out_dir;
+      oo.device = f->runtime.device;
+      oo.shared_dir = f->shared.empty() ? default_shared_dir() : f->shared;
+      std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));
+      return;
+    }
     auto e = f->eval;
     if (f->threshold >= 0) e.threshold = f->threshold;
     if (f->target >= 0) e.target_sensitivity = f->target;
@@ -49,7 +71,8 @@ void register_evaluate(CLI::App& app) {
     std::cout << "wrote "
               << (e.out_dir.empty() ? e.run_dir + "/eval-" + e.split
                                     : e.out_dir)
-              << "/{metrics.json,predictions.csv,confusion.png,roc.png}\n";
+              << "/{metrics.json,predictions.csv,confusion.png,roc.png,"
+                 "reliability.png}\n";
   });
 }
 
@@ -67,7 +90,8 @@ void register_predict(CLI::App& app) {
   cmd->add_option("images", f->predict.inputs, "image files or folders")
       ->required();
   cmd->add_option("--threshold", f->threshold,
-                  "decision threshold (default: the run's)");
+                  "decision threshold on the calibrated P(positive) "
+                  "(default: the run's)");
   cmd->add_option("--csv", f->predict.csv_path, "write predictions as CSV");
   cmd->add_option("--json", f->predict.json_path, "write predictions as JSON");
   cmd->add_flag("--skip-bad", f->predict.skip_bad,
@@ -83,18 +107,28 @@ void register_predict(CLI::App& app) {
     size_t w = 4;
     for (const auto& r : preds) w = std::max(w, r.file.size());
     std::cout << std::left << std::setw(static_cast<int>(w)) << "file"
-              << "  P(" << pos << ")  decision\n";
-    bool any_error = false;
+              << "  P(" << pos << ")  decision  in-distribution\n";
+    bool any_error = false, any_flag = false;
     for (const auto& r : preds) {
       std::cout << std::left << std::setw(static_cast<int>(w)) << r.file
                 << "  ";
       if (r.error.empty()) {
-        std::cout << std::fixed << std::setprecision(4) << std::setw(8)
-                  << r.probability << "  " << r.decision << "\n";
+        std::cout << std::fixed << std::setprecision(4) << std::setw(8) << r.p
+                  << "  " << std::setw(8) << r.decision << "  "
+                  << (r.in_distribution ? "yes" : "NO") << "\n";
+        for (const auto& why : r.reasons) {
+          std::cout << "    warning: " << why << "\n";
+        }
+        any_flag = any_flag || !r.in_distribution;
       } else {
         any_error = true;
         std::cout << "error: " << r.error << "\n";
       }
+    }
+    if (any_flag) {
+      std::cerr << "cxr: some images are out of distribution (warnings "
+                   "above): their P("
+                << pos << ") means nothing\n";
     }
     if (any_error) {
       std::cerr << "cxr: some images could not be read (listed above)\n";

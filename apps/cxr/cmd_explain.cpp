@@ -4,7 +4,7 @@
 #include "cli.h"
 #include "cxr/common/runtime.h"
 #include "cxr/explain/explain.h"
-#include "cxr/train/run_dir.h"
+#include "cxr/infer/run_config.h"
 
 namespace cxr::cli {
 
@@ -57,9 +57,11 @@ void register_explain(CLI::App& app) {
     apply_runtime(f->runtime);
     auto o = f->explain;
     if (f->list_layers) {
-      auto run = train::load_run(o.run_dir, torch::Device(torch::kCPU));
-      const auto def = run.model->default_tap();
-      for (const auto& name : run.model->tap_names()) {
+      const auto cfg = infer::read_run_config(o.run_dir);
+      auto model =
+          infer::load_model(o.run_dir, cfg.model, torch::Device(torch::kCPU));
+      const auto def = model->default_tap();
+      for (const auto& name : model->tap_names()) {
         std::cout << name << (name == def ? "  (default)" : "") << "\n";
       }
       return;

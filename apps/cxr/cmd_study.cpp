@@ -41,6 +41,9 @@ void register_study(CLI::App& app) {
                   "MobileNetV2 Keras ImageNet weights (default: "
                   "../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5 "
                   "when present)");
+  cmd->add_option("--shared", f->study.shared_dir,
+                  "folder with weights/test_images and data/dicom for the "
+                  "out-of-distribution sets (default ../shared)");
   cmd->add_flag("--no-weights", f->no_weights,
                 "train MobileNetV2 from random initialisation");
   cmd->add_flag("!--no-transfer", f->study.transfer, "skip the transfer model");
@@ -73,6 +76,7 @@ void register_study(CLI::App& app) {
     } else if (s.weights.empty()) {
       s.weights = default_weights();
     }
+    if (s.shared_dir.empty()) s.shared_dir = default_shared_dir();
     s.device = f->runtime.device;
     s.threads = f->runtime.threads;
     auto sj = study::run_study(s);

@@ -103,8 +103,14 @@ void register_train(CLI::App& app) {
   cmd->add_flag("!--quiet", f->run.train.progress, "no progress bar");
   add_model_train_flags(*cmd, f->run);
   cmd->add_option("--threshold-from", f->run.threshold_from,
-                  "refit: use the decision threshold that this run (same "
-                  "recipe, trained on train) chose on validation");
+                  "refit: use the decision threshold and calibration "
+                  "temperature that this run (same recipe, trained on "
+                  "train) chose on validation");
+  cmd->add_option("--ood-false-flag-rate", f->run.ood.false_flag_rate,
+                  "share of validation images the out-of-distribution "
+                  "warning may flag")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 0.5));
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
@@ -115,6 +121,7 @@ void register_train(CLI::App& app) {
     r.data.threads = f->runtime.threads;
     r.model.input_size = r.data.size;
     r.device = f->runtime.device;
+    r.command = command_line();
     auto cfg = train::train_run(r);
     const auto& res = cfg["result"];
     std::cout << "trained " << r.model.arch << " in "
@@ -131,8 +138,10 @@ void register_train(CLI::App& app) {
     std::cout << "\ndecision threshold "
               << cfg["threshold"]["value"].get<double>() << " ("
               << cfg["threshold"]["rule"].get<std::string>() << ")";
-    std::cout << "\nwrote " << r.out_dir
-              << "/{config.json,model.pt,history.csv,curves.png}\n";
+    std::cout << "\n" << calibration_summary(cfg);
+    std::cout << "wrote " << r.out_dir
+              << "/{config.json,model.pt,ood.pt,model-card.md,history.csv,"
+                 "curves.png}\n";
   });
 }
 

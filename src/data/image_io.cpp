@@ -5,6 +5,7 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -146,6 +147,73 @@ void append_bytes(void* ctx, void* data, int size) {
   out->insert(out->end(), p, p + size);
 }
 
+/// stb's own colour-to-gray weights (stbi__compute_y), so a colour file
+/// decoded here gives the same gray pixels as stb's 1-channel conversion.
+template <typename T>
+T stb_luma(int r, int g, int b) {
+  return static_cast<T>(((r * 77) + (g * 150) + (29 * b)) >> 8);
+}
+
+/// One pass over `n` pixels of `c` interleaved channels (c >= 3, alpha
+/// ignored): writes stb's gray into `gray` (may alias `px`: pixel i is
+/// written at index i after its channels at i * c are read; nullptr = skip)
+/// and returns the mean channel spread max - min, divided by `full`.
+template <typename T>
+double gray_and_chroma(T* px, size_t n, int c, double full, T* gray) {
+  double spread = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const T* s = px + i * static_cast<size_t>(c);
+    const int r = s[0], g = s[1], b = s[2];
+    if (gray) gray[i] = stb_luma<T>(r, g, b);
+    spread += std::max({r, g, b}) - std::min({r, g, b});
+  }
+  return n ? spread / (double(n) * full) : 0.0;
+}
+
+/// Decodes to one gray channel. For colour files (rgb, rgba, palette; colour
+/// BMP) the file's channels are decoded once and converted here with stb's
+/// weights, measuring the chroma on the way; stb turns a colour JPEG into
+/// gray from its Y plane, so there a second RGB decode measures the chroma
+/// and the gray pixels stay exactly stb's. `load(req, &w, &h, &c)` wraps an
+/// stbi_load*_from_memory call.
+template <typename T, typename Load>
+std::unique_ptr<T, StbFree> load_gray(const Load& load,
+                                      ImageInfo* info,
+                                      const std::string& name,
+                                      double full,
+                                      int* w,
+                                      int* h) {
+  auto check = [&](T* p) {
+    if (!p) {
+      const char* r = stbi_failure_reason();
+      fail(name, std::string("corrupt or truncated (") + (r ? r : "?") +
+                     "); re-copy or remove the file");
+    }
+  };
+  int c = 0;
+  const bool colour = info->channels >= 3;
+  if (colour && info->format != "jpeg") {
+    std::unique_ptr<T, StbFree> px(load(0, w, h, &c));
+    check(px.get());
+    if (c >= 3) {
+      info->chroma = gray_and_chroma<T>(px.get(), size_t(*w) * size_t(*h), c,
+                                        full, px.get());
+      return px;
+    }
+  }
+  std::unique_ptr<T, StbFree> px(load(1, w, h, &c));
+  check(px.get());
+  if (colour && info->format == "jpeg") {
+    int w3 = 0, h3 = 0;
+    std::unique_ptr<T, StbFree> rgb(load(3, &w3, &h3, &c));
+    if (rgb) {
+      info->chroma = gray_and_chroma<T>(rgb.get(), size_t(w3) * size_t(h3), 3,
+                                        full, nullptr);
+    }
+  }
+  return px;
+}
+
 }  // namespace
 
 GrayImage decode_gray(const std::vector<unsigned char>& bytes,
@@ -157,15 +225,13 @@ GrayImage decode_gray(const std::vector<unsigned char>& bytes,
   if (bytes.size() > static_cast<size_t>(INT32_MAX))
     fail(name, "file too large");
   const int len = static_cast<int>(bytes.size());
-  int w = 0, h = 0, c = 0;
+  int w = 0, h = 0;
   if (stbi_is_16_bit_from_memory(bytes.data(), len)) {
-    std::unique_ptr<stbi_us, StbFree> px(
-        stbi_load_16_from_memory(bytes.data(), len, &w, &h, &c, 1));
-    if (!px) {
-      const char* r = stbi_failure_reason();
-      fail(name, std::string("corrupt or truncated (") + (r ? r : "?") +
-                     "); re-copy or remove the file");
-    }
+    auto px = load_gray<stbi_us>(
+        [&](int req, int* pw, int* ph, int* pc) {
+          return stbi_load_16_from_memory(bytes.data(), len, pw, ph, pc, req);
+        },
+        &out.info, name, 65535.0, &w, &h);
     // uint16 is not a torch dtype in 1.13: widen through int32.
     std::vector<int32_t> wide(static_cast<size_t>(w) * h);
     for (size_t i = 0; i < wide.size(); ++i) wide[i] = px.get()[i];
@@ -175,13 +241,11 @@ GrayImage decode_gray(const std::vector<unsigned char>& bytes,
     out.pixel_hash = fnv1a64(px.get(), wide.size() * sizeof(stbi_us),
                              fnv1a64(&w, sizeof w) ^ uint64_t(h) << 32);
   } else {
-    std::unique_ptr<stbi_uc, StbFree> px(
-        stbi_load_from_memory(bytes.data(), len, &w, &h, &c, 1));
-    if (!px) {
-      const char* r = stbi_failure_reason();
-      fail(name, std::string("corrupt or truncated (") + (r ? r : "?") +
-                     "); re-copy or remove the file");
-    }
+    auto px = load_gray<stbi_uc>(
+        [&](int req, int* pw, int* ph, int* pc) {
+          return stbi_load_from_memory(bytes.data(), len, pw, ph, pc, req);
+        },
+        &out.info, name, 255.0, &w, &h);
     out.pixels = torch::from_blob(px.get(), {h, w}, torch::kUInt8)
                      .to(torch::kFloat32)
                      .div_(255.0f);

@@ -1,14 +1,16 @@
 #include "cxr/evaluate/evaluate.h"
 
+#include <algorithm>
 #include <iomanip>
+#include <random>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
 #include "cxr/data/dataset.h"
+#include "cxr/infer/fit_trust.h"
+#include "cxr/infer/predictor.h"
 #include "cxr/metrics/metrics.h"
-#include "cxr/train/run.h"
-#include "cxr/train/run_dir.h"
 #include "cxr/viz/plot.h"
 
 namespace fs = std::filesystem;
@@ -40,11 +42,84 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
+constexpr int kCalibrationBins = 15;
+
+// ECE (with a bootstrap CI), Brier and NLL of probabilities on a split.
+nlohmann::json calibration_json(const std::vector<double>& p,
+                                const std::vector<int>& y,
+                                int replicates) {
+  auto ece = [&](const std::vector<double>& pp, const std::vector<int>& yy) {
+    return metrics::expected_calibration_error(
+        metrics::calibration_table(pp, yy, kCalibrationBins));
+  };
+  const double value = ece(p, y);
+  std::vector<double> reps;
+  std::mt19937_64 rng(1);
+  std::vector<double> bp(p.size());
+  std::vector<int> by(p.size());
+  for (int r = 0; r < replicates && !p.empty(); ++r) {
+    for (size_t i = 0; i < p.size(); ++i) {
+      const size_t k = static_cast<size_t>(rng() % p.size());
+      bp[i] = p[k];
+      by[i] = y[k];
+    }
+    reps.push_back(ece(bp, by));
+  }
+  std::sort(reps.begin(), reps.end());
+  auto pct = [&](double q) {
+    if (reps.empty()) return std::nan("");
+    return reps[static_cast<size_t>(q * static_cast<double>(reps.size() - 1))];
+  };
+  return {
+      {"ece", {{"value", value}, {"low", pct(0.025)}, {"high", pct(0.975)}}},
+      {"brier", metrics::brier_score(p, y)},
+      {"nll", metrics::log_loss(p, y)},
+      {"table",
+       metrics::to_json(metrics::calibration_table(p, y, kCalibrationBins))}};
+}
+
+// Reliability diagram: observed rate against mean predicted probability per
+// bin, before and after calibration, with the diagonal of perfect
+// calibration.
+void save_reliability(const std::vector<double>& raw,
+                      const std::vector<double>& calibrated,
+                      const std::vector<int>& y,
+                      const std::string& what,
+                      const std::string& path) {
+  viz::LineChart c;
+  c.title = "Reliability, " + what + " (ECE " +
+            fmt(metrics::expected_calibration_error(
+                metrics::calibration_table(raw, y, kCalibrationBins))) +
+            " -> " +
+            fmt(metrics::expected_calibration_error(
+                metrics::calibration_table(calibrated, y, kCalibrationBins))) +
+            ")";
+  c.x_label = "mean predicted P(positive) in the bin (15 bins)";
+  c.y_label = "observed fraction positive";
+  c.x_min = c.y_min = 0;
+  c.x_max = c.y_max = 1;
+  c.diagonal = true;
+  for (bool after : {false, true}) {
+    viz::Series s;
+    s.name = after ? "calibrated" : "raw";
+    s.dashed = !after;
+    for (const auto& b : metrics::calibration_table(after ? calibrated : raw, y,
+                                                    kCalibrationBins)) {
+      if (b.count == 0) continue;
+      s.x.push_back(b.mean_predicted);
+      s.y.push_back(b.observed_rate);
+    }
+    c.series.push_back(s);
+  }
+  viz::save_line_chart(c, path);
+}
+
 }  // namespace
 
 nlohmann::json evaluate_run(const EvalOptions& o) {
   const torch::Device device = resolve_device(o.device);
-  auto run = train::load_run(o.run_dir, device);
+  infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
+  const infer::RunConfig& cfg = pred.config();
   const data::Split split = data::parse_split(o.split);
   if ((o.threshold ? 1 : 0) + (o.target_sensitivity ? 1 : 0) +
           (o.balanced_threshold ? 1 : 0) >
@@ -58,45 +133,50 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   }
   if (o.bootstrap < 100) throw ConfigError("--bootstrap must be >= 100");
   if ((o.target_sensitivity || o.balanced_threshold) &&
-      run.meta.train.train_on != "train") {
+      cfg.train_on() != "train") {
     throw ConfigError(
-        "this run trained on " + run.meta.train.train_on +
+        "this run trained on " + cfg.train_on() +
         ", so validation is not held out from it; choose the threshold "
         "with a run trained on train (or pass --threshold)");
   }
-  auto dopts =
-      train::data_options_from(run.meta.data, o.data_root, o.cache_dir);
+  auto dopts = cfg.data_options(o.data_root, o.cache_dir);
   if (dopts.root.empty()) {
     throw ConfigError("the run records no data folder; pass --data DIR");
   }
   data::Dataset ds = data::load_dataset(dopts);
-  if (ds.index.positive != run.meta.positive) {
+  if (ds.index.positive != cfg.positive) {
     throw ConfigError("data positive class '" + ds.index.positive +
-                      "' differs from the run's '" + run.meta.positive + "'");
+                      "' differs from the run's '" + cfg.positive + "'");
   }
 
-  double threshold = run.meta.threshold;
-  std::string rule = run.meta.threshold_rule;
+  std::string rule = cfg.threshold_rule;
   if (o.threshold) {
-    threshold = *o.threshold;
-    rule = "--threshold " + fmt(threshold, 4);
+    pred.set_threshold(pred.raw_threshold_for(*o.threshold));
+    rule = "--threshold " + fmt(*o.threshold, 4) + " (calibrated)";
   } else if (o.target_sensitivity || o.balanced_threshold) {
     const auto& val = ds.split(data::Split::kVal);
-    auto vp = doubles(train::predict_proba(*run.model, val.images, device));
+    auto vp = doubles(infer::predict_proba(pred.model(), val.images, device));
     if (o.target_sensitivity) {
-      threshold = metrics::threshold_for_sensitivity(vp, ints(val.labels),
-                                                     *o.target_sensitivity);
+      pred.set_threshold(metrics::threshold_for_sensitivity(
+          vp, ints(val.labels), *o.target_sensitivity));
       rule =
           "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
     } else {
-      threshold = metrics::threshold_youden(vp, ints(val.labels));
+      pred.set_threshold(metrics::threshold_youden(vp, ints(val.labels)));
       rule = "balanced on validation (max sensitivity + specificity)";
     }
   }
+  const double threshold = pred.threshold();
 
   const auto& set = ds.split(split);
-  auto probs = train::predict_proba(*run.model, set.images, device);
-  auto sc = doubles(probs);
+  const auto preds = pred.predict(set.images);
+  std::vector<double> sc, cal;
+  int64_t flagged = 0;
+  for (const auto& r : preds) {
+    sc.push_back(r.p_raw);
+    cal.push_back(r.p);
+    flagged += r.in_distribution ? 0 : 1;
+  }
   auto lab = ints(set.labels);
   auto m = metrics::evaluate_with_ci(sc, lab, threshold, o.bootstrap, 1);
   auto roc = metrics::roc_curve(sc, lab);
@@ -108,10 +188,10 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   nlohmann::json j = metrics::to_json(m);
   j["split"] = o.split;
   j["run"] = o.run_dir;
-  j["model"] = run.meta.model.arch;
+  j["model"] = cfg.model.arch;
   j["threshold_rule"] = rule;
-  j["classes"] = {{"positive", run.meta.positive},
-                  {"negative", run.meta.negative}};
+  j["threshold_calibrated"] = pred.calibrated_threshold();
+  j["classes"] = {{"positive", cfg.positive}, {"negative", cfg.negative}};
   const auto n_correct = m.confusion.tp + m.confusion.tn;
   auto w = metrics::wilson_interval(n_correct, m.n);
   j["accuracy_wilson_95"] = {w.low, w.high};
@@ -122,35 +202,59 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
               " wide, so differences smaller than that are not evidence";
   nlohmann::json rj = {{"fpr", roc.fpr}, {"tpr", roc.tpr}};
   j["roc"] = rj;
+  j["calibration"] = {{"method", cfg.calibration.method},
+                      {"temperature", cfg.calibration.temperature},
+                      {"source", cfg.calibration.source},
+                      {"bins", kCalibrationBins},
+                      {"raw", calibration_json(sc, lab, o.bootstrap)},
+                      {"calibrated", calibration_json(cal, lab, o.bootstrap)}};
+  j["ood"] = {
+      {"detector", pred.has_detector()},
+      {"flagged", flagged},
+      {"flag_rate", sc.empty() ? 0.0
+                               : static_cast<double>(flagged) /
+                                     static_cast<double>(sc.size())},
+      {"note", pred.has_detector()
+                   ? "feature-space detector on the split's images (input "
+                     "checks apply to files, in cxr predict)"
+                   : "this run has no OOD detector: fit one with cxr "
+                     "calibrate"}};
   write_json_atomic(out / "metrics.json", j);
 
   std::ostringstream csv;
-  csv << "file,label,p_" << run.meta.positive << ",decision,correct\n";
+  csv << "file,label,p_" << cfg.positive << ",p_" << cfg.positive
+      << "_raw,decision,correct,ood_score,in_distribution\n";
   for (size_t i = 0; i < sc.size(); ++i) {
-    const bool pred = sc[i] >= threshold;
+    const bool positive = preds[i].positive;
     csv << csv_field(set.paths[i]) << ","
-        << (lab[i] ? run.meta.positive : run.meta.negative) << ","
-        << std::setprecision(6) << sc[i] << ","
-        << (pred ? run.meta.positive : run.meta.negative) << ","
-        << (pred == (lab[i] == 1) ? 1 : 0) << "\n";
+        << (lab[i] ? cfg.positive : cfg.negative) << "," << std::setprecision(6)
+        << cal[i] << "," << sc[i] << ","
+        << (positive ? cfg.positive : cfg.negative) << ","
+        << (positive == (lab[i] == 1) ? 1 : 0) << ","
+        << (std::isnan(preds[i].ood_score) ? "" : fmt(preds[i].ood_score, 4))
+        << "," << (preds[i].in_distribution ? 1 : 0) << "\n";
   }
   write_text_atomic(out / "predictions.csv", csv.str());
 
-  viz::save_confusion_matrix(m.confusion.matrix(),
-                             {run.meta.negative, run.meta.positive},
-                             run.meta.model.arch + " on " + o.split +
+  viz::save_confusion_matrix(m.confusion.matrix(), {cfg.negative, cfg.positive},
+                             cfg.model.arch + " on " + o.split +
                                  " (threshold " + fmt(threshold, 3) + ")",
                              (out / "confusion.png").string());
   viz::LineChart rc;
-  rc.title = "ROC, " + run.meta.model.arch + " on " + o.split + " (AUC " +
+  rc.title = "ROC, " + cfg.model.arch + " on " + o.split + " (AUC " +
              fmt(m.auc.value) + ")";
   rc.x_label = "1 - specificity (false positive rate)";
   rc.y_label = "sensitivity (recall)";
   rc.x_min = rc.y_min = 0;
   rc.x_max = rc.y_max = 1;
   rc.diagonal = true;
-  rc.series.push_back({run.meta.model.arch, roc.fpr, roc.tpr});
+  rc.series.push_back({cfg.model.arch, roc.fpr, roc.tpr});
   viz::save_line_chart(rc, (out / "roc.png").string());
+  save_reliability(sc, cal, lab, cfg.model.arch + " on " + o.split,
+                   (out / "reliability.png").string());
+  if (o.split == "test" && o.out_dir.empty()) {
+    infer::write_model_card(o.run_dir);
+  }
   return j;
 }
 
@@ -179,6 +283,32 @@ std::string format_metrics(const nlohmann::json& j) {
       << fmt(m["low"].is_number() ? m["low"].get<double>() : NAN) << ", "
       << fmt(m["high"].is_number() ? m["high"].get<double>() : NAN) << "]\n";
   }
+  if (j.contains("calibration")) {
+    const auto& c = j["calibration"];
+    auto line = [&](const char* k) {
+      const auto& v = c[k];
+      s << "  " << std::left << std::setw(12) << k << std::right << "ECE "
+        << fmt(v["ece"]["value"].get<double>()) << " [95% CI "
+        << fmt(v["ece"]["low"].is_number() ? v["ece"]["low"].get<double>()
+                                           : NAN)
+        << ", "
+        << fmt(v["ece"]["high"].is_number() ? v["ece"]["high"].get<double>()
+                                            : NAN)
+        << "]  Brier " << fmt(v["brier"].get<double>()) << "  NLL "
+        << fmt(v["nll"].get<double>()) << "\n";
+    };
+    s << "\ncalibration (" << c["method"].get<std::string>()
+      << ", T = " << fmt(c["temperature"].get<double>()) << "):\n";
+    line("raw");
+    line("calibrated");
+  }
+  if (j.contains("ood")) {
+    const auto& o = j["ood"];
+    s << "\nout-of-distribution flags: " << o["flagged"].get<int64_t>()
+      << " of " << j["n"].get<int64_t>() << " ("
+      << fmt(100 * o["flag_rate"].get<double>(), 1) << " %)"
+      << (o["detector"].get<bool>() ? "" : "; no detector in this run") << "\n";
+  }
   s << "\n" << j["note"].get<std::string>() << "\n";
   return s.str();
 }
@@ -187,55 +317,36 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
                                       std::string* positive_name) {
   if (o.inputs.empty()) throw ConfigError("give at least one image or folder");
   const torch::Device device = resolve_device(o.device);
-  auto run = train::load_run(o.run_dir, device);
-  const double threshold = o.threshold.value_or(run.meta.threshold);
-  if (!(threshold >= 0 && threshold <= 1)) {
-    throw ConfigError("--threshold must be in [0, 1]");
+  infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
+  if (o.threshold) {
+    if (!(*o.threshold >= 0 && *o.threshold <= 1)) {
+      throw ConfigError("--threshold must be in [0, 1]");
+    }
+    pred.set_threshold(pred.raw_threshold_for(*o.threshold));
   }
-  if (positive_name) *positive_name = run.meta.positive;
+  if (o.batch_size < 1) throw ConfigError("--batch-size must be >= 1");
+  pred.batch_size = o.batch_size;
+  const std::string& pos = pred.config().positive;
+  if (positive_name) *positive_name = pos;
   const std::vector<std::string> files = data::list_image_files(o.inputs);
-  const int size = run.meta.model.input_size;
-  std::vector<Prediction> out(files.size());
-  std::vector<torch::Tensor> batch;
-  std::vector<size_t> batch_ids;
-  auto flush = [&] {
-    if (batch.empty()) return;
-    auto x = torch::stack(batch).mul(255.0f).round().to(torch::kUInt8);
-    auto p = train::predict_proba(*run.model, x, device, o.batch_size);
-    for (size_t k = 0; k < batch_ids.size(); ++k) {
-      auto& r = out[batch_ids[k]];
-      r.probability = p[static_cast<int64_t>(k)].item<double>();
-      r.decision =
-          r.probability >= threshold ? run.meta.positive : run.meta.negative;
-    }
-    batch.clear();
-    batch_ids.clear();
-  };
-  for (size_t i = 0; i < files.size(); ++i) {
-    out[i].file = files[i];
-    try {
-      auto img = data::read_gray(files[i]);
-      // Same path as training: resize, quantise to 8 bits, model normalises.
-      batch.push_back(data::resize_square(img.pixels, size).unsqueeze(0));
-      batch_ids.push_back(i);
-    } catch (const DataError& e) {
-      if (!o.skip_bad) {
-        throw DataError(std::string(e.what()) +
-                        " (pass --skip-bad to predict the rest)");
-      }
-      out[i].error = e.what();
-    }
-    if (static_cast<int>(batch.size()) >= o.batch_size) flush();
-  }
-  flush();
+  std::vector<Prediction> out = pred.predict_files(files, o.skip_bad);
 
+  auto reasons = [](const Prediction& r) {
+    std::string s;
+    for (const auto& x : r.reasons) s += (s.empty() ? "" : "; ") + x;
+    return s;
+  };
   if (!o.csv_path.empty()) {
     std::ostringstream csv;
-    csv << "file,p_" << run.meta.positive << ",decision,error\n";
+    csv << "file,p_" << pos << ",p_" << pos
+        << "_raw,decision,ood_score,in_distribution,ood_reasons,error\n";
     for (const auto& r : out) {
-      csv << csv_field(r.file) << ","
-          << (r.error.empty() ? fmt(r.probability, 6) : "") << "," << r.decision
-          << "," << csv_field(r.error) << "\n";
+      const bool ok = r.error.empty();
+      csv << csv_field(r.file) << "," << (ok ? fmt(r.p, 6) : "") << ","
+          << (ok ? fmt(r.p_raw, 6) : "") << "," << r.decision << ","
+          << (ok && !std::isnan(r.ood_score) ? fmt(r.ood_score, 4) : "") << ","
+          << (ok ? (r.in_distribution ? "1" : "0") : "") << ","
+          << csv_field(reasons(r)) << "," << csv_field(r.error) << "\n";
     }
     write_text_atomic(o.csv_path, csv.str());
   }
@@ -244,17 +355,29 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     for (const auto& r : out) {
       nlohmann::json e = {{"file", r.file}};
       if (r.error.empty()) {
-        e["p_" + run.meta.positive] = r.probability;
+        e["p_" + pos] = r.p;
+        e["p_" + pos + "_raw"] = r.p_raw;
         e["decision"] = r.decision;
+        e["ood_score"] = std::isnan(r.ood_score) ? nlohmann::json(nullptr)
+                                                 : nlohmann::json(r.ood_score);
+        e["in_distribution"] = r.in_distribution;
+        e["ood_reasons"] = r.reasons;
       } else {
         e["error"] = r.error;
       }
       j.push_back(e);
     }
-    write_json_atomic(o.json_path, {{"run", o.run_dir},
-                                    {"threshold", threshold},
-                                    {"positive", run.meta.positive},
-                                    {"predictions", j}});
+    const auto& cfg = pred.config();
+    write_json_atomic(o.json_path,
+                      {{"run", o.run_dir},
+                       {"threshold", pred.calibrated_threshold()},
+                       {"threshold_raw", pred.threshold()},
+                       {"calibration",
+                        {{"method", cfg.calibration.method},
+                         {"temperature", cfg.calibration.temperature}}},
+                       {"ood_detector", pred.has_detector()},
+                       {"positive", pos},
+                       {"predictions", j}});
   }
   return out;
 }

@@ -15,9 +15,7 @@
 #include "cxr/data/dataset.h"
 #include "cxr/data/image_io.h"
 #include "cxr/explain/gradcam.h"
-#include "cxr/train/run.h"
-#include "cxr/train/run_dir.h"
-#include "cxr/train/trainer.h"
+#include "cxr/infer/predictor.h"
 #include "cxr/version.h"
 #include "cxr/viz/plot.h"
 
@@ -102,22 +100,6 @@ class SingleThreaded {
   int previous_;
 };
 
-torch::Tensor load_files(const std::vector<std::string>& files, int size) {
-  SingleThreaded one_image_at_a_time;
-  std::vector<torch::Tensor> batch;
-  for (const auto& f : files) {
-    auto img = data::read_gray(f);
-    // As in training: resize, quantise to 8 bits; the model normalises.
-    batch.push_back(data::resize_square(img.pixels, size)
-                        .mul(255.0f)
-                        .round()
-                        .clamp(0, 255)
-                        .to(torch::kUInt8)
-                        .unsqueeze(0));
-  }
-  return torch::stack(batch);
-}
-
 }  // namespace
 
 void save_panel(const torch::Tensor& gray,
@@ -135,6 +117,8 @@ void save_panel(const torch::Tensor& gray,
   }
   const std::string p =
       "P(" + info.positive + ") " + fixed(info.probability, 3);
+  const std::string title =
+      info.warning.empty() ? info.title : info.title + "  |  " + info.warning;
   std::vector<viz::Tile> tiles = {
       {gray, "original\npredicted " + predicted + ", " + p},
       {viz::overlay_heatmap(gray, positive_map),
@@ -142,7 +126,7 @@ void save_panel(const torch::Tensor& gray,
       {viz::overlay_heatmap(gray, negative_map),
        info.negative + " evidence\n" + verdict}};
   viz::GridOptions g;
-  g.title = info.title;
+  g.title = title;
   g.columns = 3;
   g.tile_size = 240;
   g.colorbar = true;
@@ -173,19 +157,22 @@ nlohmann::json explain_run(const ExplainOptions& o) {
 
   const auto start = std::chrono::steady_clock::now();
   const torch::Device device = resolve_device(o.device);
-  auto run = train::load_run(o.run_dir, device);
+  const infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
+  const auto& model = pred.model_ptr();
   // Validates --layer before any data is read.
-  GradCam cam(run.model, o.layer, o.batch_size);
-  const int size = run.meta.model.input_size;
-  const double threshold = run.meta.threshold;
-  const auto& positive = run.meta.positive;
-  const auto& negative = run.meta.negative;
+  GradCam cam(model, o.layer, o.batch_size);
+  const int size = pred.config().model.input_size;
+  // Decisions on the raw probability; panels show the calibrated one.
+  const double threshold = pred.threshold();
+  const double shown_threshold = pred.calibrated_threshold();
+  const auto& positive = pred.config().positive;
+  const auto& negative = pred.config().negative;
 
   Source src;
   int64_t split_size = 0;
   if (!split.empty()) {
     auto ds = data::load_dataset(
-        train::data_options_from(run.meta.data, o.data_root, o.cache_dir));
+        pred.config().data_options(o.data_root, o.cache_dir));
     const auto& set = ds.split(data::parse_split(split));
     if (set.size() > 0 && set.images.size(2) != size) {
       throw DataError("split '" + split + "' was loaded at " +
@@ -196,8 +183,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
     split_size = set.size();
     std::vector<int64_t> keep;
     if (o.misclassified && set.size() > 0) {
-      auto p =
-          train::predict_proba(*run.model, set.images, device, o.batch_size);
+      auto p = infer::predict_proba(*model, set.images, device, o.batch_size);
       auto wrong = (p >= threshold) != (set.labels > 0.5);
       for (int64_t i = 0; i < set.size(); ++i) {
         if (wrong[i].item<bool>()) keep.push_back(i);
@@ -246,12 +232,26 @@ nlohmann::json explain_run(const ExplainOptions& o) {
   Progress bar("explain", static_cast<long>(n), o.progress);
   for (int64_t s = 0; s < n; s += o.batch_size) {
     const int64_t e = std::min(n, s + o.batch_size);
-    torch::Tensor batch =
-        src.images.defined()
-            ? src.images.slice(0, s, e)
-            : load_files(std::vector<std::string>(src.files.begin() + s,
-                                                  src.files.begin() + e),
-                         size);
+    // Files get the input checks (size, colour, aspect) on their decoded
+    // originals; split images were checked by the detector alone.
+    std::vector<infer::Prediction> preds;
+    torch::Tensor batch;
+    if (src.images.defined()) {
+      batch = src.images.slice(0, s, e);
+      preds = pred.predict(batch);
+    } else {
+      std::vector<data::GrayImage> decoded;
+      std::vector<torch::Tensor> pre;
+      {
+        SingleThreaded one_image_at_a_time;
+        for (int64_t i = s; i < e; ++i) {
+          decoded.push_back(data::read_gray(src.files[static_cast<size_t>(i)]));
+          pre.push_back(pred.preprocess(decoded.back()));
+        }
+      }
+      batch = torch::stack(pre);
+      preds = pred.predict(decoded);
+    }
     if (o.trust) all_images.push_back(batch);
     const auto t0 = std::chrono::steady_clock::now();
     CamResult r = cam.compute(batch);
@@ -275,9 +275,13 @@ nlohmann::json explain_run(const ExplainOptions& o) {
       info.title = fs::path(src.files[i]).filename().string();
       info.positive = positive;
       info.negative = negative;
-      info.probability = p;
-      info.threshold = threshold;
+      const auto& pk = preds[static_cast<size_t>(k)];
+      info.probability = pk.p;
+      info.threshold = shown_threshold;
       info.label = label;
+      if (!pk.in_distribution) {
+        info.warning = "OUT OF DISTRIBUTION: " + pk.reasons.front();
+      }
       save_panel(gray[k][0], r.positive_maps[k], r.negative_maps[k], info,
                  (out / "panels" / (name + ".png")).string());
       data::write_png(
@@ -291,8 +295,15 @@ nlohmann::json explain_run(const ExplainOptions& o) {
           {"thumbnail", "thumbs/" + name + ".png"},
           {"layer", cam.layer()},
           {"logit", r.logits[k].item<double>()},
-          {"p_" + positive, p},
-          {"threshold", threshold},
+          {"p_" + positive, pk.p},
+          {"p_" + positive + "_raw", p},
+          {"threshold", shown_threshold},
+          {"threshold_raw", threshold},
+          {"ood_score", std::isnan(pk.ood_score)
+                            ? nlohmann::json(nullptr)
+                            : nlohmann::json(pk.ood_score)},
+          {"in_distribution", pk.in_distribution},
+          {"ood_reasons", pk.reasons},
           {"prediction", pred ? positive : negative},
           {"energy",
            {{positive + "_map",
@@ -327,7 +338,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
       labels = torch::tensor(
           std::vector<float>(src.labels.begin(), src.labels.end()));
     }
-    auto report = trust_checks(run.model, torch::cat(all_images), labels, t);
+    auto report = trust_checks(model, torch::cat(all_images), labels, t);
     auto j = report.to_json();
     for (size_t i = 0; i < records.size(); ++i) {
       auto per = j["images"][i];
@@ -348,9 +359,9 @@ nlohmann::json explain_run(const ExplainOptions& o) {
   nlohmann::json summary = {
       {"run", o.run_dir},
       {"out", out.string()},
-      {"arch", run.meta.model.arch},
+      {"arch", pred.config().model.arch},
       {"layer", cam.layer()},
-      {"layers", run.model->tap_names()},
+      {"layers", model->tap_names()},
       {"device", device.str()},
       {"source", src.description},
       {"threshold", threshold},
@@ -367,7 +378,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
       {"panels", "panels/"},
       {"index", "index.html"},
       {"cxr_version", kVersion},
-      {"created", train::utc_now()}};
+      {"created", infer::utc_now()}};
   if (!split.empty()) {
     summary["split"] = split;
     summary["split_size"] = split_size;

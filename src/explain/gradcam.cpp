@@ -10,7 +10,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/explain/trust.h"
-#include "cxr/train/trainer.h"
+#include "cxr/models/layout.h"
 
 namespace cxr::explain {
 
@@ -493,15 +493,15 @@ TrustReport trust_checks(const models::Classifier& model,
   if (n == 0) return rep;  // e.g. a split without a misclassified image
   CamResult random_cams;
   {
-    const auto saved = train::snapshot(*model);
+    const auto saved = models::snapshot(*model);
     try {
       reinitialize_modules(*model, rep.randomized_modules, o.seed);
       random_cams = cam.compute(x);
     } catch (...) {
-      train::restore(*model, saved);
+      models::restore(*model, saved);
       throw;
     }
-    train::restore(*model, saved);
+    models::restore(*model, saved);
   }
   auto random_maps = predicted_maps(random_cams, pred);
   std::vector<double> correlations;

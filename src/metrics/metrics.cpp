@@ -411,6 +411,75 @@ double expected_calibration_error(const std::vector<CalibrationBin>& table) {
   return ratio(sum, total);
 }
 
+double log_loss(const std::vector<double>& scores,
+                const std::vector<int>& labels) {
+  check_inputs("log_loss", scores, labels);
+  check_probabilities("log_loss", scores);
+  if (scores.empty()) return kNaN;
+  double sum = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const double p = std::clamp(scores[i], 1e-12, 1.0 - 1e-12);
+    sum -= labels[i] ? std::log(p) : std::log1p(-p);
+  }
+  return sum / static_cast<double>(scores.size());
+}
+
+double fit_temperature(const std::vector<double>& logits,
+                       const std::vector<int>& labels) {
+  check_inputs("fit_temperature", logits, labels);
+  int64_t pos = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!std::isfinite(logits[i])) {
+      throw DataError("fit_temperature: logit " + std::to_string(i) +
+                      " is not finite");
+    }
+    pos += labels[i];
+  }
+  if (pos == 0 || pos == static_cast<int64_t>(labels.size())) {
+    throw ConfigError(
+        "fit_temperature: both classes are needed to fit a temperature");
+  }
+  // NLL(u) with T = exp(u): mean over i of softplus(-y'_i z_i / T), where
+  // y' = +-1. Its derivatives in u are sums of stable logistic terms.
+  auto derivs = [&](double u, double* g, double* h) {
+    const double inv_t = std::exp(-u);
+    double sg = 0, sh = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const double m = (labels[i] ? 1.0 : -1.0) * logits[i] * inv_t;
+      const double s = 1.0 / (1.0 + std::exp(m));  // sigmoid(-m)
+      sg += s * m;                                 // d/du of softplus(-m)
+      sh += s * (1.0 - s) * m * m - s * m;
+    }
+    const double n = static_cast<double>(logits.size());
+    *g = sg / n;
+    *h = sh / n;
+  };
+  // The NLL is unimodal in u; bracket the root of its derivative.
+  double lo = std::log(1e-3), hi = std::log(1e3), u = 0.0;
+  double g = 0, h = 0;
+  derivs(lo, &g, &h);
+  if (g >= 0) return std::exp(lo);
+  derivs(hi, &g, &h);
+  if (g <= 0) return std::exp(hi);
+  for (int it = 0; it < 200; ++it) {
+    derivs(u, &g, &h);
+    if (std::abs(g) < 1e-12) break;
+    if (g > 0) {
+      hi = u;
+    } else {
+      lo = u;
+    }
+    double next = h > 0 ? u - g / h : 0.5 * (lo + hi);
+    if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+    if (std::abs(next - u) < 1e-12) {
+      u = next;
+      break;
+    }
+    u = next;
+  }
+  return std::exp(u);
+}
+
 nlohmann::json to_json(const Interval& interval) {
   return {{"value", number_or_null(interval.value)},
           {"low", number_or_null(interval.low)},

@@ -49,16 +49,24 @@ std::vector<torch::Tensor> ClassifierImpl::trainable_parameters() {
 void ClassifierImpl::maybe_tap(Tap* tap,
                                const char* name,
                                const torch::Tensor& t) {
-  if (tap && tap->layer == name) tap->activation = t;
+  if (tap) tap->record(name, t);
 }
 
 void ClassifierImpl::check_tap(const Tap* tap) const {
   if (!tap) return;
   auto names = tap_names();
-  if (std::find(names.begin(), names.end(), tap->layer) != names.end()) return;
+  auto known = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
+  std::string bad;
+  if (!tap->layer.empty() && !known(tap->layer)) bad = tap->layer;
+  for (const auto& kv : tap->more) {
+    if (bad.empty() && !known(kv.first)) bad = kv.first;
+  }
+  if (bad.empty()) return;
   std::string list;
   for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-  throw ConfigError("--layer " + tap->layer + ": no such layer in this " +
+  throw ConfigError("--layer " + bad + ": no such layer in this " +
                     config_.arch + " model; valid layers: " + list);
 }
 

@@ -79,8 +79,8 @@ std::vector<std::string> ResNet50V2Impl::top_layer_names() const {
 }
 
 torch::Tensor ResNet50V2Impl::forward_tapped(const torch::Tensor& x, Tap* tap) {
-  if (tap && tap->layer == "conv1_pad") {
-    tap->activation = F::pad(x, F::PadFuncOptions({3, 3, 3, 3}));
+  if (tap && tap->wants("conv1_pad")) {
+    tap->record("conv1_pad", F::pad(x, F::PadFuncOptions({3, 3, 3, 3})));
   }
   torch::Tensor h = conv1_conv_->forward(x);
   tap_if(tap, "conv1_conv", h);
@@ -106,8 +106,9 @@ torch::Tensor ResNet50V2Impl::forward_tapped(const torch::Tensor& x, Tap* tap) {
     t("_1_bn", y);
     y = torch::relu(y);
     t("_1_relu", y);
-    if (tap && tap->layer == b.prefix + "_2_pad") {
-      tap->activation = F::pad(y, F::PadFuncOptions({1, 1, 1, 1}));
+    if (tap && tap->wants(b.prefix + "_2_pad")) {
+      tap->record(b.prefix + "_2_pad",
+                  F::pad(y, F::PadFuncOptions({1, 1, 1, 1})));
     }
     y = b.conv2->forward(y);
     t("_2_conv", y);

@@ -9,6 +9,7 @@
 #include "cxr/common/runtime.h"
 #include "cxr/data/explore.h"
 #include "cxr/evaluate/evaluate.h"
+#include "cxr/evaluate/ood_sets.h"
 #include "cxr/explain/explain.h"
 #include "cxr/report/report.h"
 #include "cxr/train/run_dir.h"
@@ -138,8 +139,9 @@ nlohmann::json run_study(const StudyOptions& o) {
     write_json_atomic(sjp, sj);
   };
   const std::vector<std::string> steps = {
-      "explore",        "tune-baseline", "baseline-refit", "transfer",
-      "transfer-refit", "evaluate",      "explain",        "report"};
+      "explore",  "tune-baseline",  "baseline-refit",
+      "transfer", "transfer-refit", "evaluate",
+      "ood-sets", "explain",        "report"};
   int step_no = 0;
   auto run_step = [&](const std::string& name,
                       const std::function<void()>& fn) {
@@ -216,6 +218,9 @@ nlohmann::json run_study(const StudyOptions& o) {
                           : std::max(1, best["best_epoch"].get<int>());
     ro.train.patience = 0;
     ro.train.progress = o.progress;
+    // Threshold (0.5) and calibration temperature of the best trial, the
+    // same recipe on train (the refit has no validation to fit them on).
+    ro.threshold_from = best["run_dir"].get<std::string>();
     ro.out_dir = (out / "baseline").string();
     ro.device = o.device;
     std::error_code ec;
@@ -274,6 +279,20 @@ nlohmann::json run_study(const StudyOptions& o) {
       eo.data_root = o.data.root;
       auto j = evaluate::evaluate_run(eo);
       if (o.progress) std::cerr << evaluate::format_metrics(j);
+    }
+  });
+
+  // The OOD warning on photos, other body parts, rotated, inverted,
+  // cropped and blurred films, noise and text (evaluate/ood_sets.h).
+  run_step("ood-sets", [&] {
+    for (const auto& m : models) {
+      evaluate::OodEvalOptions oo;
+      oo.run_dir = (out / m["run"].get<std::string>()).string();
+      oo.shared_dir = o.shared_dir;
+      oo.data_root = o.data.root;
+      oo.device = o.device;
+      auto j = evaluate::evaluate_ood(oo);
+      if (o.progress) std::cerr << evaluate::format_ood(j);
     }
   });
 

@@ -7,6 +7,7 @@
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
 #include "cxr/data/stats.h"
+#include "cxr/infer/fit_trust.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/models/transfer.h"
 #include "cxr/train/run_dir.h"
@@ -107,16 +108,9 @@ nlohmann::json describe_data(const data::Dataset& ds,
 data::DatasetOptions data_options_from(const nlohmann::json& d,
                                        const std::string& root_override,
                                        const std::string& cache_dir) {
-  data::DatasetOptions o;
-  o.root =
-      root_override.empty() ? d.value("root", std::string()) : root_override;
-  o.size = d.value("size", o.size);
-  o.seed = d.value("seed", o.seed);
-  o.train_fraction = d.value("train_fraction", o.train_fraction);
-  o.val_fraction = d.value("val_fraction", o.val_fraction);
-  o.positive = d.value("positive", o.positive);
-  o.cache_dir = cache_dir;
-  return o;
+  infer::RunConfig c;
+  c.data = d;
+  return c.data_options(root_override, cache_dir);
 }
 
 nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
@@ -244,13 +238,19 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
                           {"auc", metrics::roc_auc(sc, lab)},
                           {"threshold", meta.threshold}};
   }
+  if (!o.command.empty()) meta.result["command"] = o.command;
   save_run(o.out_dir, *model, meta);
   write_history_csv((fs::path(o.out_dir) / "history.csv").string(), r.history);
   plot_history(r.history, mc.arch,
                (fs::path(o.out_dir) / "curves.png").string(),
                val ? r.best_epoch : 0);
   remove_resume_state(o.out_dir);
-  return meta.to_json();
+  // Calibration, OOD detector and model card (infer/fit_trust.h).
+  infer::TrustOptions to;
+  to.from = o.train.train_on == "train" ? "" : o.threshold_from;
+  to.ood = o.ood;
+  to.device = o.device;
+  return infer::fit_trust(o.out_dir, to, &ds);
 }
 
 }  // namespace cxr::train

@@ -4,6 +4,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/infer/run_config.h"
 #include "cxr/version.h"
 
 namespace fs = std::filesystem;
@@ -11,7 +12,7 @@ namespace fs = std::filesystem;
 namespace cxr::train {
 namespace {
 
-constexpr const char* kFormat = "cxr-run/1";
+constexpr const char* kFormat = infer::kRunFormat;
 
 nlohmann::json epoch_json(const EpochRecord& r) {
   return {{"epoch", r.epoch},
@@ -49,24 +50,26 @@ EpochRecord epoch_from(const nlohmann::json& j) {
 }  // namespace
 
 std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return infer::utc_now();
 }
 
 nlohmann::json RunMeta::to_json() const {
-  return {{"format", kFormat},
-          {"model", model.to_json()},
-          {"train", train.to_json()},
-          {"classes", {{"positive", positive}, {"negative", negative}}},
-          {"threshold", {{"value", threshold}, {"rule", threshold_rule}}},
-          {"data", data},
-          {"result", result},
-          {"cxr_version", cxr_version},
-          {"created", created}};
+  nlohmann::json j = {
+      {"format", kFormat},
+      {"model", model.to_json()},
+      {"train", train.to_json()},
+      {"classes", {{"positive", positive}, {"negative", negative}}},
+      {"threshold", {{"value", threshold}, {"rule", threshold_rule}}},
+      {"data", data},
+      {"result", result},
+      {"cxr_version", cxr_version},
+      {"created", created}};
+  if (threshold_calibrated) {
+    j["threshold"]["calibrated"] = *threshold_calibrated;
+  }
+  if (!calibration.is_null()) j["calibration"] = calibration;
+  if (!ood.is_null()) j["ood"] = ood;
+  return j;
 }
 
 RunMeta RunMeta::from_json(const nlohmann::json& j, const std::string& where) {
@@ -87,6 +90,11 @@ RunMeta RunMeta::from_json(const nlohmann::json& j, const std::string& where) {
     m.result = j.value("result", nlohmann::json::object());
     m.cxr_version = j.value("cxr_version", std::string());
     m.created = j.value("created", std::string());
+    m.calibration = j.value("calibration", nlohmann::json());
+    m.ood = j.value("ood", nlohmann::json());
+    if (j.at("threshold").contains("calibrated")) {
+      m.threshold_calibrated = j.at("threshold").at("calibrated").get<double>();
+    }
   } catch (const nlohmann::json::exception& e) {
     throw ModelError("'" + where + "' is incomplete (" + e.what() +
                      "); re-run cxr train to recreate it");
@@ -110,70 +118,13 @@ void save_run(const std::string& dir,
 }
 
 LoadedRun load_run(const std::string& dir, const torch::Device& device) {
-  const fs::path d(dir);
-  if (!fs::is_directory(d)) {
-    throw ModelError("run folder '" + dir +
-                     "' does not exist; pass the --out folder of cxr train");
-  }
-  const fs::path cfg = d / "config.json";
-  if (!fs::exists(cfg)) {
-    throw ModelError("'" + cfg.string() +
-                     "' is missing: not a cxr run folder (train one with "
-                     "cxr train)");
-  }
+  // One reader of run folders: infer's (weights checked against the config).
+  const infer::RunConfig cfg = infer::read_run_config(dir);
   LoadedRun run;
   run.dir = dir;
-  try {
-    run.meta = RunMeta::from_json(read_json(cfg), cfg.string());
-  } catch (const DataError& e) {
-    throw ModelError(e.what());
-  }
-  try {
-    run.model = models::make_model(run.meta.model);
-  } catch (const ConfigError& e) {
-    throw ModelError("'" + cfg.string() +
-                     "' describes an invalid model: " + e.what());
-  }
-  const fs::path weights = d / "model.pt";
-  if (!fs::exists(weights)) {
-    throw ModelError("'" + weights.string() +
-                     "' is missing; the run did not finish (use cxr train "
-                     "--resume)");
-  }
-  try {
-    // Module::load replaces tensors whatever their shape: compare against
-    // the shapes config.json implies so a mismatch is refused, not used.
-    std::map<std::string, std::vector<int64_t>> expected;
-    for (const auto& p : run.model->named_parameters()) {
-      expected[p.key()] = p.value().sizes().vec();
-    }
-    for (const auto& b : run.model->named_buffers()) {
-      expected[b.key()] = b.value().sizes().vec();
-    }
-    torch::serialize::InputArchive ar;
-    ar.load_from(weights.string(), torch::kCPU);
-    run.model->load(ar);
-    auto check = [&](const std::string& name, const torch::Tensor& t) {
-      if (t.sizes().vec() != expected[name]) {
-        throw ModelError("'" + weights.string() +
-                         "' does not match config.json: tensor '" + name +
-                         "' is " + c10::str(t.sizes()) + ", the model needs " +
-                         c10::str(c10::IntArrayRef(expected[name])) +
-                         "; retrain or restore the matching config.json");
-      }
-    };
-    for (const auto& p : run.model->named_parameters())
-      check(p.key(), p.value());
-    for (const auto& b : run.model->named_buffers()) check(b.key(), b.value());
-  } catch (const c10::Error& e) {
-    std::string why = e.what_without_backtrace();
-    why = why.substr(0, why.find('\n'));
-    throw ModelError("'" + weights.string() +
-                     "' is corrupt or does not match config.json (" + why +
-                     "); retrain or restore the file");
-  }
-  run.model->to(device);
-  run.model->eval();
+  const fs::path path = fs::path(dir) / "config.json";
+  run.meta = RunMeta::from_json(read_json(path), path.string());
+  run.model = infer::load_model(dir, cfg.model, device);
   return run;
 }
 

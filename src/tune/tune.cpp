@@ -606,11 +606,9 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     apply_params(best.params, ro);
     ro.train.train_on = "train+val";
     ro.train.patience = 0;
-    // A threshold rule of the trials was applied on validation; the refit
-    // has none left and carries over the best trial's threshold.
-    if (ro.target_sensitivity > 0 || ro.balanced_threshold) {
-      ro.threshold_from = best.run_dir;
-    }
+    // The refit has no validation left: it carries over the best trial's
+    // threshold (its rule's, or 0.5) and its calibration temperature.
+    ro.threshold_from = best.run_dir;
     ro.target_sensitivity = 0;
     ro.balanced_threshold = false;
     // The study's refit: the best configuration for its best epoch count.

@@ -897,6 +897,55 @@ torch::Tensor as_plane(const torch::Tensor& t, const std::string& name) {
 
 }  // namespace
 
+torch::Tensor render_text_page(const std::vector<std::string>& lines,
+                               int width,
+                               int height,
+                               double font_size) {
+  if (width < 8 || height < 8 || width > 8000 || height > 8000) {
+    throw ConfigError("render_text_page: " + std::to_string(width) + "x" +
+                      std::to_string(height) +
+                      " px is outside 8..8000 px per side");
+  }
+  if (!(font_size > 0)) {
+    throw ConfigError("render_text_page: font size must be positive");
+  }
+  Surface s(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height));
+  if (cairo_surface_status(s.get()) != CAIRO_STATUS_SUCCESS) {
+    throw IoError("render_text_page: cannot allocate a " +
+                  std::to_string(width) + "x" + std::to_string(height) +
+                  " px page");
+  }
+  {
+    Context cr = new_context(s.get());
+    cairo_set_source_rgb(cr.get(), 0, 0, 0);
+    set_font(cr.get(), font_size);
+    const double margin = font_size;
+    const double step = 1.4 * font_size;
+    double y = margin + font_size;
+    for (const auto& line : lines) {
+      if (y > height - margin / 2) break;
+      cairo_move_to(cr.get(), margin, y);
+      cairo_show_text(cr.get(), line.c_str());
+      y += step;
+    }
+  }
+  cairo_surface_flush(s.get());
+  const unsigned char* data = cairo_image_surface_get_data(s.get());
+  const int stride = cairo_image_surface_get_stride(s.get());
+  torch::Tensor out = torch::empty({height, width}, torch::kFloat32);
+  float* o = out.data_ptr<float>();
+  for (int r = 0; r < height; ++r) {
+    const auto* row = reinterpret_cast<const uint32_t*>(data + r * stride);
+    for (int c = 0; c < width; ++c) {
+      const uint32_t p = row[c];  // xRGB, native endian
+      const double gray = 0.299 * ((p >> 16) & 0xff) +
+                          0.587 * ((p >> 8) & 0xff) + 0.114 * (p & 0xff);
+      o[r * width + c] = static_cast<float>(gray / 255.0);
+    }
+  }
+  return out;
+}
+
 std::vector<double> nice_ticks(double lo, double hi, int max_ticks) {
   if (!std::isfinite(hi - lo) || hi < lo) return {};
   if (hi == lo) return {lo};

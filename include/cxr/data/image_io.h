@@ -17,6 +17,11 @@ struct ImageInfo {
   int bit_depth = 0;   ///< bits per channel in the file (1..16)
   std::string format;  ///< "png", "jpeg", "bmp", ...
   std::string color;   ///< "gray", "gray+alpha", "rgb", "rgba", "palette"
+  /// Mean over pixels of max(R, G, B) - min(R, G, B), in [0, 1]: about 0 for
+  /// a gray picture stored in colour, towards 1 for saturated colour. Alpha
+  /// is ignored. Set by decode_gray for colour files (rgb, rgba, palette,
+  /// colour JPEG/BMP); 0 for gray files.
+  double chroma = 0.0;
 };
 
 /// Limits that protect against hostile headers (a PNG claiming 100000^2 px).

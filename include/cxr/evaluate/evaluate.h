@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cxr/infer/predictor.h"
+
 namespace cxr::evaluate {
 
 struct EvalOptions {
@@ -30,8 +32,10 @@ struct EvalOptions {
   std::string cache_dir;
 };
 
-/// Evaluates and writes metrics.json, predictions.csv, confusion.png and
-/// roc.png. Returns metrics.json's content.
+/// Evaluates and writes metrics.json, predictions.csv, confusion.png,
+/// roc.png and reliability.png (calibration before and after), with the OOD
+/// flag rate on the split; on the test split also rewrites the run's
+/// model-card.md. Returns metrics.json's content.
 nlohmann::json evaluate_run(const EvalOptions& options);
 
 /// Printable summary of a metrics.json.
@@ -41,6 +45,7 @@ struct PredictOptions {
   std::string run_dir;
   /// Files or folders (folders are searched for PNG/JPEG/BMP, recursively).
   std::vector<std::string> inputs;
+  /// Decision threshold on the calibrated P(positive) (default: the run's).
   std::optional<double> threshold;
   /// Output CSV and JSON paths ("" = do not write).
   std::string csv_path;
@@ -51,12 +56,7 @@ struct PredictOptions {
   bool skip_bad = false;
 };
 
-struct Prediction {
-  std::string file;
-  double probability = 0;  ///< P(positive)
-  std::string decision;    ///< class name, or "" on error
-  std::string error;       ///< non-empty when the image could not be read
-};
+using infer::Prediction;
 
 /// Predicts every image; writes CSV/JSON when asked.
 std::vector<Prediction> predict_files(const PredictOptions& options,

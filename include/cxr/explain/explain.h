@@ -60,9 +60,11 @@ struct PanelInfo {
   std::string title;  ///< e.g. the file name
   std::string positive = "COVID";
   std::string negative = "Normal";
-  double probability = NAN;  ///< P(positive)
+  double probability = NAN;  ///< P(positive), calibrated where the run is
   double threshold = 0.5;
   int label = -1;  ///< 1 / 0, -1 when unknown
+  /// Out-of-distribution warning shown under the title ("" = none).
+  std::string warning;
 };
 
 /// One PNG: original | positive-class map | negative-class map, maps

@@ -125,6 +125,21 @@ std::vector<CalibrationBin> calibration_table(const std::vector<double>& scores,
 /// over the non-empty bins of a calibration table. NaN when all are empty.
 double expected_calibration_error(const std::vector<CalibrationBin>& table);
 
+/// Mean negative log-likelihood (log loss, natural log) of 0/1 labels under
+/// P(positive) = scores; probabilities are clamped to [1e-12, 1 - 1e-12] so
+/// one confident mistake costs about 27.6, not infinity. NaN for empty input.
+double log_loss(const std::vector<double>& scores,
+                const std::vector<int>& labels);
+
+/// Temperature scaling (Guo et al. 2017): the T > 0 that minimises the mean
+/// NLL of labels under sigmoid(logit / T), found by Newton's method on
+/// log T (the NLL is smooth in it) with a bisection fallback, within
+/// [1e-3, 1e3]. Use validation logits, never test. Throws DataError for a
+/// non-finite logit and ConfigError when a class is missing (then T is not
+/// identifiable).
+double fit_temperature(const std::vector<double>& logits,
+                       const std::vector<int>& labels);
+
 /// JSON for reports. Undefined values (NaN) are written as null.
 /// {"value", "low", "high"}
 nlohmann::json to_json(const Interval& interval);

@@ -80,7 +80,7 @@ class KerasBackboneImpl : public torch::nn::Module {
   static void tap_if(Tap* tap,
                      const std::string& name,
                      const torch::Tensor& t) {
-    if (tap && tap->layer == name) tap->activation = t;
+    if (tap) tap->record(name, t);
   }
 
  private:

@@ -6,16 +6,30 @@
 /// which is how Grad-CAM reads them without hooks.
 #include <torch/torch.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace cxr::models {
 
-/// Requests the activation of one named layer during a forward pass.
+/// Requests the activation of one named layer during a forward pass, and
+/// optionally of further layers in the same pass (OOD features).
 struct Tap {
-  std::string layer;         ///< a name from tap_names()
+  std::string layer;         ///< a name from tap_names() ("" = none)
   torch::Tensor activation;  ///< filled by forward_tapped: [N, C, h, w]
+  /// Further layers to record in the same pass: names from tap_names()
+  /// mapped to their activations (filled by forward_tapped).
+  std::map<std::string, torch::Tensor> more;
+
+  bool wants(const std::string& name) const {
+    return name == layer || more.count(name) > 0;
+  }
+  void record(const std::string& name, const torch::Tensor& t) {
+    if (name == layer) activation = t;
+    auto it = more.find(name);
+    if (it != more.end()) it->second = t;
+  }
 };
 
 /// Architecture and preprocessing of a model; saved in every checkpoint.

@@ -26,6 +26,9 @@ struct StudyOptions {
   bool quick = false;
   /// The study's full grids (54 baseline trials; hours on a CPU).
   bool full_grid = false;
+  /// ../shared (ImageNet photos, DICOM files) for the OOD evaluation sets;
+  /// "" = only the sets made from the test split and synthetic ones.
+  std::string shared_dir;
   std::string device = "auto";
   int threads = 0;
   bool progress = true;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cxr/data/dataset.h"
+#include "cxr/infer/ood.h"
 #include "cxr/models/classifier.h"
 #include "cxr/train/trainer.h"
 
@@ -31,6 +32,10 @@ struct RunOptions {
   /// A refit's threshold: the one a run trained on train chose on validation
   /// ("" = none). The run must be finished and of the same architecture.
   std::string threshold_from;
+  /// The OOD detector fitted when training ends (infer/fit_trust.h).
+  infer::OodOptions ood;
+  /// The command line that started the run (recorded for the model card).
+  std::string command;
 };
 
 /// Trains and writes the run directory; returns config.json's content.

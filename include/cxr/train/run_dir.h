@@ -5,6 +5,7 @@
 ///   history.csv   one row per epoch;   curves.png  training curves
 ///   state.pt      resumable training state (removed when training ends)
 /// Writes are atomic (temp file + rename).
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +29,11 @@ struct RunMeta {
   nlohmann::json result;
   std::string cxr_version;
   std::string created;
+  /// Written by infer::fit_trust (calibration, OOD detector summary, the
+  /// threshold on the calibrated probability); kept as they are here.
+  nlohmann::json calibration;
+  nlohmann::json ood;
+  std::optional<double> threshold_calibrated;
 
   nlohmann::json to_json() const;
   static RunMeta from_json(const nlohmann::json& j, const std::string& where);

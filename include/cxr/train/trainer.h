@@ -11,7 +11,9 @@
 
 #include "cxr/augment/augment.h"
 #include "cxr/data/dataset.h"
+#include "cxr/infer/run_config.h"
 #include "cxr/models/classifier.h"
+#include "cxr/models/layout.h"
 
 namespace cxr::train {
 
@@ -123,30 +125,14 @@ TrainResult fit(models::ClassifierImpl& model,
                 const EpochCallback& on_epoch = nullptr,
                 const ResumeState* resume = nullptr);
 
-/// On the CPU, oneDNN runs convolutions fastest on channels-last (NHWC)
-/// tensors: measured 1.5x for a training epoch of the study's baseline
-/// (docs/performance.md). Results match the default layout up to float
-/// rounding. CUDA keeps the default layout.
-bool channels_last_on(const torch::Device& device);
-/// Puts the model's 4-D weights in the layout `device` runs fastest.
-void use_device_layout(models::ClassifierImpl& model,
-                       const torch::Device& device);
-/// A 4-D batch in the layout `device` runs fastest (no copy if it is).
-torch::Tensor device_layout(const torch::Tensor& x,
-                            const torch::Device& device);
-
-/// P(positive) for every image ([N,1,S,S] uint8), batched, eval mode,
-/// no grad. Returns [N] float32 on the CPU.
-torch::Tensor predict_proba(models::ClassifierImpl& model,
-                            const torch::Tensor& images,
-                            const torch::Device& device,
-                            int batch_size = 64);
-
-/// The model's parameters and buffers, detached copies (for best-weights).
-std::vector<torch::Tensor> snapshot(models::ClassifierImpl& model);
-/// Copies a snapshot back into the model.
-void restore(models::ClassifierImpl& model,
-             const std::vector<torch::Tensor>& state);
+/// Device layouts (models/layout.h) and batched inference
+/// (infer/run_config.h), under the names the trainer's callers know.
+using infer::predict_proba;
+using models::channels_last_on;
+using models::device_layout;
+using models::restore;
+using models::snapshot;
+using models::use_device_layout;
 
 /// Writes history.csv atomically.
 void write_history_csv(const std::string& path,

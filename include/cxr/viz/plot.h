@@ -87,6 +87,16 @@ torch::Tensor overlay_heatmap(const torch::Tensor& gray,
                               const torch::Tensor& heat,
                               double alpha = 0.45);
 
+/// Renders lines of black text on a white page (DejaVu Sans, `font_size`
+/// px, left margin and line spacing of about one em; lines that do not fit
+/// are cut off). Returns [height, width] float32 in [0, 1] (1 = white).
+/// Used to make "text page" inputs that an X-ray model must not score.
+/// ConfigError for a size outside [8, 8000] px or a font size <= 0.
+torch::Tensor render_text_page(const std::vector<std::string>& lines,
+                               int width,
+                               int height,
+                               double font_size = 12.0);
+
 /// "Nice" tick values (multiples of 1, 2, 2.5 or 5 times a power of ten)
 /// inside [lo, hi] (give or take 1e-9 of a step), at most `max_ticks` of
 /// them and at least 2 when max_ticks >= 3. Empty for a non-finite or

@@ -1,0 +1,68 @@
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli.h"
+#include "cxr/infer/fit_trust.h"
+
+namespace cxr::cli {
+
+std::string calibration_summary(const nlohmann::json& cfg) {
+  std::ostringstream s;
+  s << std::setprecision(4);
+  const auto& c = cfg["calibration"];
+  if (c.value("method", std::string()) == "temperature") {
+    s << "calibration: temperature " << c["temperature"].get<double>() << " ("
+      << c["source"].get<std::string>() << ")";
+    if (c["fit"].contains("ece_before")) {
+      s << "; validation ECE " << c["fit"]["ece_before"].get<double>() << " -> "
+        << c["fit"]["ece_after"].get<double>();
+    }
+    s << "\n";
+  } else {
+    s << "calibration: none (" << c.value("source", std::string()) << ")\n";
+  }
+  const auto& o = cfg["ood"];
+  s << "out-of-distribution warning: score > " << o["threshold"].get<double>()
+    << " (" << o["threshold_rule"].get<std::string>() << ")\n";
+  return s.str();
+}
+
+void register_calibrate(CLI::App& app) {
+  struct Flags {
+    RuntimeFlags runtime;
+    infer::TrustOptions trust;
+    std::string run;
+    bool no_cache = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* cmd = app.add_subcommand(
+      "calibrate",
+      "Fit a run's calibration (temperature scaling on validation) and "
+      "out-of-distribution detector, and write its model card (cxr train "
+      "does this itself; use it for runs made by an older cxr)");
+  cmd->add_option("run", f->run, "run folder from cxr train")->required();
+  cmd->add_option("--from", f->trust.from,
+                  "for a run trained on train+val: the train-only run of the "
+                  "same recipe whose temperature and held-out detector shift "
+                  "it carries over");
+  cmd->add_option("--data", f->trust.data_root,
+                  "dataset folder (default: the one the run was trained on)");
+  cmd->add_option("--ood-false-flag-rate", f->trust.ood.false_flag_rate,
+                  "share of validation images the warning may flag")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 0.5));
+  cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  add_runtime_flags(*cmd, f->runtime);
+  cmd->callback([f] {
+    apply_runtime(f->runtime);
+    auto t = f->trust;
+    t.device = f->runtime.device;
+    t.cache_dir = f->no_cache ? "" : default_cache_dir();
+    auto cfg = infer::fit_trust(f->run, t);
+    std::cout << calibration_summary(cfg);
+    std::cout << "wrote " << f->run << "/{config.json,ood.pt,model-card.md}\n";
+  });
+}
+
+}  // namespace cxr::cli

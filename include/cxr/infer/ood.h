@@ -1,0 +1,89 @@
+#pragma once
+/// Out-of-distribution detector on the model's own features (Lee et al.
+/// 2018): the per-channel spatial mean and standard deviation of several
+/// layers, one class-conditional Gaussian per class with a shared, shrunk
+/// covariance per layer, scored by the Mahalanobis distance to the nearest
+/// class mean. Each layer's distance is standardised by its spread on the
+/// training images, and the layers are averaged. The flag threshold is set
+/// on held-out validation scores so that the 95 % upper confidence bound of
+/// the share of in-distribution images flagged is at most false_flag_rate.
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cxr/models/classifier.h"
+
+namespace cxr::infer {
+
+/// Bumped when the detector's file format or scoring changes.
+inline constexpr int kOodVersion = 1;
+
+struct OodOptions {
+  /// Fraction of in-distribution (validation) images allowed to be flagged.
+  double false_flag_rate = 0.05;
+  /// Layers used (spread from early to late over the model's tap names).
+  int layers = 4;
+  /// Covariance shrinkage towards its scaled identity, in [0, 1].
+  double shrinkage = 0.1;
+};
+
+struct LayerGaussian {
+  std::string layer;
+  torch::Tensor means;      ///< [classes, D] float64
+  torch::Tensor precision;  ///< [D, D] float64, inverse shrunk covariance
+  double score_mean = 0;    ///< of the distance on the training images
+  double score_std = 1;
+};
+
+class OodDetector {
+ public:
+  std::vector<LayerGaussian> layers;
+  /// Mean training image at 32 x 32 ([32, 32] float32 in [0, 1]), for the
+  /// input checks (infer/input_check.h).
+  torch::Tensor reference;
+  double threshold = 0;
+  std::string threshold_rule;
+  double false_flag_rate = 0.05;
+  /// Fraction of the images the threshold was set on that it flags.
+  double fitted_flag_rate = 0;
+  /// (1 - rate) quantile of the training images' scores: a refit on
+  /// train+val shifts its threshold by its train-only run's
+  /// threshold - train_quantile (held-out images score higher than
+  /// training images; the shift is how much).
+  double train_quantile = NAN;
+
+  /// Layers to tap, spread over the model's tap names (last included).
+  static std::vector<std::string> choose_layers(
+      const models::ClassifierImpl& model, int count);
+
+  /// Fits the Gaussians on training features (one [N, D] tensor per layer,
+  /// as forward_logits returns them) with labels [N] (0/1).
+  static OodDetector fit(const std::vector<std::string>& layer_names,
+                         const std::vector<torch::Tensor>& train_features,
+                         const torch::Tensor& labels,
+                         const OodOptions& options);
+
+  std::vector<std::string> layer_names() const;
+  /// Combined score [N] (float64; higher = further from training data).
+  torch::Tensor score(const std::vector<torch::Tensor>& features) const;
+  /// Sets the threshold on in-distribution `scores` so that the 95 % Wilson
+  /// upper bound of the flagged share is at most `rate` (e.g. 400 images,
+  /// rate 0.05: 11 flagged, 2.75 %).
+  void set_threshold(const torch::Tensor& scores,
+                     double rate,
+                     const std::string& rule);
+
+  /// Writes/reads the tensors (ood.pt, atomic). Throws ModelError naming the
+  /// file when it is corrupt or of another version.
+  void save(const std::string& path) const;
+  static OodDetector load(const std::string& path);
+  /// Summary stored in config.json under "ood".
+  nlohmann::json summary() const;
+};
+
+/// Quantile (linear interpolation) of a 1-D tensor.
+double score_quantile(const torch::Tensor& values, double q);
+
+}  // namespace cxr::infer

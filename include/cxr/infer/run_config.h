@@ -1,0 +1,97 @@
+#pragma once
+/// The inference view of a run folder (docs/run-dir.md): what config.json
+/// says about the model, its classes, its decision threshold, its
+/// calibration and its out-of-distribution detector, and the weights in
+/// model.pt. Everything that scores images reads runs through this header;
+/// only `cxr train` writes them (train/run_dir.h).
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cxr/data/dataset.h"
+#include "cxr/models/classifier.h"
+
+namespace cxr::infer {
+
+/// config.json's "format" for every run this cxr writes and reads.
+inline constexpr const char* kRunFormat = "cxr-run/1";
+
+/// Temperature scaling of the model's logit: P = sigmoid(logit / T).
+struct Calibration {
+  /// "none" (T = 1) or "temperature".
+  std::string method = "none";
+  double temperature = 1.0;
+  /// Where T was fitted: "validation of this run", or the train-only run a
+  /// refit carried it over from.
+  std::string source;
+  /// On the fitting data: {"n", "nll_before", "nll_after", "ece_before",
+  /// "ece_after"} (empty when carried over).
+  nlohmann::json fit = nlohmann::json::object();
+
+  double apply(double logit) const;
+  torch::Tensor apply(const torch::Tensor& logits) const;
+  nlohmann::json to_json() const;
+  /// Throws ModelError for a non-positive or non-finite temperature.
+  static Calibration from_json(const nlohmann::json& j,
+                               const std::string& where);
+};
+
+struct RunConfig {
+  std::string dir;
+  models::ModelConfig model;
+  std::string positive = "COVID";
+  std::string negative = "Normal";
+  /// Decision: P_raw >= threshold, i.e. P_calibrated >= threshold_calibrated
+  /// (the same decision, since calibration is monotone).
+  double threshold = 0.5;
+  std::string threshold_rule;
+  Calibration calibration;
+  /// The OOD detector's summary (see infer/ood.h); null when the run has
+  /// none (a run made by an older cxr: fit one with `cxr calibrate`).
+  nlohmann::json ood;
+  nlohmann::json data, train, result;
+  std::string status, cxr_version, created;
+
+  /// "train" or "train+val".
+  std::string train_on() const;
+  double threshold_calibrated() const;
+  /// DatasetOptions that reproduce the run's splits (root overridable).
+  data::DatasetOptions data_options(const std::string& root_override,
+                                    const std::string& cache_dir) const;
+};
+
+/// UTC timestamp "YYYY-MM-DDTHH:MM:SSZ" (run folders record when).
+std::string utc_now();
+
+/// Reads DIR/config.json. Throws ModelError naming the file and the fix when
+/// the folder or file is missing, not a cxr run, incomplete or invalid.
+RunConfig read_run_config(const std::string& dir);
+
+/// Builds the model config.json describes and loads DIR/model.pt into it,
+/// refusing weights whose tensors do not match the config (ModelError).
+/// Eval mode, on `device`.
+models::Classifier load_model(const std::string& dir,
+                              const models::ModelConfig& config,
+                              const torch::Device& device);
+
+/// Forward passes over uint8 images [N, 1, S, S] in batches (eval mode, no
+/// grad), in the layout the device runs fastest. Returns logits [N] float32
+/// on the CPU; when `layers` is non-empty, also fills `features` with one
+/// [N, 2C] float32 CPU tensor per layer: the per-channel spatial mean and
+/// standard deviation of that layer's activation.
+torch::Tensor forward_logits(models::ClassifierImpl& model,
+                             const torch::Tensor& images,
+                             const torch::Device& device,
+                             int batch_size = 64,
+                             const std::vector<std::string>& layers = {},
+                             std::vector<torch::Tensor>* features = nullptr);
+
+/// P(positive) (uncalibrated) for uint8 images [N, 1, S, S]: sigmoid of
+/// forward_logits. [N] float32 on the CPU.
+torch::Tensor predict_proba(models::ClassifierImpl& model,
+                            const torch::Tensor& images,
+                            const torch::Device& device,
+                            int batch_size = 64);
+
+}  // namespace cxr::infer

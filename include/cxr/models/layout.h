@@ -1,0 +1,25 @@
+#pragma once
+/// Memory layout per device, and weight snapshots. On the CPU, oneDNN runs
+/// convolutions fastest on channels-last (NHWC) tensors: measured 1.5x for a
+/// training epoch of the study's baseline (docs/performance.md). Results match
+/// the default layout up to float rounding. CUDA keeps the default layout.
+#include <torch/torch.h>
+
+#include "cxr/models/classifier.h"
+
+namespace cxr::models {
+
+bool channels_last_on(const torch::Device& device);
+/// Puts the model's 4-D weights in the layout `device` runs fastest.
+void use_device_layout(ClassifierImpl& model, const torch::Device& device);
+/// A 4-D batch in the layout `device` runs fastest (no copy if it is).
+torch::Tensor device_layout(const torch::Tensor& x,
+                            const torch::Device& device);
+
+/// The model's parameters and buffers, detached copies (best weights, and
+/// the randomisation checks of Grad-CAM).
+std::vector<torch::Tensor> snapshot(ClassifierImpl& model);
+/// Copies a snapshot back into the model (ModelError on a mismatch).
+void restore(ClassifierImpl& model, const std::vector<torch::Tensor>& state);
+
+}  // namespace cxr::models

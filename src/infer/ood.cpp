@@ -1,0 +1,263 @@
+#include "cxr/infer/ood.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/metrics/metrics.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::infer {
+
+double score_quantile(const torch::Tensor& values, double q) {
+  if (values.numel() == 0) return NAN;
+  auto v = std::get<0>(values.to(torch::kFloat64).flatten().sort());
+  const double pos = q * static_cast<double>(v.numel() - 1);
+  const auto lo = static_cast<int64_t>(std::floor(pos));
+  const auto hi = std::min<int64_t>(lo + 1, v.numel() - 1);
+  const double w = pos - static_cast<double>(lo);
+  return v[lo].item<double>() * (1 - w) + v[hi].item<double>() * w;
+}
+
+std::vector<std::string> OodDetector::choose_layers(
+    const models::ClassifierImpl& model, int count) {
+  const auto names = model.tap_names();
+  std::vector<std::string> pool;
+  // Post-activation maps where the model has them (relu / relu6 outputs).
+  for (const auto& n : names) {
+    if (n.find("relu") != std::string::npos) pool.push_back(n);
+  }
+  if (static_cast<int>(pool.size()) < count) pool = names;
+  std::vector<std::string> out;
+  if (pool.empty() || count < 1) return out;
+  const int n = static_cast<int>(pool.size());
+  const int m = std::min(count, n);
+  // Evenly spaced from early to the last layer, then made distinct (a
+  // small model can round two picks onto one layer).
+  std::vector<int> idx(static_cast<size_t>(m));
+  for (int k = 0; k < m; ++k) {
+    idx[static_cast<size_t>(k)] =
+        static_cast<int>(std::lround(static_cast<double>(k + 1) / m * (n - 1)));
+  }
+  for (int k = m - 2; k >= 0; --k) {
+    idx[static_cast<size_t>(k)] = std::min(idx[static_cast<size_t>(k)],
+                                           idx[static_cast<size_t>(k + 1)] - 1);
+  }
+  for (int k = 0; k < m; ++k) {
+    idx[static_cast<size_t>(k)] =
+        std::max(idx[static_cast<size_t>(k)],
+                 k == 0 ? 0 : idx[static_cast<size_t>(k - 1)] + 1);
+    out.push_back(pool[static_cast<size_t>(idx[static_cast<size_t>(k)])]);
+  }
+  return out;
+}
+
+namespace {
+
+// Squared Mahalanobis distance of each row to the nearest class mean.
+torch::Tensor min_distance(const LayerGaussian& g, const torch::Tensor& x) {
+  auto f = x.to(torch::kFloat64);
+  torch::Tensor best;
+  for (int64_t c = 0; c < g.means.size(0); ++c) {
+    auto d = f - g.means[c];
+    auto m = (d.matmul(g.precision) * d).sum(1);
+    best = best.defined() ? torch::minimum(best, m) : m;
+  }
+  return best;
+}
+
+}  // namespace
+
+OodDetector OodDetector::fit(const std::vector<std::string>& layer_names,
+                             const std::vector<torch::Tensor>& features,
+                             const torch::Tensor& labels,
+                             const OodOptions& o) {
+  if (!(o.shrinkage >= 0 && o.shrinkage <= 1)) {
+    throw ConfigError("OOD shrinkage must be in [0, 1]");
+  }
+  if (layer_names.size() != features.size() || features.empty()) {
+    throw ConfigError("OOD detector: one feature matrix per layer needed");
+  }
+  OodDetector det;
+  det.false_flag_rate = o.false_flag_rate;
+  auto y = labels.to(torch::kLong).flatten();
+  for (size_t k = 0; k < features.size(); ++k) {
+    auto x = features[k].to(torch::kFloat64);
+    if (x.size(0) != y.size(0) || x.size(0) < 2) {
+      throw DataError("OOD detector: need >= 2 training images with labels");
+    }
+    LayerGaussian g;
+    g.layer = layer_names[k];
+    std::vector<torch::Tensor> means;
+    auto centred = torch::empty_like(x);
+    for (int64_t c = 0; c < 2; ++c) {
+      auto mask = y == c;
+      if (mask.sum().item<int64_t>() == 0) continue;
+      auto mu = x.index({mask}).mean(0);
+      means.push_back(mu);
+      centred.index_put_({mask}, x.index({mask}) - mu);
+    }
+    g.means = torch::stack(means);
+    auto cov = centred.t().matmul(centred) / static_cast<double>(x.size(0));
+    auto diag = cov.diagonal().clone();
+    // Shrink towards the diagonal (scale invariant), with a floor for
+    // channels that never fire on the training images.
+    const double floor = 1e-6 * diag.mean().item<double>() + 1e-12;
+    cov = cov * (1 - o.shrinkage) + torch::diag(diag) * o.shrinkage;
+    cov = cov + torch::eye(cov.size(0), cov.options()) * floor;
+    g.precision = torch::linalg::inv(cov);
+    auto d = min_distance(g, x);
+    g.score_mean = d.mean().item<double>();
+    g.score_std = std::max(d.std().item<double>(), 1e-12);
+    det.layers.push_back(std::move(g));
+  }
+  return det;
+}
+
+std::vector<std::string> OodDetector::layer_names() const {
+  std::vector<std::string> out;
+  for (const auto& g : layers) out.push_back(g.layer);
+  return out;
+}
+
+torch::Tensor OodDetector::score(
+    const std::vector<torch::Tensor>& features) const {
+  if (features.size() != layers.size()) {
+    throw ModelError("OOD detector: expected features of " +
+                     std::to_string(layers.size()) + " layers, got " +
+                     std::to_string(features.size()));
+  }
+  torch::Tensor total;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    auto z = (min_distance(layers[k], features[k]) - layers[k].score_mean) /
+             layers[k].score_std;
+    total = total.defined() ? total + z : z;
+  }
+  return total / static_cast<double>(layers.size());
+}
+
+void OodDetector::set_threshold(const torch::Tensor& scores,
+                                double rate,
+                                const std::string& rule) {
+  if (!(rate > 0 && rate < 1)) {
+    throw ConfigError("--ood-false-flag-rate must be in (0, 1), e.g. 0.05");
+  }
+  false_flag_rate = rate;
+  auto v = std::get<0>(scores.to(torch::kFloat64).flatten().sort());
+  const int64_t n = v.numel();
+  if (n == 0) throw DataError("OOD detector: no images to set a threshold on");
+  // The most flags k among these n images whose 95 % Wilson upper bound
+  // stays within `rate`: the threshold then flags at most `rate` of new
+  // in-distribution images with 95 % confidence, not just on average.
+  int64_t k = 0;
+  while (k + 1 < n && metrics::wilson_interval(k + 1, n).high <= rate) {
+    ++k;
+  }
+  // Halfway between the last unflagged and the first flagged score.
+  threshold =
+      k == 0 ? v[n - 1].item<double>() + 1e-9
+             : 0.5 * (v[n - k - 1].item<double>() + v[n - k].item<double>());
+  threshold_rule = rule;
+  fitted_flag_rate =
+      (scores > threshold).to(torch::kFloat64).mean().item<double>();
+}
+
+void OodDetector::save(const std::string& path) const {
+  write_file_atomic(path, [&](const fs::path& tmp) {
+    torch::serialize::OutputArchive ar;
+    nlohmann::json meta = summary();
+    nlohmann::json stats = nlohmann::json::array();
+    for (const auto& g : layers) {
+      stats.push_back({g.layer, g.score_mean, g.score_std});
+    }
+    meta["stats"] = stats;
+    ar.write("meta", c10::IValue(meta.dump()));
+    for (size_t k = 0; k < layers.size(); ++k) {
+      ar.write("means_" + std::to_string(k), layers[k].means);
+      ar.write("precision_" + std::to_string(k), layers[k].precision);
+    }
+    ar.write("reference", reference.defined() ? reference : torch::empty({0}));
+    ar.save_to(tmp.string());
+  });
+}
+
+OodDetector OodDetector::load(const std::string& path) {
+  if (!fs::is_regular_file(path)) {
+    throw ModelError("'" + path +
+                     "' is missing; the run's config.json names an OOD "
+                     "detector: re-fit it with cxr calibrate RUN");
+  }
+  OodDetector det;
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(path, torch::kCPU);
+    c10::IValue meta_v;
+    ar.read("meta", meta_v);
+    const auto meta = nlohmann::json::parse(meta_v.toStringRef());
+    if (meta.at("version").get<int>() != kOodVersion) {
+      throw ModelError("'" + path + "' is an OOD detector of version " +
+                       meta.at("version").dump() + ", this cxr reads " +
+                       std::to_string(kOodVersion) +
+                       "; re-fit it with cxr calibrate RUN");
+    }
+    det.threshold = meta.at("threshold").get<double>();
+    det.threshold_rule = meta.at("threshold_rule").get<std::string>();
+    det.false_flag_rate = meta.at("false_flag_rate").get<double>();
+    det.fitted_flag_rate = meta.at("fitted_flag_rate").get<double>();
+    // NaN (never measured) is written to JSON as null.
+    const auto& tq = meta.at("train_quantile");
+    det.train_quantile = tq.is_null() ? NAN : tq.get<double>();
+    const auto& stats = meta.at("stats");
+    for (size_t k = 0; k < stats.size(); ++k) {
+      LayerGaussian g;
+      g.layer = stats[k].at(0).get<std::string>();
+      g.score_mean = stats[k].at(1).get<double>();
+      g.score_std = stats[k].at(2).get<double>();
+      ar.read("means_" + std::to_string(k), g.means);
+      ar.read("precision_" + std::to_string(k), g.precision);
+      if (g.means.dim() != 2 || g.precision.dim() != 2 ||
+          g.precision.size(0) != g.means.size(1) ||
+          g.precision.size(1) != g.means.size(1)) {
+        throw ModelError("'" + path + "': layer " + g.layer +
+                         " has mismatched shapes; re-fit it with cxr "
+                         "calibrate RUN");
+      }
+      det.layers.push_back(std::move(g));
+    }
+    torch::Tensor ref;
+    ar.read("reference", ref);
+    if (ref.numel() > 0) det.reference = ref.to(torch::kFloat32);
+  } catch (const ModelError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    throw ModelError("'" + path + "' is corrupt (" +
+                     why.substr(0, why.find('\n')) +
+                     "); re-fit it with cxr calibrate RUN");
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    throw ModelError("'" + path + "' is corrupt (" +
+                     why.substr(0, why.find('\n')) +
+                     "); re-fit it with cxr calibrate RUN");
+  }
+  return det;
+}
+
+nlohmann::json OodDetector::summary() const {
+  return {{"version", kOodVersion},
+          {"file", "ood.pt"},
+          {"method",
+           "Mahalanobis distance to the nearest class mean, shared shrunk "
+           "covariance, per-channel mean and std of each layer, layers "
+           "standardised and averaged"},
+          {"layers", layer_names()},
+          {"threshold", threshold},
+          {"threshold_rule", threshold_rule},
+          {"false_flag_rate", false_flag_rate},
+          {"fitted_flag_rate", fitted_flag_rate},
+          {"train_quantile", train_quantile}};
+}
+
+}  // namespace cxr::infer

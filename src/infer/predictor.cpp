@@ -1,0 +1,159 @@
+#include "cxr/infer/predictor.h"
+
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+#include "cxr/common/error.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::infer {
+namespace {
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+double logit_of(double p) {
+  return std::log(p / (1 - p));
+}
+
+}  // namespace
+
+Predictor Predictor::load(const std::string& dir, const torch::Device& device) {
+  Predictor p;
+  p.config_ = read_run_config(dir);
+  if (p.config_.status == "training") {
+    throw ModelError("run '" + dir +
+                     "' has not finished training; wait for it or resume "
+                     "it with cxr train --resume");
+  }
+  p.model_ = load_model(dir, p.config_.model, device);
+  p.device_ = device;
+  p.threshold_ = p.config_.threshold;
+  if (!p.config_.ood.is_null()) {
+    p.detector_ = std::make_shared<OodDetector>(
+        OodDetector::load((fs::path(dir) / "ood.pt").string()));
+  }
+  return p;
+}
+
+double Predictor::calibrated_threshold() const {
+  if (threshold_ <= 0 || threshold_ >= 1) return threshold_;
+  return config_.calibration.apply(logit_of(threshold_));
+}
+
+double Predictor::raw_threshold_for(double calibrated) const {
+  if (calibrated <= 0 || calibrated >= 1) return calibrated;
+  // sigmoid(z / T) = c  <=>  z = T logit(c).
+  const double z = config_.calibration.temperature * logit_of(calibrated);
+  return 1.0 / (1.0 + std::exp(-z));
+}
+
+std::vector<Prediction> Predictor::predict(const torch::Tensor& images) const {
+  std::vector<torch::Tensor> feats;
+  const std::vector<std::string> layers =
+      detector_ ? detector_->layer_names() : std::vector<std::string>{};
+  const torch::Tensor logits =
+      forward_logits(*model_, images, device_, batch_size, layers, &feats);
+  // The raw probability in float32, as training and evaluation always
+  // computed it, so decisions at the threshold are unchanged.
+  const torch::Tensor p_raw = torch::sigmoid(logits).to(torch::kFloat64);
+  const torch::Tensor p_cal =
+      config_.calibration.apply(logits.to(torch::kFloat64));
+  torch::Tensor scores;
+  if (detector_) scores = detector_->score(feats);
+  std::vector<Prediction> out(static_cast<size_t>(logits.size(0)));
+  for (int64_t i = 0; i < logits.size(0); ++i) {
+    auto& r = out[static_cast<size_t>(i)];
+    r.logit = logits[i].item<double>();
+    r.p_raw = p_raw[i].item<double>();
+    r.p = p_cal[i].item<double>();
+    r.positive = r.p_raw >= threshold_;
+    r.decision = r.positive ? config_.positive : config_.negative;
+    if (detector_) {
+      r.ood_score = scores[i].item<double>();
+      if (r.ood_score > detector_->threshold) {
+        r.in_distribution = false;
+        r.reasons.push_back("unlike the training images: feature distance " +
+                            fixed(r.ood_score, 2) + " > " +
+                            fixed(detector_->threshold, 2) +
+                            " (a limit that flags at most " +
+                            fixed(100 * detector_->false_flag_rate, 0) +
+                            " % of chest X-rays like the training data)");
+      }
+    }
+  }
+  return out;
+}
+
+torch::Tensor Predictor::preprocess(const data::GrayImage& image) const {
+  // Same path as training: resize, quantise to 8 bits, model normalises.
+  return data::resize_square(image.pixels, config_.model.input_size)
+      .unsqueeze(0)
+      .mul(255.0f)
+      .round()
+      .clamp(0, 255)
+      .to(torch::kUInt8);
+}
+
+std::vector<Prediction> Predictor::predict(
+    const std::vector<data::GrayImage>& images) const {
+  if (images.empty()) return {};
+  std::vector<torch::Tensor> batch;
+  std::vector<std::vector<std::string>> checks;
+  const torch::Tensor reference =
+      detector_ ? detector_->reference : torch::Tensor();
+  for (const auto& img : images) {
+    checks.push_back(
+        check_input(img, config_.model.input_size, reference, input_checks_));
+    batch.push_back(preprocess(img));
+  }
+  auto out = predict(torch::stack(batch));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (checks[i].empty()) continue;
+    out[i].in_distribution = false;
+    out[i].reasons.insert(out[i].reasons.begin(), checks[i].begin(),
+                          checks[i].end());
+  }
+  return out;
+}
+
+std::vector<Prediction> Predictor::predict_files(
+    const std::vector<std::string>& files, bool skip_bad) const {
+  std::vector<Prediction> out(files.size());
+  std::vector<data::GrayImage> batch;
+  std::vector<size_t> ids;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    auto res = predict(batch);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      res[k].file = files[ids[k]];
+      out[ids[k]] = std::move(res[k]);
+    }
+    batch.clear();
+    ids.clear();
+  };
+  for (size_t i = 0; i < files.size(); ++i) {
+    out[i].file = files[i];
+    try {
+      batch.push_back(data::read_gray(files[i]));
+      ids.push_back(i);
+    } catch (const DataError& e) {
+      if (!skip_bad) {
+        throw DataError(std::string(e.what()) +
+                        " (pass --skip-bad to predict the rest)");
+      }
+      out[i].error = e.what();
+      out[i].in_distribution = false;
+    }
+    if (static_cast<int>(batch.size()) >= batch_size) flush();
+  }
+  flush();
+  return out;
+}
+
+}  // namespace cxr::infer

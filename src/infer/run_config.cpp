@@ -1,0 +1,245 @@
+#include "cxr/infer/run_config.h"
+
+#include <cmath>
+#include <ctime>
+#include <map>
+
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/models/layout.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::infer {
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+double Calibration::apply(double logit) const {
+  return 1.0 / (1.0 + std::exp(-logit / temperature));
+}
+
+torch::Tensor Calibration::apply(const torch::Tensor& logits) const {
+  return torch::sigmoid(logits / temperature);
+}
+
+nlohmann::json Calibration::to_json() const {
+  return {{"method", method},
+          {"temperature", temperature},
+          {"source", source},
+          {"fit", fit}};
+}
+
+Calibration Calibration::from_json(const nlohmann::json& j,
+                                   const std::string& where) {
+  Calibration c;
+  if (j.is_null()) return c;
+  try {
+    c.method = j.value("method", std::string("none"));
+    c.temperature = j.value("temperature", 1.0);
+    c.source = j.value("source", std::string());
+    c.fit = j.value("fit", nlohmann::json::object());
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("'" + where + "': bad \"calibration\" (" + e.what() +
+                     "); re-fit it with cxr calibrate");
+  }
+  if (c.method != "none" && c.method != "temperature") {
+    throw ModelError("'" + where + "': unknown calibration method '" +
+                     c.method + "'; re-fit it with cxr calibrate");
+  }
+  if (!(std::isfinite(c.temperature) && c.temperature > 0)) {
+    throw ModelError("'" + where + "': calibration temperature " +
+                     std::to_string(c.temperature) +
+                     " is not a positive number; re-fit it with cxr "
+                     "calibrate");
+  }
+  return c;
+}
+
+std::string RunConfig::train_on() const {
+  return train.value("train_on", std::string("train"));
+}
+
+double RunConfig::threshold_calibrated() const {
+  if (threshold <= 0 || threshold >= 1) return threshold;
+  return calibration.apply(std::log(threshold / (1 - threshold)));
+}
+
+data::DatasetOptions RunConfig::data_options(
+    const std::string& root_override, const std::string& cache_dir) const {
+  data::DatasetOptions o;
+  o.root =
+      root_override.empty() ? data.value("root", std::string()) : root_override;
+  o.size = data.value("size", o.size);
+  o.seed = data.value("seed", o.seed);
+  o.train_fraction = data.value("train_fraction", o.train_fraction);
+  o.val_fraction = data.value("val_fraction", o.val_fraction);
+  o.positive = data.value("positive", o.positive);
+  o.cache_dir = cache_dir;
+  return o;
+}
+
+RunConfig read_run_config(const std::string& dir) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) {
+    throw ModelError("run folder '" + dir +
+                     "' does not exist; pass the --out folder of cxr train");
+  }
+  const fs::path cfg = d / "config.json";
+  if (!fs::exists(cfg)) {
+    throw ModelError("'" + cfg.string() +
+                     "' is missing: not a cxr run folder (train one with "
+                     "cxr train)");
+  }
+  nlohmann::json j;
+  try {
+    j = read_json(cfg);
+  } catch (const DataError& e) {
+    throw ModelError(e.what());
+  }
+  if (j.value("format", std::string()) != kRunFormat) {
+    throw ModelError("'" + cfg.string() +
+                     "' is not a cxr run config (format '" +
+                     j.value("format", std::string("?")) + "', expected '" +
+                     kRunFormat + "')");
+  }
+  RunConfig c;
+  c.dir = dir;
+  try {
+    c.model = models::ModelConfig::from_json(j.at("model"));
+    c.positive = j.at("classes").at("positive").get<std::string>();
+    c.negative = j.at("classes").at("negative").get<std::string>();
+    c.threshold = j.at("threshold").at("value").get<double>();
+    c.threshold_rule = j.at("threshold").value("rule", std::string());
+    c.ood = j.value("ood", nlohmann::json());
+    c.data = j.value("data", nlohmann::json::object());
+    c.train = j.value("train", nlohmann::json::object());
+    c.result = j.value("result", nlohmann::json::object());
+    c.status = j.value("status", std::string());
+    c.cxr_version = j.value("cxr_version", std::string());
+    c.created = j.value("created", std::string());
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError("'" + cfg.string() + "' is incomplete (" + e.what() +
+                     "); re-run cxr train to recreate it");
+  }
+  if (!(c.threshold >= 0 && c.threshold <= 1)) {
+    throw ModelError("'" + cfg.string() + "': threshold " +
+                     std::to_string(c.threshold) +
+                     " is not a probability in [0, 1]; fix or retrain");
+  }
+  c.calibration = Calibration::from_json(
+      j.value("calibration", nlohmann::json()), cfg.string());
+  return c;
+}
+
+models::Classifier load_model(const std::string& dir,
+                              const models::ModelConfig& config,
+                              const torch::Device& device) {
+  const fs::path d(dir);
+  models::Classifier model;
+  try {
+    model = models::make_model(config);
+  } catch (const ConfigError& e) {
+    throw ModelError("'" + (d / "config.json").string() +
+                     "' describes an invalid model: " + e.what());
+  }
+  const fs::path weights = d / "model.pt";
+  if (!fs::exists(weights)) {
+    throw ModelError("'" + weights.string() +
+                     "' is missing; the run did not finish (use cxr train "
+                     "--resume)");
+  }
+  try {
+    // Module::load replaces tensors whatever their shape: compare against
+    // the shapes config.json implies so a mismatch is refused, not used.
+    std::map<std::string, std::vector<int64_t>> expected;
+    for (const auto& p : model->named_parameters()) {
+      expected[p.key()] = p.value().sizes().vec();
+    }
+    for (const auto& b : model->named_buffers()) {
+      expected[b.key()] = b.value().sizes().vec();
+    }
+    torch::serialize::InputArchive ar;
+    ar.load_from(weights.string(), torch::kCPU);
+    model->load(ar);
+    auto check = [&](const std::string& name, const torch::Tensor& t) {
+      if (t.sizes().vec() != expected[name]) {
+        throw ModelError("'" + weights.string() +
+                         "' does not match config.json: tensor '" + name +
+                         "' is " + c10::str(t.sizes()) + ", the model needs " +
+                         c10::str(c10::IntArrayRef(expected[name])) +
+                         "; retrain or restore the matching config.json");
+      }
+    };
+    for (const auto& p : model->named_parameters()) check(p.key(), p.value());
+    for (const auto& b : model->named_buffers()) check(b.key(), b.value());
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    why = why.substr(0, why.find('\n'));
+    throw ModelError("'" + weights.string() +
+                     "' is corrupt or does not match config.json (" + why +
+                     "); retrain or restore the file");
+  }
+  model->to(device);
+  model->eval();
+  return model;
+}
+
+torch::Tensor forward_logits(models::ClassifierImpl& model,
+                             const torch::Tensor& images,
+                             const torch::Device& device,
+                             int batch_size,
+                             const std::vector<std::string>& layers,
+                             std::vector<torch::Tensor>* features) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const int64_t n = images.size(0);
+  models::use_device_layout(model, device);
+  std::vector<torch::Tensor> out;
+  std::vector<std::vector<torch::Tensor>> feats(layers.size());
+  models::Tap tap;
+  for (const auto& l : layers) tap.more[l] = torch::Tensor();
+  for (int64_t s = 0; s < n; s += batch_size) {
+    const int64_t e = std::min(n, s + batch_size);
+    auto x = models::device_layout(
+        images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f),
+        device);
+    if (layers.empty()) {
+      out.push_back(model.forward(x).to(torch::kCPU));
+      continue;
+    }
+    out.push_back(model.forward_tapped(x, &tap).to(torch::kCPU));
+    for (size_t k = 0; k < layers.size(); ++k) {
+      const torch::Tensor a = tap.more[layers[k]].to(torch::kFloat32);
+      auto mean = a.mean({2, 3});
+      auto sd = (a.pow(2).mean({2, 3}) - mean.pow(2)).clamp_min(0).sqrt();
+      feats[k].push_back(torch::cat({mean, sd}, 1).to(torch::kCPU));
+    }
+  }
+  model.train(was_training);
+  if (features) {
+    features->clear();
+    for (size_t k = 0; k < layers.size(); ++k) {
+      features->push_back(feats[k].empty() ? torch::empty({0, 0})
+                                           : torch::cat(feats[k]));
+    }
+  }
+  if (out.empty()) return torch::empty({0});
+  return torch::cat(out);
+}
+
+torch::Tensor predict_proba(models::ClassifierImpl& model,
+                            const torch::Tensor& images,
+                            const torch::Device& device,
+                            int batch_size) {
+  return torch::sigmoid(forward_logits(model, images, device, batch_size));
+}
+
+}  // namespace cxr::infer
