@@ -54,6 +54,9 @@ class Predictor {
   /// The raw threshold that gives this calibrated threshold.
   double raw_threshold_for(double calibrated) const;
   InputCheckOptions& input_checks() { return input_checks_; }
+  /// Scores without the feature detector (input checks still apply): the
+  /// OOD benchmark's baseline for the detector's cost.
+  void disable_detector() { detector_.reset(); }
   int batch_size = 32;
 
   /// Scores preprocessed images (uint8 [N, 1, S, S] at the model's size):
