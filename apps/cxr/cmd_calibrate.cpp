@@ -52,6 +52,18 @@ void register_calibrate(CLI::App& app) {
                   "share of validation images the warning may flag")
       ->capture_default_str()
       ->check(CLI::Range(0.001, 0.5));
+  cmd->add_option("--ood-layers", f->trust.ood.layers,
+                  "model layers the detector models (spread early to late)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+  cmd->add_option("--ood-input-layer", f->trust.ood.input_layer,
+                  "also model the input image itself (8 x 8 grid of cell "
+                  "means and stds)")
+      ->capture_default_str();
+  cmd->add_option("--ood-combine", f->trust.ood.combine,
+                  "how the layers' standardised distances combine: mean or "
+                  "max")
+      ->capture_default_str();
   cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {

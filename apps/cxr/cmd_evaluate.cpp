@@ -56,6 +56,7 @@ void register_evaluate(CLI::App& app) {
       oo.run_dir = f->eval.run_dir;
       oo.data_root = f->eval.data_root;
       oo.out_dir = f->eval.out_dir;
+      oo.split = f->eval.split;
       oo.device = f->runtime.device;
       oo.shared_dir = f->shared.empty() ? default_shared_dir() : f->shared;
       std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));

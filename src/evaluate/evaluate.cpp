@@ -202,12 +202,17 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
               " wide, so differences smaller than that are not evidence";
   nlohmann::json rj = {{"fpr", roc.fpr}, {"tpr", roc.tpr}};
   j["roc"] = rj;
-  j["calibration"] = {{"method", cfg.calibration.method},
-                      {"temperature", cfg.calibration.temperature},
-                      {"source", cfg.calibration.source},
-                      {"bins", kCalibrationBins},
-                      {"raw", calibration_json(sc, lab, o.bootstrap)},
-                      {"calibrated", calibration_json(cal, lab, o.bootstrap)}};
+  j["calibration"] = {
+      {"method", cfg.calibration.method},
+      {"temperature", cfg.calibration.temperature},
+      {"source", cfg.calibration.source},
+      {"bins", kCalibrationBins},
+      {"note",
+       "ECE over few images per bin is biased upward, so its percentile "
+       "bootstrap interval can sit above the point estimate; compare raw "
+       "and calibrated on the same images"},
+      {"raw", calibration_json(sc, lab, o.bootstrap)},
+      {"calibrated", calibration_json(cal, lab, o.bootstrap)}};
   j["ood"] = {
       {"detector", pred.has_detector()},
       {"flagged", flagged},

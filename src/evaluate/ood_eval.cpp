@@ -61,11 +61,14 @@ nlohmann::json evaluate_ood(const OodEvalOptions& o) {
     throw ConfigError("the run records no data folder; pass --data DIR");
   }
   const data::DatasetIndex index = data::index_dataset(dopts);
+  const data::Split split = data::parse_split(o.split);
   std::vector<std::string> test_files;
   for (const auto& s : index.samples) {
-    if (s.split == data::Split::kTest) test_files.push_back(s.path);
+    if (s.split == split) test_files.push_back(s.path);
   }
-  if (test_files.empty()) throw DataError("the run's data has no test split");
+  if (test_files.empty()) {
+    throw DataError("the run's data has no " + o.split + " split");
+  }
 
   OodSetOptions so;
   so.shared_dir = o.shared_dir;
@@ -84,6 +87,7 @@ nlohmann::json evaluate_ood(const OodEvalOptions& o) {
 
   nlohmann::json j;
   j["run"] = o.run_dir;
+  j["split"] = o.split;
   j["detector"] = pred.has_detector();
   j["threshold"] =
       pred.has_detector() ? num(pred.detector()->threshold) : nullptr;
@@ -150,7 +154,7 @@ std::string format_ood(const nlohmann::json& j) {
     }
     s << "\n";
   };
-  row("cxr-seed test", j["test"]);
+  row("in-dist. " + j.value("split", std::string("test")), j["test"]);
   for (const auto& r : j["sets"]) row(r["name"].get<std::string>(), r);
   for (const auto& n : j["notes"])
     s << "note: " << n.get<std::string>() << "\n";

@@ -74,7 +74,8 @@ nlohmann::json fit_trust(const std::string& dir,
   const std::string rate_pct = fmt(100 * o.ood.false_flag_rate, 0) + " %";
 
   // The detector: Gaussians on the train split's features.
-  const auto layers = OodDetector::choose_layers(*model, o.ood.layers);
+  auto layers = OodDetector::choose_layers(*model, o.ood.layers);
+  if (o.ood.input_layer) layers.insert(layers.begin(), kInputLayer);
   std::vector<torch::Tensor> f_train;
   forward_logits(*model, train.images, device, o.batch_size, layers, &f_train);
   OodDetector det = OodDetector::fit(layers, f_train, train.labels, o.ood);

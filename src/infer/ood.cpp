@@ -82,6 +82,10 @@ OodDetector OodDetector::fit(const std::vector<std::string>& layer_names,
   }
   OodDetector det;
   det.false_flag_rate = o.false_flag_rate;
+  if (o.combine != "mean" && o.combine != "max") {
+    throw ConfigError("--ood-combine must be mean or max");
+  }
+  det.combine = o.combine;
   auto y = labels.to(torch::kLong).flatten();
   for (size_t k = 0; k < features.size(); ++k) {
     auto x = features[k].to(torch::kFloat64);
@@ -133,9 +137,16 @@ torch::Tensor OodDetector::score(
   for (size_t k = 0; k < layers.size(); ++k) {
     auto z = (min_distance(layers[k], features[k]) - layers[k].score_mean) /
              layers[k].score_std;
-    total = total.defined() ? total + z : z;
+    if (!total.defined()) {
+      total = z;
+    } else if (combine == "max") {
+      total = torch::maximum(total, z);
+    } else {
+      total = total + z;
+    }
   }
-  return total / static_cast<double>(layers.size());
+  return combine == "max" ? total
+                          : total / static_cast<double>(layers.size());
 }
 
 void OodDetector::set_threshold(const torch::Tensor& scores,
@@ -209,6 +220,12 @@ OodDetector OodDetector::load(const std::string& path) {
     // NaN (never measured) is written to JSON as null.
     const auto& tq = meta.at("train_quantile");
     det.train_quantile = tq.is_null() ? NAN : tq.get<double>();
+    // Files from before "combine" existed averaged the layers.
+    det.combine = meta.value("combine", std::string("mean"));
+    if (det.combine != "mean" && det.combine != "max") {
+      throw ModelError("'" + path + "': unknown layer combination '" +
+                       det.combine + "'; re-fit it with cxr calibrate RUN");
+    }
     const auto& stats = meta.at("stats");
     for (size_t k = 0; k < stats.size(); ++k) {
       LayerGaussian g;
@@ -257,7 +274,8 @@ nlohmann::json OodDetector::summary() const {
           {"threshold_rule", threshold_rule},
           {"false_flag_rate", false_flag_rate},
           {"fitted_flag_rate", fitted_flag_rate},
-          {"train_quantile", train_quantile}};
+          {"train_quantile", train_quantile},
+          {"combine", combine}};
 }
 
 }  // namespace cxr::infer

@@ -205,7 +205,9 @@ torch::Tensor forward_logits(models::ClassifierImpl& model,
   std::vector<torch::Tensor> out;
   std::vector<std::vector<torch::Tensor>> feats(layers.size());
   models::Tap tap;
-  for (const auto& l : layers) tap.more[l] = torch::Tensor();
+  for (const auto& l : layers) {
+    if (l != kInputLayer) tap.more[l] = torch::Tensor();
+  }
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
     auto x = models::device_layout(
@@ -217,6 +219,18 @@ torch::Tensor forward_logits(models::ClassifierImpl& model,
     }
     out.push_back(model.forward_tapped(x, &tap).to(torch::kCPU));
     for (size_t k = 0; k < layers.size(); ++k) {
+      if (layers[k] == kInputLayer) {
+        // The image itself on an 8 x 8 grid: each cell's mean and standard
+        // deviation (the layout of the anatomy, and its sharpness).
+        namespace F = torch::nn::functional;
+        auto opts = F::AdaptiveAvgPool2dFuncOptions({8, 8});
+        auto m = F::adaptive_avg_pool2d(x, opts);
+        auto sd =
+            (F::adaptive_avg_pool2d(x * x, opts) - m * m).clamp_min(0).sqrt();
+        feats[k].push_back(
+            torch::cat({m.flatten(1), sd.flatten(1)}, 1).to(torch::kCPU));
+        continue;
+      }
       const torch::Tensor a = tap.more[layers[k]].to(torch::kFloat32);
       auto mean = a.mean({2, 3});
       auto sd = (a.pow(2).mean({2, 3}) - mean.pow(2)).clamp_min(0).sqrt();

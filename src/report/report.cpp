@@ -406,7 +406,9 @@ nlohmann::json write_report(const ReportOptions& o) {
        "fitted on the validation split of each train-only run by minimising "
        "the NLL; a refit on train+val carries its train-only run's T over. "
        "Decisions at the threshold do not change. ECE: 15 equal-width bins, "
-       "count-weighted, with a 95 % bootstrap CI.</p>\n"
+       "count-weighted, with a 95 % percentile bootstrap CI (ECE over few "
+       "images per bin is biased upward, so the interval can sit above the "
+       "point estimate).</p>\n"
        "<table><tr><th>model</th><th>T (fitted on)</th><th>ECE raw</th>"
        "<th>ECE calibrated</th><th>Brier raw / cal.</th>"
        "<th>NLL raw / cal.</th></tr>\n";
@@ -474,8 +476,8 @@ nlohmann::json write_report(const ReportOptions& o) {
         << (r.contains("auroc") ? num(r["auroc"]) : std::string("-"))
         << "</td></tr>\n";
     };
-    row("cxr-seed test", "in distribution: should be flagged rarely",
-        oj["test"]);
+    row("cxr-seed " + oj.value("split", std::string("test")),
+        "in distribution: should be flagged rarely", oj["test"]);
     for (const auto& r : oj["sets"]) {
       row(r["name"].get<std::string>(), r.value("description", std::string()),
           r);

@@ -380,3 +380,37 @@ TEST(OodDetector, ChooseLayersGivesTheCountAsked) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(OodDetector, MaxCombinationIsTheLargestLayerScoreAndRoundTrips) {
+  Fitted f = fit_two_layers();
+  OodOptions o;
+  o.combine = "max";
+  torch::Tensor y;
+  auto x1 = sample(f.l1, 1000, 10, &y);
+  auto x2 = sample(f.l2, 1000, 11);
+  auto det = OodDetector::fit({"a", "b"}, {x1, x2}, y, o);
+  auto n1 = sample(f.l1, 50, 70);
+  auto n2 = sample(f.l2, 50, 71);
+  // Each layer alone, as a one-layer detector with the same statistics.
+  OodDetector only_a = det, only_b = det;
+  only_a.layers = {det.layers[0]};
+  only_b.layers = {det.layers[1]};
+  const auto expect = torch::maximum(only_a.score({n1}), only_b.score({n2}));
+  EXPECT_TRUE(torch::allclose(det.score({n1, n2}), expect));
+  // The mean detector averages the same two scores.
+  const auto mean = OodDetector::fit({"a", "b"}, {x1, x2}, y, OodOptions{});
+  EXPECT_TRUE(torch::allclose(mean.score({n1, n2}),
+                              (only_a.score({n1}) + only_b.score({n2})) / 2.0));
+  det.threshold = 1.0;
+  TempDir dir;
+  det.save((dir / "ood.pt").string());
+  const auto back = OodDetector::load((dir / "ood.pt").string());
+  EXPECT_EQ(back.combine, "max");
+  EXPECT_TRUE(torch::equal(back.score({n1, n2}), det.score({n1, n2})));
+  o.combine = "median";
+  EXPECT_THROW(OodDetector::fit({"a", "b"}, {x1, x2}, y, o), cxr::ConfigError);
+}
+
+}  // namespace

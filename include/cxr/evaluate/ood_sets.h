@@ -75,6 +75,9 @@ struct OodEvalOptions {
   /// reference and the source of the transformed sets.
   std::string data_root;
   int max_per_set = 200;
+  /// The in-distribution reference and source of the transformed sets:
+  /// "test", or "val" to compare detector designs without touching test.
+  std::string split = "test";
   std::string device = "auto";
   /// Output folder ("" = RUN/eval-ood).
   std::string out_dir;

@@ -75,6 +75,11 @@ models::Classifier load_model(const std::string& dir,
                               const models::ModelConfig& config,
                               const torch::Device& device);
 
+/// The pseudo-layer name for the input image itself in forward_logits'
+/// `layers`: its features are the mean and standard deviation of each cell
+/// of an 8 x 8 grid (128 values).
+inline constexpr const char* kInputLayer = "input";
+
 /// Forward passes over uint8 images [N, 1, S, S] in batches (eval mode, no
 /// grad), in the layout the device runs fastest. Returns logits [N] float32
 /// on the CPU; when `layers` is non-empty, also fills `features` with one
