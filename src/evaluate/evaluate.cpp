@@ -7,6 +7,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
+#include "cxr/common/vectors.h"
 #include "cxr/data/dataset.h"
 #include "cxr/infer/fit_trust.h"
 #include "cxr/infer/predictor.h"
@@ -17,16 +18,6 @@ namespace fs = std::filesystem;
 
 namespace cxr::evaluate {
 namespace {
-
-std::vector<double> doubles(const torch::Tensor& x) {
-  auto t = x.to(torch::kFloat64).contiguous();
-  return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
-}
-
-std::vector<int> ints(const torch::Tensor& x) {
-  auto t = x.to(torch::kInt32).contiguous();
-  return {t.data_ptr<int>(), t.data_ptr<int>() + t.numel()};
-}
 
 std::string fmt(double v, int p = 3) {
   if (std::isnan(v)) return "n/a";
@@ -155,14 +146,15 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     rule = "--threshold " + fmt(*o.threshold, 4) + " (calibrated)";
   } else if (o.target_sensitivity || o.balanced_threshold) {
     const auto& val = ds.split(data::Split::kVal);
-    auto vp = doubles(infer::predict_proba(pred.model(), val.images, device));
+    auto vp =
+        to_doubles(infer::predict_proba(pred.model(), val.images, device));
     if (o.target_sensitivity) {
       pred.set_threshold(metrics::threshold_for_sensitivity(
-          vp, ints(val.labels), *o.target_sensitivity));
+          vp, to_ints(val.labels), *o.target_sensitivity));
       rule =
           "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
     } else {
-      pred.set_threshold(metrics::threshold_youden(vp, ints(val.labels)));
+      pred.set_threshold(metrics::threshold_youden(vp, to_ints(val.labels)));
       rule = "balanced on validation (max sensitivity + specificity)";
     }
   }
@@ -177,7 +169,7 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     cal.push_back(r.p);
     flagged += r.in_distribution ? 0 : 1;
   }
-  auto lab = ints(set.labels);
+  auto lab = to_ints(set.labels);
   auto m = metrics::evaluate_with_ci(sc, lab, threshold, o.bootstrap, 1);
   auto roc = metrics::roc_curve(sc, lab);
 

@@ -7,6 +7,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
+#include "cxr/common/vectors.h"
 #include "cxr/data/image_io.h"
 #include "cxr/infer/run_config.h"
 #include "cxr/metrics/metrics.h"
@@ -16,16 +17,6 @@ namespace fs = std::filesystem;
 
 namespace cxr::infer {
 namespace {
-
-std::vector<double> doubles(const torch::Tensor& x) {
-  auto t = x.to(torch::kFloat64).contiguous();
-  return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
-}
-
-std::vector<int> ints(const torch::Tensor& x) {
-  auto t = x.to(torch::kInt32).contiguous();
-  return {t.data_ptr<int>(), t.data_ptr<int>() + t.numel()};
-}
 
 double ece15(const std::vector<double>& p, const std::vector<int>& y) {
   return metrics::expected_calibration_error(
@@ -89,8 +80,8 @@ nlohmann::json fit_trust(const std::string& dir,
     std::vector<torch::Tensor> f_val;
     const auto logits = forward_logits(*model, val.images, device, o.batch_size,
                                        layers, &f_val);
-    const auto z = doubles(logits);
-    const auto y = ints(val.labels);
+    const auto z = to_doubles(logits);
+    const auto y = to_ints(val.labels);
     int64_t pos = 0;
     for (int v : y) pos += v;
     if (pos > 0 && pos < static_cast<int64_t>(y.size())) {

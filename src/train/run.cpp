@@ -6,6 +6,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
+#include "cxr/common/vectors.h"
 #include "cxr/data/stats.h"
 #include "cxr/infer/fit_trust.h"
 #include "cxr/metrics/metrics.h"
@@ -16,16 +17,6 @@ namespace fs = std::filesystem;
 
 namespace cxr::train {
 namespace {
-
-std::vector<int> int_labels(const torch::Tensor& labels) {
-  auto t = labels.to(torch::kInt32).contiguous();
-  return {t.data_ptr<int>(), t.data_ptr<int>() + t.numel()};
-}
-
-std::vector<double> doubles(const torch::Tensor& x) {
-  auto t = x.to(torch::kFloat64).contiguous();
-  return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
-}
 
 struct ChosenThreshold {
   double value = 0.5;
@@ -217,8 +208,8 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   }
   if (val) {
     auto probs = predict_proba(*model, val->images, device);
-    auto sc = doubles(probs);
-    auto lab = int_labels(val->labels);
+    auto sc = to_doubles(probs);
+    auto lab = to_ints(val->labels);
     if (o.target_sensitivity > 0) {
       meta.threshold =
           metrics::threshold_for_sensitivity(sc, lab, o.target_sensitivity);

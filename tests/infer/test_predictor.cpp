@@ -8,6 +8,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/vectors.h"
 #include "cxr/data/image_io.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/infer/fit_trust.h"
@@ -62,16 +63,6 @@ const SharedRun& shared_run() {
 
 double sigmoid(double z) {
   return 1.0 / (1.0 + std::exp(-z));
-}
-
-std::vector<double> doubles(const torch::Tensor& x) {
-  auto t = x.to(torch::kFloat64).contiguous();
-  return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
-}
-
-std::vector<int> ints(const torch::Tensor& x) {
-  auto t = x.to(torch::kInt32).contiguous();
-  return {t.data_ptr<int>(), t.data_ptr<int>() + t.numel()};
 }
 
 cxr::data::Dataset load_data(const std::string& run) {
@@ -164,7 +155,8 @@ TEST(PredictorRun, RunFolderHasCalibrationAndDetector) {
   const auto ds = load_data(s.run);
   const auto& val = ds.split(cxr::data::Split::kVal);
   const auto logits = cxr::infer::forward_logits(p.model(), val.images, cpu);
-  EXPECT_NEAR(cxr::metrics::fit_temperature(doubles(logits), ints(val.labels)),
+  EXPECT_NEAR(cxr::metrics::fit_temperature(cxr::to_doubles(logits),
+                                            cxr::to_ints(val.labels)),
               t, 1e-9 * t);
 
   // The Predictor reads it all back.
@@ -475,7 +467,7 @@ TEST(PredictorEvaluate, TestSplitMetricsAndModelCard) {
     cal.push_back(r.p);
     flagged += r.in_distribution ? 0 : 1;
   }
-  const auto y = ints(test.labels);
+  const auto y = cxr::to_ints(test.labels);
   ASSERT_TRUE(j.contains("calibration"));
   EXPECT_EQ(j["calibration"]["method"], "temperature");
   EXPECT_EQ(j["calibration"]["bins"], 15);
