@@ -155,7 +155,8 @@ CamResult GradCam::compute_batch(const torch::Tensor& images) {
   // when the layers before it are frozen; the detach keeps the caller's
   // tensor untouched.
   auto x = images.to(model_device(model)).detach().requires_grad_(true);
-  models::Tap tap{layer_, {}};
+  models::Tap tap;
+  tap.layer = layer_;
   torch::Tensor logits = model.forward_tapped(x, &tap);
   if (!tap.activation.defined() || tap.activation.dim() != 4) {
     throw ConfigError("--layer " + layer_ + ": gives " +
