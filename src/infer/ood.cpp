@@ -145,8 +145,7 @@ torch::Tensor OodDetector::score(
       total = total + z;
     }
   }
-  return combine == "max" ? total
-                          : total / static_cast<double>(layers.size());
+  return combine == "max" ? total : total / static_cast<double>(layers.size());
 }
 
 void OodDetector::set_threshold(const torch::Tensor& scores,

@@ -41,9 +41,16 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   EXPECT_NE(html.find("reference study: baseline CNN"), std::string::npos);
   EXPECT_NE(html.find("every misclassified test image"), std::string::npos);
   EXPECT_NE(html.find("Trust checks"), std::string::npos);
+  // Calibration and the OOD warning, with each model's OOD table and card.
+  EXPECT_NE(html.find("id=\"calibration\""), std::string::npos);
+  EXPECT_NE(html.find("id=\"ood\""), std::string::npos);
+  EXPECT_NE(html.find("imagenet-photos"), std::string::npos);
+  EXPECT_NE(html.find("Model card:"), std::string::npos);
   EXPECT_EQ(html.find("not found)"), std::string::npos) << "missing picture";
   for (const char* run : {"baseline", "mobilenetv2", "mobilenetv2-refit"}) {
     auto m = cxr::read_json(out / run / "eval-test" / "metrics.json");
+    EXPECT_TRUE(fs::exists(out / run / "eval-ood" / "ood.json")) << run;
+    EXPECT_TRUE(fs::exists(out / run / "model-card.md")) << run;
     for (const char* k : {"accuracy", "recall", "specificity", "auc"}) {
       const std::string v = "<b>" + fixed3(m[k]["value"]) + "</b>";
       EXPECT_NE(html.find(v), std::string::npos) << run << " " << k << " " << v;
@@ -52,7 +59,7 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   auto sj = cxr::read_json(out / "study.json");
   for (const char* step :
        {"explore", "tune-baseline", "baseline-refit", "transfer",
-        "transfer-refit", "evaluate", "explain", "report"}) {
+        "transfer-refit", "evaluate", "ood-sets", "explain", "report"}) {
     EXPECT_TRUE(sj["steps"][step]["done"].get<bool>()) << step;
   }
   // A second run redoes nothing.
@@ -62,7 +69,7 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
        p = log.find("done earlier, skipped", p + 1)) {
     ++skipped;
   }
-  EXPECT_EQ(skipped, 8) << log;
+  EXPECT_EQ(skipped, 9) << log;
 
   if (cxr::testing::run_command("command -v chromium") != 0) {
     GTEST_SKIP() << "chromium is not installed; skipping the browser render";
