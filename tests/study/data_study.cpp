@@ -44,7 +44,7 @@ TEST(StudySeed, QuickStudyWritesACompleteReportAndResumes) {
   // Calibration and the OOD warning, with each model's OOD table and card.
   EXPECT_NE(html.find("id=\"calibration\""), std::string::npos);
   EXPECT_NE(html.find("id=\"ood\""), std::string::npos);
-  EXPECT_NE(html.find("imagenet-photos"), std::string::npos);
+  EXPECT_NE(html.find("rotated-90"), std::string::npos);
   EXPECT_NE(html.find("Model card:"), std::string::npos);
   EXPECT_EQ(html.find("not found)"), std::string::npos) << "missing picture";
   for (const char* run : {"baseline", "mobilenetv2", "mobilenetv2-refit"}) {
