@@ -41,9 +41,15 @@ torch::Tensor mean_image(const torch::Tensor& images) {
 nlohmann::json fit_trust(const std::string& dir,
                          const TrustOptions& o,
                          const data::Dataset* preloaded) {
+  o.ood.validate();
   const RunConfig cfg = read_run_config(dir);
   if (cfg.status == "training") {
     throw ModelError("run '" + dir + "' has not finished training");
+  }
+  if (!o.from.empty() && cfg.train_on() == "train") {
+    throw ConfigError("--from " + o.from + ": '" + dir +
+                      "' trained on train and fits its own temperature on "
+                      "validation; --from is for runs trained on train+val");
   }
   const torch::Device device = resolve_device(o.device);
   auto model = load_model(dir, cfg.model, device);

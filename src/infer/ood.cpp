@@ -11,6 +11,23 @@ namespace fs = std::filesystem;
 
 namespace cxr::infer {
 
+void OodOptions::validate() const {
+  if (!(false_flag_rate > 0 && false_flag_rate <= 0.5)) {
+    throw ConfigError("--ood-false-flag-rate " +
+                      std::to_string(false_flag_rate) +
+                      " is not in (0, 0.5]; e.g. 0.05");
+  }
+  if (layers < 1 || layers > 16) {
+    throw ConfigError("--ood-layers must be in 1..16, e.g. 4");
+  }
+  if (!(shrinkage >= 0 && shrinkage <= 1)) {
+    throw ConfigError("OOD shrinkage must be in [0, 1]");
+  }
+  if (combine != "mean" && combine != "max") {
+    throw ConfigError("--ood-combine " + combine + ": use mean or max");
+  }
+}
+
 double score_quantile(const torch::Tensor& values, double q) {
   if (values.numel() == 0) return NAN;
   auto v = std::get<0>(values.to(torch::kFloat64).flatten().sort());

@@ -106,6 +106,7 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
 
 nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   o.train.validate();
+  o.ood.validate();
   const auto carried = check_threshold_options(o);
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;

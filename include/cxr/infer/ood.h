@@ -37,6 +37,10 @@ struct OodOptions {
   bool input_layer = false;
   /// How the layers' standardised distances combine: "mean" or "max".
   std::string combine = "mean";
+
+  /// Throws ConfigError naming the flag (--ood-false-flag-rate,
+  /// --ood-layers, --ood-combine) before any data is read.
+  void validate() const;
 };
 
 struct LayerGaussian {
