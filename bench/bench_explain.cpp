@@ -9,8 +9,8 @@
 #include "bench_main.h"
 #include "cxr/common/runtime.h"
 #include "cxr/explain/explain.h"
-#include "cxr/explain/gradcam.h"
 #include "cxr/explain/trust.h"
+#include "cxr/infer/gradcam.h"
 #include "cxr/models/baseline.h"
 #include "cxr/train/trainer.h"
 
@@ -66,7 +66,7 @@ void BM_GradCam(benchmark::State& state) {
   Threads threads(state.range(1));
   auto model = baseline();
   auto x = images(state.range(0));
-  cxr::explain::GradCam cam(model, "", static_cast<int>(state.range(0)));
+  cxr::infer::GradCam cam(model, "", static_cast<int>(state.range(0)));
   for (auto _ : state) {
     auto r = cam.compute(x);
     benchmark::DoNotOptimize(r.negative_maps.data_ptr<float>());
@@ -79,7 +79,7 @@ void BM_GradCam(benchmark::State& state) {
 void BM_Panel(benchmark::State& state) {
   auto model = baseline();
   auto x = images(1);
-  auto r = cxr::explain::GradCam(model).compute(x);
+  auto r = cxr::infer::GradCam(model).compute(x);
   auto gray = x[0][0].to(torch::kFloat32) / 255;
   const auto path =
       (std::filesystem::temp_directory_path() / "cxr-bench-panel.png").string();

@@ -2,7 +2,8 @@
 // issue asks for (per OOD evaluation set: n, share flagged by the input
 // checks, by the detector and in all, AUROC of the detector's score against
 // the run's test split), then the latency the detector adds to one
-// prediction (the same Predictor with and without it, in the same run).
+// prediction (the same Predictor with and without it, in the same run), and
+// with both Grad-CAM maps as well.
 //   CXR_BENCH_RUN=study/baseline build/bench/bench_ood
 //   CXR_BENCH_RUN=study/mobilenetv2 build/bench/bench_ood
 //   --benchmark_repetitions=3
@@ -34,7 +35,7 @@ torch::Tensor one_image(int size) {
   return x.round().clamp(0, 255).to(torch::kUInt8).view({1, 1, size, size});
 }
 
-void predict_one(benchmark::State& state, bool detector) {
+void predict_one(benchmark::State& state, bool detector, bool maps = false) {
   auto p = cxr::infer::Predictor::load(run_dir(), torch::kCPU);
   if (!detector) p.disable_detector();
   if (detector && !p.has_detector()) {
@@ -42,8 +43,10 @@ void predict_one(benchmark::State& state, bool detector) {
     return;
   }
   const auto x = one_image(p.config().model.input_size);
+  cxr::infer::PredictOptions o;
+  o.maps = maps;
   for (auto _ : state) {
-    auto r = p.predict(x);
+    auto r = p.predict(x, o);
     benchmark::DoNotOptimize(r.front().p);
   }
   state.counters["images_per_s"] = benchmark::Counter(
@@ -55,6 +58,11 @@ void BM_PredictOneWithoutDetector(benchmark::State& state) {
 }
 void BM_PredictOneWithDetector(benchmark::State& state) {
   predict_one(state, true);
+}
+/// What `serve` does for one image with ?maps=1: prediction, detector and
+/// both Grad-CAM maps in one pass.
+void BM_PredictOneWithDetectorAndMaps(benchmark::State& state) {
+  predict_one(state, true, true);
 }
 
 }  // namespace
@@ -82,6 +90,9 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("PredictOne/with_detector",
                                BM_PredictOneWithDetector)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("PredictOne/with_detector_and_maps",
+                               BM_PredictOneWithDetectorAndMaps)
       ->Unit(benchmark::kMillisecond);
   return cxr::bench::run_benchmarks(argc, argv);
 }

@@ -14,7 +14,6 @@
 #include "cxr/common/runtime.h"
 #include "cxr/data/dataset.h"
 #include "cxr/data/image_io.h"
-#include "cxr/explain/gradcam.h"
 #include "cxr/infer/predictor.h"
 #include "cxr/version.h"
 #include "cxr/viz/plot.h"
@@ -157,10 +156,15 @@ nlohmann::json explain_run(const ExplainOptions& o) {
 
   const auto start = std::chrono::steady_clock::now();
   const torch::Device device = resolve_device(o.device);
-  const infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
+  infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
+  pred.batch_size = o.batch_size;
   const auto& model = pred.model_ptr();
-  // Validates --layer before any data is read.
-  GradCam cam(model, o.layer, o.batch_size);
+  // One pass gives the prediction, the OOD flag and both maps. The layer is
+  // validated before any data is read.
+  infer::PredictOptions with_maps;
+  with_maps.maps = true;
+  with_maps.layer = pred.cam_layer(o.layer);
+  const std::string& layer = with_maps.layer;
   const int size = pred.config().model.input_size;
   // Decisions on the raw probability; panels show the calibrated one.
   const double threshold = pred.threshold();
@@ -236,9 +240,10 @@ nlohmann::json explain_run(const ExplainOptions& o) {
     // originals; split images were checked by the detector alone.
     std::vector<infer::Prediction> preds;
     torch::Tensor batch;
+    const auto t0 = std::chrono::steady_clock::now();
     if (src.images.defined()) {
       batch = src.images.slice(0, s, e);
-      preds = pred.predict(batch);
+      preds = pred.predict(batch, with_maps);
     } else {
       std::vector<data::GrayImage> decoded;
       std::vector<torch::Tensor> pre;
@@ -250,51 +255,53 @@ nlohmann::json explain_run(const ExplainOptions& o) {
         }
       }
       batch = torch::stack(pre);
-      preds = pred.predict(decoded);
+      preds = pred.predict(decoded, with_maps);
     }
-    if (o.trust) all_images.push_back(batch);
-    const auto t0 = std::chrono::steady_clock::now();
-    CamResult r = cam.compute(batch);
     cam_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
             .count();
+    if (o.trust) all_images.push_back(batch);
     SingleThreaded drawing;
     auto gray = batch.to(torch::kFloat32).div(255.0f);
-    auto pos_shares = energy_shares(r.positive_maps);
-    auto neg_shares = energy_shares(r.negative_maps);
+    std::vector<torch::Tensor> pos_maps, neg_maps;
+    for (const auto& pk : preds) {
+      pos_maps.push_back(pk.positive_map);
+      neg_maps.push_back(pk.negative_map);
+    }
+    auto pos_shares = energy_shares(torch::stack(pos_maps));
+    auto neg_shares = energy_shares(torch::stack(neg_maps));
     for (int64_t k = 0; k < e - s; ++k) {
       const size_t i = static_cast<size_t>(s + k);
       std::ostringstream id;
       id << std::setw(digits) << std::setfill('0') << (s + k + 1);
       const std::string name = id.str() + "_" + safe_stem(src.files[i]);
       names.push_back(name);
-      const double p = r.probabilities[k].item<double>();
-      const bool pred = p >= threshold;
+      const auto& pk = preds[static_cast<size_t>(k)];
+      const double p = pk.p_raw;
+      const bool pred = pk.positive;
       const int label = src.labels[i];
       PanelInfo info;
       info.title = fs::path(src.files[i]).filename().string();
       info.positive = positive;
       info.negative = negative;
-      const auto& pk = preds[static_cast<size_t>(k)];
       info.probability = pk.p;
       info.threshold = shown_threshold;
       info.label = label;
       if (!pk.in_distribution) {
         info.warning = "OUT OF DISTRIBUTION: " + pk.reasons.front();
       }
-      save_panel(gray[k][0], r.positive_maps[k], r.negative_maps[k], info,
+      save_panel(gray[k][0], pk.positive_map, pk.negative_map, info,
                  (out / "panels" / (name + ".png")).string());
-      data::write_png(
-          (out / "thumbs" / (name + ".png")).string(),
-          viz::overlay_heatmap(gray[k][0],
-                               pred ? r.positive_maps[k] : r.negative_maps[k]));
+      data::write_png((out / "thumbs" / (name + ".png")).string(),
+                      viz::overlay_heatmap(gray[k][0], pred ? pk.positive_map
+                                                            : pk.negative_map));
       nlohmann::json rec = {
           {"index", s + k + 1},
           {"file", src.files[i]},
           {"panel", "panels/" + name + ".png"},
           {"thumbnail", "thumbs/" + name + ".png"},
-          {"layer", cam.layer()},
-          {"logit", r.logits[k].item<double>()},
+          {"layer", layer},
+          {"logit", pk.logit},
           {"p_" + positive, pk.p},
           {"p_" + positive + "_raw", p},
           {"threshold", shown_threshold},
@@ -330,7 +337,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
   nlohmann::json trust_summary;
   if (o.trust && n > 0) {
     TrustOptions t = o.trust_options;
-    t.layer = cam.layer();
+    t.layer = layer;
     t.threshold = threshold;
     t.batch_size = o.batch_size;
     torch::Tensor labels;
@@ -360,7 +367,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
       {"run", o.run_dir},
       {"out", out.string()},
       {"arch", pred.config().model.arch},
-      {"layer", cam.layer()},
+      {"layer", layer},
       {"layers", model->tap_names()},
       {"device", device.str()},
       {"source", src.description},
@@ -399,8 +406,8 @@ nlohmann::json explain_run(const ExplainOptions& o) {
        << ".wrong{color:#b00}</style></head><body>\n"
        << "<h1>Grad-CAM: " << n << " " << html_escape(src.description)
        << "</h1>\n<p>run <code>" << html_escape(o.run_dir)
-       << "</code>, layer <code>" << html_escape(cam.layer())
-       << "</code>, threshold " << fixed(threshold, 3)
+       << "</code>, layer <code>" << html_escape(layer) << "</code>, threshold "
+       << fixed(threshold, 3)
        << ". Thumbnails show the map of the predicted class; click for the "
           "panel (original | "
        << html_escape(positive) << " evidence | " << html_escape(negative)

@@ -75,6 +75,15 @@ namespace {
 
 // Squared Mahalanobis distance of each row to the nearest class mean.
 torch::Tensor min_distance(const LayerGaussian& g, const torch::Tensor& x) {
+  if (g.whiten.defined()) {
+    auto y = x.to(torch::kFloat32).matmul(g.whiten);
+    torch::Tensor best;
+    for (int64_t c = 0; c < g.means_whitened.size(0); ++c) {
+      auto m = (y - g.means_whitened[c]).pow(2).sum(1);
+      best = best.defined() ? torch::minimum(best, m) : m;
+    }
+    return best.to(torch::kFloat64);
+  }
   auto f = x.to(torch::kFloat64);
   torch::Tensor best;
   for (int64_t c = 0; c < g.means.size(0); ++c) {
@@ -86,6 +95,21 @@ torch::Tensor min_distance(const LayerGaussian& g, const torch::Tensor& x) {
 }
 
 }  // namespace
+
+void LayerGaussian::prepare() {
+  whiten = torch::Tensor();
+  means_whitened = torch::Tensor();
+  try {
+    const auto l = torch::linalg::cholesky(precision.to(torch::kFloat64));
+    means_whitened = means.to(torch::kFloat64).matmul(l).to(torch::kFloat32);
+    whiten = l.to(torch::kFloat32).contiguous();
+  } catch (const c10::Error&) {
+    // Not positive definite in float64 rounding: score in float64 with the
+    // precision matrix itself.
+    whiten = torch::Tensor();
+    means_whitened = torch::Tensor();
+  }
+}
 
 OodDetector OodDetector::fit(const std::vector<std::string>& layer_names,
                              const std::vector<torch::Tensor>& features,
@@ -129,6 +153,7 @@ OodDetector OodDetector::fit(const std::vector<std::string>& layer_names,
     cov = cov * (1 - o.shrinkage) + torch::diag(diag) * o.shrinkage;
     cov = cov + torch::eye(cov.size(0), cov.options()) * floor;
     g.precision = torch::linalg::inv(cov);
+    g.prepare();
     auto d = min_distance(g, x);
     g.score_mean = d.mean().item<double>();
     g.score_std = std::max(d.std().item<double>(), 1e-12);
@@ -257,6 +282,7 @@ OodDetector OodDetector::load(const std::string& path) {
                          " has mismatched shapes; re-fit it with cxr "
                          "calibrate RUN");
       }
+      g.prepare();
       det.layers.push_back(std::move(g));
     }
     torch::Tensor ref;

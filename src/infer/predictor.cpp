@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cxr/common/error.h"
+#include "cxr/infer/gradcam.h"
 
 namespace fs = std::filesystem;
 
@@ -53,12 +54,20 @@ double Predictor::raw_threshold_for(double calibrated) const {
   return 1.0 / (1.0 + std::exp(-z));
 }
 
-std::vector<Prediction> Predictor::predict(const torch::Tensor& images) const {
-  std::vector<torch::Tensor> feats;
-  const std::vector<std::string> layers =
-      detector_ ? detector_->layer_names() : std::vector<std::string>{};
-  const torch::Tensor logits =
-      forward_logits(*model_, images, device_, batch_size, layers, &feats);
+std::string Predictor::cam_layer(const std::string& layer) const {
+  // GradCam validates the name (and picks the default for "").
+  return GradCam(model_, layer).layer();
+}
+
+std::vector<Prediction> Predictor::predict(const torch::Tensor& images,
+                                           const PredictOptions& o) const {
+  ForwardOptions fo;
+  fo.batch_size = batch_size;
+  if (detector_) fo.layers = detector_->layer_names();
+  if (o.maps) fo.cam_layer = cam_layer(o.layer);
+  const ForwardResult fr = forward(*model_, images, device_, fo);
+  const torch::Tensor& logits = fr.logits;
+  const std::vector<torch::Tensor>& feats = fr.features;
   // The raw probability in float32, as training and evaluation always
   // computed it, so decisions at the threshold are unchanged.
   const torch::Tensor p_raw = torch::sigmoid(logits).to(torch::kFloat64);
@@ -74,6 +83,10 @@ std::vector<Prediction> Predictor::predict(const torch::Tensor& images) const {
     r.p = p_cal[i].item<double>();
     r.positive = r.p_raw >= threshold_;
     r.decision = r.positive ? config_.positive : config_.negative;
+    if (o.maps) {
+      r.positive_map = fr.positive_maps[i];
+      r.negative_map = fr.negative_maps[i];
+    }
     if (detector_) {
       r.ood_score = scores[i].item<double>();
       if (r.ood_score > detector_->threshold) {
@@ -101,7 +114,7 @@ torch::Tensor Predictor::preprocess(const data::GrayImage& image) const {
 }
 
 std::vector<Prediction> Predictor::predict(
-    const std::vector<data::GrayImage>& images) const {
+    const std::vector<data::GrayImage>& images, const PredictOptions& o) const {
   if (images.empty()) return {};
   std::vector<torch::Tensor> batch;
   std::vector<std::vector<std::string>> checks;
@@ -112,7 +125,7 @@ std::vector<Prediction> Predictor::predict(
         check_input(img, config_.model.input_size, reference, input_checks_));
     batch.push_back(preprocess(img));
   }
-  auto out = predict(torch::stack(batch));
+  auto out = predict(torch::stack(batch), o);
   for (size_t i = 0; i < out.size(); ++i) {
     if (checks[i].empty()) continue;
     out[i].in_distribution = false;
@@ -123,13 +136,16 @@ std::vector<Prediction> Predictor::predict(
 }
 
 std::vector<Prediction> Predictor::predict_files(
-    const std::vector<std::string>& files, bool skip_bad) const {
+    const std::vector<std::string>& files,
+    bool skip_bad,
+    const PredictOptions& o) const {
+  if (o.maps) cam_layer(o.layer);  // a bad --layer before any file is read
   std::vector<Prediction> out(files.size());
   std::vector<data::GrayImage> batch;
   std::vector<size_t> ids;
   auto flush = [&] {
     if (batch.empty()) return;
-    auto res = predict(batch);
+    auto res = predict(batch, o);
     for (size_t k = 0; k < ids.size(); ++k) {
       res[k].file = files[ids[k]];
       out[ids[k]] = std::move(res[k]);

@@ -1,11 +1,14 @@
 #include "cxr/infer/run_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <map>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/vectors.h"
+#include "cxr/infer/gradcam.h"
 #include "cxr/models/layout.h"
 
 namespace fs = std::filesystem;
@@ -191,62 +194,117 @@ models::Classifier load_model(const std::string& dir,
   return model;
 }
 
+namespace {
+
+/// One layer's features for the detector: [n, 2C], per-channel spatial mean
+/// and standard deviation (for kInputLayer, of the image's 8 x 8 cells).
+torch::Tensor layer_features(const std::string& layer,
+                             const torch::Tensor& x,
+                             const models::Tap& tap) {
+  namespace F = torch::nn::functional;
+  if (layer == kInputLayer) {
+    // The image itself on an 8 x 8 grid: each cell's mean and standard
+    // deviation (the layout of the anatomy, and its sharpness).
+    auto opts = F::AdaptiveAvgPool2dFuncOptions({8, 8});
+    auto m = F::adaptive_avg_pool2d(x, opts);
+    auto sd = (F::adaptive_avg_pool2d(x * x, opts) - m * m).clamp_min(0).sqrt();
+    return torch::cat({m.flatten(1), sd.flatten(1)}, 1).to(torch::kCPU);
+  }
+  const auto it = tap.more.find(layer);
+  const torch::Tensor a =
+      (it != tap.more.end() && it->second.defined() ? it->second
+                                                    : tap.activation)
+          .detach()
+          .to(torch::kFloat32);
+  auto mean = a.mean({2, 3});
+  auto sd = (a.pow(2).mean({2, 3}) - mean.pow(2)).clamp_min(0).sqrt();
+  return torch::cat({mean, sd}, 1).to(torch::kCPU);
+}
+
+}  // namespace
+
+ForwardResult forward(models::ClassifierImpl& model,
+                      const torch::Tensor& images,
+                      const torch::Device& device,
+                      const ForwardOptions& o) {
+  const bool maps = !o.cam_layer.empty();
+  // Grad-CAM needs a graph; everything else runs without one.
+  torch::AutoGradMode grad_mode(maps);
+  models::EvalModeGuard eval(model);
+  const int64_t n = images.size(0);
+  const int batch_size = std::max(1, o.batch_size);
+  models::use_device_layout(model, device);
+  std::vector<torch::Tensor> out, pos, neg;
+  std::vector<std::vector<torch::Tensor>> feats(o.layers.size());
+  models::Tap tap;
+  tap.layer = o.cam_layer;
+  for (const auto& l : o.layers) {
+    if (l != kInputLayer && l != o.cam_layer) tap.more[l] = torch::Tensor();
+  }
+  const bool tapped = maps || !tap.more.empty();
+  for (int64_t s = 0; s < n; s += batch_size) {
+    const int64_t e = std::min(n, s + batch_size);
+    auto x = models::device_layout(
+        images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f),
+        device);
+    // The input requires grad so the tapped activation is in the graph even
+    // when the layers before it are frozen.
+    if (maps) x.requires_grad_(true);
+    const torch::Tensor logits =
+        tapped ? model.forward_tapped(x, &tap) : model.forward(x);
+    out.push_back(logits.detach().to(torch::kFloat32).to(torch::kCPU));
+    for (size_t k = 0; k < o.layers.size(); ++k) {
+      feats[k].push_back(layer_features(o.layers[k], x.detach(), tap));
+    }
+    if (!maps) continue;
+    if (!tap.activation.defined() || tap.activation.dim() != 4) {
+      throw ConfigError("--layer " + o.cam_layer + ": gives " +
+                        shape_of(tap.activation) +
+                        ", not a feature map [N, C, h, w]; choose a "
+                        "convolutional layer (see --list-layers)");
+    }
+    // Images are independent in eval mode, so the gradient of the summed
+    // logits holds every image's own; autograd::grad runs only the part of
+    // the graph between the logit and the tapped layer, and frees it.
+    auto grads = torch::autograd::grad({logits.sum()}, {tap.activation},
+                                       /*grad_outputs=*/{},
+                                       /*retain_graph=*/false,
+                                       /*create_graph=*/false,
+                                       /*allow_unused=*/true);
+    auto act = tap.activation.detach().to(torch::kFloat32);
+    auto grad = grads[0].defined() ? grads[0].detach().to(torch::kFloat32)
+                                   : torch::zeros_like(act);
+    const int64_t h = images.size(2), w = images.size(3);
+    pos.push_back(
+        normalize_and_upsample(gradcam_weighting(act, grad), h, w).cpu());
+    neg.push_back(
+        normalize_and_upsample(gradcam_weighting(act, -grad), h, w).cpu());
+  }
+  ForwardResult r;
+  r.logits = out.empty() ? torch::empty({0}) : torch::cat(out);
+  for (auto& f : feats) {
+    r.features.push_back(f.empty() ? torch::empty({0, 0}) : torch::cat(f));
+  }
+  if (maps) {
+    const int64_t h = images.size(2), w = images.size(3);
+    r.positive_maps = pos.empty() ? torch::empty({0, h, w}) : torch::cat(pos);
+    r.negative_maps = neg.empty() ? torch::empty({0, h, w}) : torch::cat(neg);
+  }
+  return r;
+}
+
 torch::Tensor forward_logits(models::ClassifierImpl& model,
                              const torch::Tensor& images,
                              const torch::Device& device,
                              int batch_size,
                              const std::vector<std::string>& layers,
                              std::vector<torch::Tensor>* features) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  const int64_t n = images.size(0);
-  models::use_device_layout(model, device);
-  std::vector<torch::Tensor> out;
-  std::vector<std::vector<torch::Tensor>> feats(layers.size());
-  models::Tap tap;
-  for (const auto& l : layers) {
-    if (l != kInputLayer) tap.more[l] = torch::Tensor();
-  }
-  for (int64_t s = 0; s < n; s += batch_size) {
-    const int64_t e = std::min(n, s + batch_size);
-    auto x = models::device_layout(
-        images.slice(0, s, e).to(device).to(torch::kFloat32).div_(255.0f),
-        device);
-    if (layers.empty()) {
-      out.push_back(model.forward(x).to(torch::kCPU));
-      continue;
-    }
-    out.push_back(model.forward_tapped(x, &tap).to(torch::kCPU));
-    for (size_t k = 0; k < layers.size(); ++k) {
-      if (layers[k] == kInputLayer) {
-        // The image itself on an 8 x 8 grid: each cell's mean and standard
-        // deviation (the layout of the anatomy, and its sharpness).
-        namespace F = torch::nn::functional;
-        auto opts = F::AdaptiveAvgPool2dFuncOptions({8, 8});
-        auto m = F::adaptive_avg_pool2d(x, opts);
-        auto sd =
-            (F::adaptive_avg_pool2d(x * x, opts) - m * m).clamp_min(0).sqrt();
-        feats[k].push_back(
-            torch::cat({m.flatten(1), sd.flatten(1)}, 1).to(torch::kCPU));
-        continue;
-      }
-      const torch::Tensor a = tap.more[layers[k]].to(torch::kFloat32);
-      auto mean = a.mean({2, 3});
-      auto sd = (a.pow(2).mean({2, 3}) - mean.pow(2)).clamp_min(0).sqrt();
-      feats[k].push_back(torch::cat({mean, sd}, 1).to(torch::kCPU));
-    }
-  }
-  model.train(was_training);
-  if (features) {
-    features->clear();
-    for (size_t k = 0; k < layers.size(); ++k) {
-      features->push_back(feats[k].empty() ? torch::empty({0, 0})
-                                           : torch::cat(feats[k]));
-    }
-  }
-  if (out.empty()) return torch::empty({0});
-  return torch::cat(out);
+  ForwardOptions o;
+  o.batch_size = batch_size;
+  o.layers = layers;
+  auto r = forward(model, images, device, o);
+  if (features) *features = std::move(r.features);
+  return r.logits;
 }
 
 torch::Tensor predict_proba(models::ClassifierImpl& model,

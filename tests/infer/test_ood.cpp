@@ -108,6 +108,24 @@ TEST(OodDetector, FlagsShiftedFeaturesNotFreshOnes) {
   EXPECT_GE(flag_rate(det.score({n1 * 4, n2 * 4}), det.threshold), 0.99);
 }
 
+TEST(OodDetector, WhitenedFloat32DistanceEqualsThePrecisionForm) {
+  const Fitted f = fit_two_layers();
+  OodDetector fast = f.det;
+  ASSERT_TRUE(fast.layers[0].whiten.defined());
+  auto n1 = sample(f.l1, 500, 50);
+  auto n2 = sample(f.l2, 500, 51);
+  auto shifted = n1 * 3 + 1;
+  OodDetector exact = fast;
+  // Without the whitening the float64 (x - mean) P (x - mean) form is used.
+  for (auto& g : exact.layers) g.whiten = torch::Tensor();
+  for (const auto& x : {n1, shifted}) {
+    const auto a = fast.score({x, n2});
+    const auto b = exact.score({x, n2});
+    EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-4))
+        << (a - b).abs().max().item<double>();
+  }
+}
+
 TEST(OodDetector, OneLayerAndTrainingScoresAreStandardised) {
   const Source s = make_source(8, 3);
   torch::Tensor y;

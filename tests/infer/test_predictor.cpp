@@ -12,6 +12,7 @@
 #include "cxr/data/image_io.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/infer/fit_trust.h"
+#include "cxr/infer/gradcam.h"
 #include "cxr/infer/predictor.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/train/run.h"
@@ -240,6 +241,60 @@ TEST(PredictorRun, PredictUsesTheThresholdAndTheTemperature) {
     EXPECT_EQ(moved[i].positive, moved[i].p_raw >= q.threshold()) << i;
     EXPECT_EQ(moved[i].positive, moved[i].p >= q.calibrated_threshold()) << i;
     EXPECT_DOUBLE_EQ(moved[i].p, preds[i].p);
+  }
+}
+
+TEST(PredictorRun, MapsComeWithTheSamePredictionsInOnePass) {
+  const auto& s = shared_run();
+  const torch::Device cpu(torch::kCPU);
+  auto p = cxr::infer::Predictor::load(s.run, cpu);
+  p.batch_size = 5;  // several batches, the last one short
+  const auto ds = load_data(s.run);
+  const auto& val = ds.split(cxr::data::Split::kVal);
+  const auto plain = p.predict(val.images);
+  cxr::infer::PredictOptions o;
+  o.maps = true;
+  const auto mapped = p.predict(val.images, o);
+  ASSERT_EQ(mapped.size(), plain.size());
+  // The reference: GradCam on the same model and layer, separately.
+  cxr::infer::GradCam cam(p.model_ptr(), "");
+  const auto ref = cam.compute(val.images);
+  const int64_t size = val.images.size(2);
+  for (size_t i = 0; i < mapped.size(); ++i) {
+    const auto k = static_cast<int64_t>(i);
+    const auto& m = mapped[i];
+    EXPECT_NEAR(m.p, plain[i].p, 1e-6) << i;
+    EXPECT_NEAR(m.ood_score, plain[i].ood_score, 1e-4) << i;
+    EXPECT_EQ(m.positive, plain[i].positive) << i;
+    EXPECT_EQ(m.in_distribution, plain[i].in_distribution) << i;
+    EXPECT_FALSE(plain[i].positive_map.defined());
+    ASSERT_TRUE(m.positive_map.defined());
+    ASSERT_EQ(m.positive_map.sizes(), (std::vector<int64_t>{size, size}));
+    ASSERT_EQ(m.negative_map.sizes(), (std::vector<int64_t>{size, size}));
+    EXPECT_GE(m.positive_map.min().item<float>(), 0.0f);
+    EXPECT_LE(m.positive_map.max().item<float>(), 1.0f);
+    EXPECT_TRUE(
+        torch::allclose(m.positive_map, ref.positive_maps[k], 1e-4, 1e-4))
+        << i;
+    EXPECT_TRUE(
+        torch::allclose(m.negative_map, ref.negative_maps[k], 1e-4, 1e-4))
+        << i;
+  }
+  // No gradients left on the parameters, and the model stays in eval mode.
+  for (const auto& t : p.model().parameters()) {
+    EXPECT_FALSE(t.grad().defined());
+  }
+  EXPECT_FALSE(p.model().is_training());
+  // An unknown layer names the valid ones, before anything is read.
+  o.layer = "no_such_layer";
+  try {
+    p.predict_files({"/nonexistent.png"}, false, o);
+    ADD_FAILURE() << "a bad layer was accepted";
+  } catch (const cxr::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no_such_layer"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("valid layers"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "cxr/explain/gradcam.h"
+#include "cxr/infer/gradcam.h"
 #include "cxr/models/classifier.h"
 
 namespace cxr::explain {
@@ -166,6 +166,6 @@ TrustReport trust_checks(const models::Classifier& model,
                          const torch::Tensor& images,
                          const torch::Tensor& labels,
                          const TrustOptions& options = {},
-                         const CamResult* cams = nullptr);
+                         const infer::CamResult* cams = nullptr);
 
 }  // namespace cxr::explain

@@ -49,6 +49,13 @@ struct LayerGaussian {
   torch::Tensor precision;  ///< [D, D] float64, inverse shrunk covariance
   double score_mean = 0;    ///< of the distance on the training images
   double score_std = 1;
+  /// Derived from `precision` by prepare() (fit and load call it), not
+  /// saved: L with precision = L L^T, and the means times L, float32. The
+  /// distance is then |x L - mean L|^2: one matrix product per image in
+  /// float32 instead of one per class in float64 (4x less memory traffic;
+  /// distances agree to ~1e-6 relative).
+  torch::Tensor whiten, means_whitened;
+  void prepare();
 };
 
 class OodDetector {

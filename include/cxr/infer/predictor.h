@@ -31,6 +31,18 @@ struct Prediction {
   /// Why it was flagged (input checks, then the detector).
   std::vector<std::string> reasons;
   std::string error;  ///< non-empty when the image could not be read
+  /// With PredictOptions::maps: Grad-CAM evidence for the positive and the
+  /// negative class, [S, S] float32 in [0, 1] at the model's input size
+  /// (undefined otherwise, and on error).
+  torch::Tensor positive_map, negative_map;
+};
+
+struct PredictOptions {
+  /// Also compute both Grad-CAM maps (one forward pass with a graph, and
+  /// the gradient from the logit back to `layer`).
+  bool maps = false;
+  /// Grad-CAM layer; "" = the model's default (its last feature map).
+  std::string layer;
 };
 
 class Predictor {
@@ -62,15 +74,22 @@ class Predictor {
   /// Scores preprocessed images (uint8 [N, 1, S, S] at the model's size):
   /// probabilities, decisions and the detector's flag (no input checks:
   /// these images were decoded and checked elsewhere).
-  std::vector<Prediction> predict(const torch::Tensor& images) const;
+  std::vector<Prediction> predict(const torch::Tensor& images,
+                                  const PredictOptions& options = {}) const;
   /// Scores decoded full-resolution images: input checks, the same resize
   /// and 8-bit quantisation as training, then predict().
-  std::vector<Prediction> predict(
-      const std::vector<data::GrayImage>& images) const;
+  std::vector<Prediction> predict(const std::vector<data::GrayImage>& images,
+                                  const PredictOptions& options = {}) const;
   /// Reads and scores files. A file that cannot be read throws DataError,
   /// or with `skip_bad` gets Prediction::error and the rest go on.
-  std::vector<Prediction> predict_files(const std::vector<std::string>& files,
-                                        bool skip_bad) const;
+  std::vector<Prediction> predict_files(
+      const std::vector<std::string>& files,
+      bool skip_bad,
+      const PredictOptions& options = {}) const;
+
+  /// The Grad-CAM layer `layer` names ("" = the model's default); throws
+  /// ConfigError listing the valid names for an unknown one.
+  std::string cam_layer(const std::string& layer) const;
 
   /// Preprocesses one decoded image as training does: [1, S, S] uint8.
   torch::Tensor preprocess(const data::GrayImage& image) const;

@@ -80,11 +80,38 @@ models::Classifier load_model(const std::string& dir,
 /// of an 8 x 8 grid (128 values).
 inline constexpr const char* kInputLayer = "input";
 
-/// Forward passes over uint8 images [N, 1, S, S] in batches (eval mode, no
-/// grad), in the layout the device runs fastest. Returns logits [N] float32
-/// on the CPU; when `layers` is non-empty, also fills `features` with one
-/// [N, 2C] float32 CPU tensor per layer: the per-channel spatial mean and
-/// standard deviation of that layer's activation.
+/// What forward() computes besides the logits.
+struct ForwardOptions {
+  int batch_size = 64;
+  /// Layers whose features the detector reads (see forward()).
+  std::vector<std::string> layers;
+  /// Grad-CAM on this layer too ("" = no maps). A name from the model's
+  /// tap_names(); the caller validates it (infer::GradCam does).
+  std::string cam_layer;
+};
+
+/// All float32 on the CPU.
+struct ForwardResult {
+  torch::Tensor logits;  ///< [N]
+  /// One [N, 2C] tensor per ForwardOptions::layers entry: the per-channel
+  /// spatial mean and standard deviation of that layer's activation.
+  std::vector<torch::Tensor> features;
+  /// With cam_layer: Grad-CAM of the logit (evidence for the positive class)
+  /// and of the negated logit, [N, S, S] in [0, 1]; undefined otherwise.
+  torch::Tensor positive_maps, negative_maps;
+};
+
+/// Forward passes over uint8 images [N, 1, S, S] in batches (eval mode, the
+/// model's previous mode restored), in the layout the device runs fastest.
+/// Without cam_layer no graph is built; with it, one pass yields logits,
+/// features and both maps (the gradient runs only from the logit back to
+/// the tapped layer). Parameters' .grad are never touched.
+ForwardResult forward(models::ClassifierImpl& model,
+                      const torch::Tensor& images,
+                      const torch::Device& device,
+                      const ForwardOptions& options);
+
+/// forward() for logits [N] (and, when `layers` is non-empty, `features`).
 torch::Tensor forward_logits(models::ClassifierImpl& model,
                              const torch::Tensor& images,
                              const torch::Device& device,

@@ -10,6 +10,10 @@
 /// negative-class (Normal) map uses the negated logit, i.e. the evidence for
 /// the other class. Both come from one forward pass and one gradient: the
 /// gradient of -logit is the negated gradient of the logit.
+///
+/// It sits in `infer` because a Predictor returns the maps with its
+/// predictions (PredictOptions::maps, for `serve` and `explain`); the trust
+/// checks of the maps are in explain/trust.h.
 #include <torch/torch.h>
 
 #include <string>
@@ -17,7 +21,7 @@
 
 #include "cxr/models/classifier.h"
 
-namespace cxr::explain {
+namespace cxr::infer {
 
 /// Grad-CAM of one batch. All tensors are detached, float32, on the CPU.
 struct CamResult {
@@ -75,7 +79,11 @@ class GradCam {
   int batch_size_;
 };
 
+/// [N, 1, H, W] uint8 (divided by 255) or float images as float32 in [0, 1];
+/// ConfigError naming `what` for another shape.
+torch::Tensor as_unit_float(const torch::Tensor& images, const char* what);
+
 /// The device of the model's first parameter or buffer (CPU if it has none).
 torch::Device model_device(const models::ClassifierImpl& model);
 
-}  // namespace cxr::explain
+}  // namespace cxr::infer

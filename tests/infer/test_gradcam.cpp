@@ -2,15 +2,15 @@
 // quadrant, the Normal map as Grad-CAM of the negated logit, no graph or
 // gradients left behind, layer-name errors.
 #include "cxr/common/error.h"
-#include "cxr/explain/gradcam.h"
+#include "cxr/infer/gradcam.h"
 #include "cxr/models/baseline.h"
 #include "test_util.h"
 
 namespace {
 
 namespace nn = torch::nn;
-using cxr::explain::CamResult;
-using cxr::explain::GradCam;
+using cxr::infer::CamResult;
+using cxr::infer::GradCam;
 
 cxr::models::ModelConfig hand_config(int size) {
   cxr::models::ModelConfig c;
@@ -248,25 +248,24 @@ TEST(GradCamWeighting, IsTheReluOfTheGradientWeightedChannelSum) {
                .view({1, 2, 2, 2});
   auto g = torch::tensor({2.0f, 0.0f, 1.0f, 1.0f, -2.0f, -2.0f, -4.0f, 0.0f})
                .view({1, 2, 2, 2});
-  auto m = cxr::explain::gradcam_weighting(a, g);
+  auto m = cxr::infer::gradcam_weighting(a, g);
   auto expected = torch::relu(a[0][0] - 2 * a[0][1]);
   EXPECT_TRUE(torch::allclose(m[0], expected));
-  EXPECT_THROW(cxr::explain::gradcam_weighting(a, g.view({1, 2, 4})),
+  EXPECT_THROW(cxr::infer::gradcam_weighting(a, g.view({1, 2, 4})),
                cxr::ConfigError);
-  auto up = cxr::explain::normalize_and_upsample(m, 4, 4);
+  auto up = cxr::infer::normalize_and_upsample(m, 4, 4);
   EXPECT_EQ(up.sizes(), torch::IntArrayRef({1, 4, 4}));
   EXPECT_NEAR(up.max().item<double>(), 1.0, 1e-5);
   EXPECT_NEAR(up.min().item<double>(), 0.0, 1e-7);
   // Normalisation does not depend on the gradient's scale.
   EXPECT_TRUE(torch::allclose(
-      cxr::explain::normalize_and_upsample(m * 1e-9, 4, 4), up, 1e-5, 1e-6));
+      cxr::infer::normalize_and_upsample(m * 1e-9, 4, 4), up, 1e-5, 1e-6));
   // A constant map carries no evidence, and neither does rounding noise.
-  auto flat =
-      cxr::explain::normalize_and_upsample(torch::ones({1, 2, 2}), 4, 4);
+  auto flat = cxr::infer::normalize_and_upsample(torch::ones({1, 2, 2}), 4, 4);
   EXPECT_EQ(flat.abs().max().item<double>(), 0.0);
   auto noisy = torch::ones({1, 2, 2});
   noisy[0][0][0] += 1e-8;
-  EXPECT_EQ(cxr::explain::normalize_and_upsample(noisy, 4, 4)
+  EXPECT_EQ(cxr::infer::normalize_and_upsample(noisy, 4, 4)
                 .abs()
                 .max()
                 .item<double>(),
