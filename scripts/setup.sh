@@ -11,8 +11,8 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch 1.13 (CPU), the C++ frontend
   libhdf5-dev             # Keras .h5 weights
-  libstb-dev              # PNG/JPEG/BMP decoding, PNG writing
-  libpng-dev libjpeg-dev  # reference encoders used by the unit tests
+  libpng-dev libjpeg-dev  # PNG/JPEG decoding (libpng 1.6, libjpeg-turbo)
+  libstb-dev              # BMP decoding, PNG writing
   libcairo2-dev fonts-dejavu-core  # figures with text
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
