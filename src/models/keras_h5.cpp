@@ -60,6 +60,13 @@ bool attr_exists(hid_t obj, const std::string& name) {
   return H5Aexists(obj, name.c_str()) > 0;
 }
 
+// Bounds on what a (possibly hostile) header may make us allocate: far above
+// any model cxr builds (the largest ResNet50V2 weight holds 2.4 M values), far
+// below what would exhaust memory.
+constexpr hssize_t kMaxStrings = 1 << 20;
+constexpr size_t kMaxStringBytes = size_t{64} << 20;
+constexpr int64_t kMaxDatasetValues = int64_t{1} << 26;
+
 // Reads a string (array) attribute, fixed- or variable-length. An empty
 // attribute of any type (h5py stores Keras' empty `weight_names` as a
 // zero-length float64 array) is an empty list. Returns false when it cannot
@@ -77,22 +84,33 @@ bool read_strings(hid_t obj,
   if (n < 0) return false;
   if (n == 0) return true;
   if (H5Tget_class(type.get()) != H5T_STRING) return false;
+  // A header may claim any count and string size; the buffers below are
+  // sized from them. Keras writes one name per layer or weight (ResNet50V2:
+  // under 600) of well under 1 KiB.
+  if (n > kMaxStrings) return false;
   if (H5Tis_variable_str(type.get()) > 0) {
     Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mem.get(), H5T_VARIABLE);
     H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
     std::vector<char*> buf(static_cast<size_t>(n), nullptr);
-    if (H5Aread(attr.get(), mem.get(), buf.data()) < 0) return false;
-    for (char* s : buf) out->emplace_back(s ? s : "");
+    const bool ok = H5Aread(attr.get(), mem.get(), buf.data()) >= 0;
+    if (ok) {
+      for (char* s : buf) out->emplace_back(s ? s : "");
+    }
+    // Also after a failed read: HDF5 has already allocated the strings it
+    // converted before the failure (found by fuzz_keras_h5 as a leak); the
+    // rest are still null, which reclaim skips.
 #if H5_VERSION_GE(1, 12, 0)
     H5Treclaim(mem.get(), space.get(), H5P_DEFAULT, buf.data());
 #else
     H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, buf.data());
 #endif
-    return true;
+    return ok;
   }
   const size_t size = H5Tget_size(type.get());
-  if (size == 0) return false;
+  if (size == 0 || size > kMaxStringBytes / static_cast<size_t>(n)) {
+    return false;
+  }
   std::vector<char> buf(size * static_cast<size_t>(n));
   if (H5Aread(attr.get(), type.get(), buf.data()) < 0) return false;
   const bool space_pad = H5Tget_strpad(type.get()) == H5T_STR_SPACEPAD;
@@ -142,6 +160,19 @@ torch::Tensor read_dataset(hid_t group,
   if (rank < 0 || rank > 8) throw ModelError(where + ": unreadable shape");
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  // Checked before torch::empty: a claimed dimension beyond int64 or a
+  // product past the bound would throw c10::Error or exhaust memory instead
+  // of naming the dataset.
+  int64_t values = 1;
+  for (hsize_t d : dims) {
+    if (d > static_cast<hsize_t>(kMaxDatasetValues) ||
+        (d > 0 && values > kMaxDatasetValues / static_cast<int64_t>(d))) {
+      throw ModelError(where + ": claims more than " +
+                       std::to_string(kMaxDatasetValues) +
+                       " values; not a Keras weight (file corrupt?)");
+    }
+    values *= static_cast<int64_t>(d);
+  }
   std::vector<int64_t> shape(dims.begin(), dims.end());
   torch::Tensor t = torch::empty(shape, torch::kFloat32);
   if (t.numel() > 0 && H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,

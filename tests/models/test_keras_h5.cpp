@@ -1,5 +1,9 @@
 #include "cxr/models/keras_h5.h"
 
+#include <hdf5.h>
+
+#include <cstring>
+
 #include "cxr/common/error.h"
 #include "cxr/models/mobilenet_v2.h"
 #include "cxr/models/resnet50_v2.h"
@@ -261,6 +265,61 @@ TEST_F(KerasH5Test, UnreadableFilesGiveOneModelErrorAndNoHdf5Stack) {
   const std::string m3 = model_error([&] { net->load_keras(empty); });
   EXPECT_TRUE(contains(m3, empty) && contains(m3, "different architecture"))
       << m3;
+}
+
+// Writes a one-layer Keras file whose only weight claims `dims` without
+// storing them (chunked: HDF5 reads unwritten chunks as the fill value), as
+// a corrupt or hostile header can.
+void write_claiming_file(const std::string& path,
+                         const std::vector<hsize_t>& dims) {
+  const hid_t file =
+      H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  auto string_attr = [](hid_t obj, const char* name, const char* value) {
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, std::strlen(value));
+    const hsize_t one = 1;
+    const hid_t space = H5Screate_simple(1, &one, nullptr);
+    const hid_t attr =
+        H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, type, value);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  };
+  string_attr(file, "layer_names", "dense");
+  const hid_t group =
+      H5Gcreate2(file, "dense", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  string_attr(group, "weight_names", "kernel");
+  const hid_t space =
+      H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const std::vector<hsize_t> chunk(dims.size(), 1);
+  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  const hid_t ds = H5Dcreate2(group, "kernel", H5T_IEEE_F32LE, space,
+                              H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Dclose(ds);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Gclose(group);
+  H5Fclose(file);
+}
+
+// Found by fuzzing (fuzz/fuzz_keras_h5): a dataset header claiming a huge
+// shape went straight to torch::empty, which threw c10::Error (not a
+// ModelError) or, under the size where that fails, exhausted memory.
+TEST_F(KerasH5Test, DatasetClaimingHugeShapeIsAModelError) {
+  testing::TempDir dir;
+  const std::string path = (dir / "huge.h5").string();
+  write_claiming_file(path, {hsize_t{1} << 40, hsize_t{1} << 40});
+  const std::string msg = model_error([&] { read_keras_h5(path); });
+  EXPECT_TRUE(contains(msg, path) && contains(msg, "'kernel'") &&
+              contains(msg, "claims more than"))
+      << msg;
+  // A small claimed shape still reads (as the fill value, zeros).
+  write_claiming_file(path, {3, 2});
+  const auto layers = read_keras_h5(path);
+  ASSERT_EQ(layers.size(), 1u);
+  EXPECT_EQ(layers[0].weights[0].value.sizes(), torch::IntArrayRef({3, 2}));
 }
 
 TEST_F(KerasH5Test, TruncatedFileIsAModelError) {
