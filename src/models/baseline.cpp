@@ -93,7 +93,10 @@ BaselineCnnImpl::BaselineCnnImpl(ModelConfig config)
     throw ConfigError("--dropout must be in [0, 1)");
   }
   if (!(c.std > 0.0)) throw ConfigError("normalisation std must be > 0");
-  if (c.input_size >> c.filters.size() < 1) {
+  // Each block halves the side. Shifting an int by its width or more is
+  // undefined (x86 shifts by the count mod 32, so 40 blocks passed as 8), so
+  // more blocks than bits is refused before the shift.
+  if (c.filters.size() >= 31 || c.input_size >> c.filters.size() < 1) {
     throw ConfigError("--size " + std::to_string(c.input_size) +
                       " is too small for " + std::to_string(c.filters.size()) +
                       " pooling blocks");
