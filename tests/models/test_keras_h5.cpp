@@ -304,9 +304,9 @@ void write_claiming_file(const std::string& path,
   H5Fclose(file);
 }
 
-// Found by fuzzing (fuzz/fuzz_keras_h5): a dataset header claiming a huge
-// shape went straight to torch::empty, which threw c10::Error (not a
-// ModelError) or, under the size where that fails, exhausted memory.
+// Found reading the code fuzz/fuzz_keras_h5 reaches: a dataset header
+// claiming a huge shape went straight to torch::empty, which threw c10::Error
+// (not a ModelError) or, below the size where that fails, exhausted memory.
 TEST_F(KerasH5Test, DatasetClaimingHugeShapeIsAModelError) {
   testing::TempDir dir;
   const std::string path = (dir / "huge.h5").string();
