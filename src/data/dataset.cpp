@@ -29,35 +29,94 @@ bool hidden(const fs::path& p) {
   return !n.empty() && n[0] == '.';
 }
 
-std::vector<std::string> subdirs(const fs::path& dir) {
-  std::vector<std::string> out;
+/// What is wrong with a path, as the end of a sentence starting with it.
+std::string fs_problem(const std::error_code& ec) {
+  if (ec == std::errc::too_many_symbolic_link_levels) {
+    return "is a symlink loop (too many levels of symbolic links)";
+  }
+  if (ec == std::errc::permission_denied) {
+    return "cannot be read (permission denied)";
+  }
+  if (ec == std::errc::no_such_file_or_directory) {
+    return "is a dangling symlink or was removed while listing";
+  }
+  return "cannot be read (" + ec.message() + ")";
+}
+
+/// Where listing problems go: thrown (with `hint` appended) or, with
+/// --skip-bad, kept in `bad` and listed like bad images.
+struct Problems {
+  std::vector<BadFile>* bad = nullptr;  ///< nullptr: throw
+  std::string hint;
+  void report(const std::string& message, const fs::path& p) const {
+    if (!bad) throw DataError(message + hint);
+    bad->push_back({p.string(), message});
+  }
+};
+
+enum class Kind { kFolder, kFile, kOther, kBad };
+
+/// The kind of a folder entry, following file symlinks. Problems (a
+/// symlink loop, an entry that cannot be stat'ed, a dangling symlink with
+/// an image name) are reported; a dangling symlink with another name is
+/// ignored like any other non-image file.
+Kind kind_of(const fs::directory_entry& e, const Problems& problems) {
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_directory() && !hidden(e.path())) {
-      out.push_back(e.path().filename().string());
+  const fs::file_status st = e.status(ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory &&
+        !is_image_file(e.path().string())) {
+      return Kind::kOther;
     }
+    problems.report("'" + e.path().string() + "' " + fs_problem(ec), e.path());
+    return Kind::kBad;
+  }
+  if (fs::is_directory(st)) return Kind::kFolder;
+  if (fs::is_regular_file(st)) return Kind::kFile;
+  return Kind::kOther;
+}
+
+/// Entries of one folder (not recursive), or nothing after reporting a
+/// folder that cannot be listed.
+std::vector<fs::directory_entry> entries(const fs::path& dir,
+                                         const Problems& problems) {
+  std::vector<fs::directory_entry> out;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    out.push_back(*it);
   }
   if (ec) {
-    throw DataError("cannot list folder '" + dir.string() +
-                    "': " + ec.message());
+    problems.report("folder '" + dir.string() + "' " + fs_problem(ec), dir);
+    out.clear();
+  }
+  return out;
+}
+
+std::vector<std::string> subdirs(const fs::path& dir,
+                                 const Problems& problems) {
+  std::vector<std::string> out;
+  for (const auto& e : entries(dir, problems)) {
+    if (!hidden(e.path()) && kind_of(e, problems) == Kind::kFolder) {
+      out.push_back(e.path().filename().string());
+    }
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
-std::vector<std::string> image_files(const fs::path& dir) {
+std::vector<std::string> image_files(const fs::path& dir,
+                                     const Problems& problems) {
   fs::path d = dir;
-  if (fs::is_directory(dir / "images")) d = dir / "images";
-  std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(d, ec)) {
-    if (!hidden(e.path()) && !e.is_directory() &&
-        is_image_file(e.path().string())) {
+  if (fs::is_directory(dir / "images", ec)) d = dir / "images";
+  std::vector<std::string> out;
+  for (const auto& e : entries(d, problems)) {
+    if (hidden(e.path())) continue;
+    const Kind k = kind_of(e, problems);
+    if (k == Kind::kFile && is_image_file(e.path().string())) {
       out.push_back(e.path().string());
     }
-  }
-  if (ec) {
-    throw DataError("cannot list folder '" + d.string() + "': " + ec.message());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -242,27 +301,49 @@ bool is_image_file(const std::string& path) {
 }
 
 std::vector<std::string> list_image_files(
-    const std::vector<std::string>& inputs) {
+    const std::vector<std::string>& inputs, std::vector<BadFile>* skipped) {
+  const Problems problems{skipped, " (pass --skip-bad to predict the rest)"};
   std::vector<std::string> files;
   for (const auto& in : inputs) {
-    if (fs::is_directory(in)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(in)) {
-        if (e.is_regular_file() && is_image_file(e.path().string())) {
-          found.push_back(e.path().string());
-        }
-      }
-      std::sort(found.begin(), found.end());
-      if (found.empty()) {
-        throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
-      }
-      files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::exists(in)) {
-      files.push_back(in);
-    } else {
+    std::error_code ec;
+    const fs::file_status st = fs::status(in, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      problems.report("'" + in + "' " + fs_problem(ec), in);
+      continue;
+    }
+    if (!fs::exists(st)) {
       throw DataError("'" + in +
                       "' does not exist; give image files or folders");
     }
+    if (!fs::is_directory(st)) {
+      files.push_back(in);
+      continue;
+    }
+    // Depth-first over real folders; symlinked folders are not followed
+    // (a link back up would loop), symlinked files are.
+    const size_t bad_before = skipped ? skipped->size() : 0;
+    std::vector<std::string> found;
+    std::vector<fs::path> todo = {in};
+    while (!todo.empty()) {
+      const fs::path dir = todo.back();
+      todo.pop_back();
+      for (const auto& e : entries(dir, problems)) {
+        std::error_code lec;
+        const bool link = e.is_symlink(lec);
+        const Kind k = kind_of(e, problems);
+        if (k == Kind::kFolder && !link) {
+          todo.push_back(e.path());
+        } else if (k == Kind::kFile && is_image_file(e.path().string())) {
+          found.push_back(e.path().string());
+        }
+      }
+    }
+    std::sort(found.begin(), found.end());
+    const bool had_bad = skipped && skipped->size() > bad_before;
+    if (found.empty() && !had_bad) {
+      throw DataError("folder '" + in + "' holds no PNG/JPEG/BMP images");
+    }
+    files.insert(files.end(), found.begin(), found.end());
   }
   return files;
 }
@@ -291,9 +372,21 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
     throw ConfigError("no data folder given; pass DATA (" +
                       std::string(kLayoutHelp) + ")");
   }
-  if (!fs::is_directory(o.root)) {
-    throw DataError("data folder '" + o.root + "' does not exist; " +
-                    kLayoutHelp);
+  {
+    std::error_code ec;
+    const fs::file_status st = fs::status(o.root, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      throw DataError("data folder '" + o.root + "' " + fs_problem(ec));
+    }
+    if (!fs::exists(st)) {
+      throw DataError("data folder '" + o.root + "' does not exist; " +
+                      kLayoutHelp);
+    }
+    if (!fs::is_directory(st)) {
+      throw DataError("data folder '" + o.root +
+                      "' is a file, not a folder; give the dataset folder (" +
+                      kLayoutHelp + ")");
+    }
   }
   if (!(o.train_fraction > 0 && o.val_fraction >= 0 &&
         o.train_fraction + o.val_fraction < 1.0)) {
@@ -304,7 +397,11 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
   DatasetIndex idx;
   idx.root = o.root;
   fs::path root(o.root);
-  auto top = subdirs(root);
+  // The root itself must be listable; problems below it are bad entries.
+  auto top = subdirs(root, Problems{nullptr, ""});
+  const Problems problems{o.skip_bad ? &idx.skipped : nullptr,
+                          "; fix or remove it, or pass --skip-bad to load "
+                          "the rest"};
   auto has = [&](const char* n) {
     return std::find(top.begin(), top.end(), n) != top.end();
   };
@@ -315,16 +412,17 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
                       kLayoutHelp);
     }
     idx.layout = "split";
-    idx.classes = subdirs(root / "train");
+    idx.classes = subdirs(root / "train", problems);
     assign_classes(idx, o);
     for (Split s : kAllSplits) {
       for (const auto& c : idx.classes) {
         fs::path d = root / split_name(s) / c;
-        if (!fs::is_directory(d)) {
+        std::error_code ec;
+        if (!fs::is_directory(d, ec) && !ec) {
           throw DataError("data '" + o.root + "': missing folder '" +
                           d.string() + "' (every split needs both classes)");
         }
-        for (auto& f : image_files(d)) {
+        for (auto& f : image_files(d, problems)) {
           idx.samples.push_back({f, c == idx.positive ? 1 : 0, s});
         }
       }
@@ -334,7 +432,7 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
     idx.classes = top;
     assign_classes(idx, o);
     for (const auto& c : idx.classes) {
-      auto files = image_files(root / c);
+      auto files = image_files(root / c, problems);
       seeded_shuffle(files, o.seed ^ fnv1a64(c.data(), c.size()));
       const auto n = static_cast<double>(files.size());
       const size_t n_train =
@@ -362,9 +460,20 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
           idx.samples.begin(), idx.samples.end(),
           [&](const Sample& x) { return x.split == s && x.label == label; });
       if (!any) {
-        throw DataError(
-            "data '" + o.root + "': the " + split_name(s) + " split has no '" +
-            (label ? idx.positive : idx.negative) + "' images; " + kLayoutHelp);
+        // With --skip-bad an unreadable class folder empties a split: say so.
+        const std::string skipped =
+            idx.skipped.empty()
+                ? std::string()
+                : " (skipped: " + idx.skipped[0].reason +
+                      (idx.skipped.size() > 1
+                           ? " and " + std::to_string(idx.skipped.size() - 1) +
+                                 " more"
+                           : "") +
+                      ")";
+        throw DataError("data '" + o.root + "': the " + split_name(s) +
+                        " split has no '" +
+                        (label ? idx.positive : idx.negative) + "' images" +
+                        skipped + "; " + kLayoutHelp);
       }
     }
   }
@@ -411,6 +520,8 @@ Dataset load_dataset(const DatasetOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   Dataset ds;
   ds.index = index_dataset(o);
+  // Entries that could not be listed (--skip-bad) lead the skipped list.
+  ds.skipped = ds.index.skipped;
   const auto& samples = ds.index.samples;
   const size_t n = samples.size();
   const size_t px = static_cast<size_t>(o.size) * o.size;

@@ -325,8 +325,19 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
   pred.batch_size = o.batch_size;
   const std::string& pos = pred.config().positive;
   if (positive_name) *positive_name = pos;
-  const std::vector<std::string> files = data::list_image_files(o.inputs);
+  // With --skip-bad, folders that cannot be listed (a symlink loop, no
+  // permission) become error rows like unreadable images.
+  std::vector<data::BadFile> unlisted;
+  const std::vector<std::string> files =
+      data::list_image_files(o.inputs, o.skip_bad ? &unlisted : nullptr);
   std::vector<Prediction> out = pred.predict_files(files, o.skip_bad);
+  for (const auto& b : unlisted) {
+    Prediction r;
+    r.file = b.path;
+    r.error = b.reason;
+    r.in_distribution = false;
+    out.push_back(std::move(r));
+  }
 
   auto reasons = [](const Prediction& r) {
     std::string s;

@@ -110,7 +110,14 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   const auto carried = check_threshold_options(o);
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;
-  if (!preloaded) owned = data::load_dataset(o.data);
+  if (!preloaded) {
+    owned = data::load_dataset(o.data);
+    // --skip-bad: one line per file left out, as explore and predict list
+    // them (a preloaded set was listed by whoever loaded it).
+    for (const auto& b : owned.skipped) {
+      std::cerr << "cxr: skipped " << b.reason << "\n";
+    }
+  }
   const data::Dataset& ds = preloaded ? *preloaded : owned;
   if (ds.split(data::Split::kTrain).images.size(2) != o.model.input_size) {
     throw ConfigError(

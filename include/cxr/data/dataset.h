@@ -47,6 +47,12 @@ struct Sample {
   Split split = Split::kTrain;
 };
 
+/// A file or folder that could not be used, and why (one line naming it).
+struct BadFile {
+  std::string path;
+  std::string reason;
+};
+
 struct DatasetIndex {
   std::string root;
   std::string layout;                ///< "split" or "flat"
@@ -54,10 +60,16 @@ struct DatasetIndex {
   std::string positive;              ///< positive class name
   std::string negative;              ///< the other class
   std::vector<Sample> samples;       ///< sorted by split, class, path
+  /// With skip_bad: folder entries that could not be listed (a symlink
+  /// loop, an unreadable folder); without it the first one throws.
+  std::vector<BadFile> skipped;
 };
 
 /// Finds the images and assigns splits. Throws DataError/ConfigError with a
-/// message naming the folder and the layouts that work.
+/// message naming the folder and the layouts that work. Listing uses the
+/// error_code overloads of std::filesystem: a symlink loop or an unreadable
+/// folder is a DataError naming it (or, with skip_bad, an entry of
+/// `skipped`), never a std::filesystem_error.
 DatasetIndex index_dataset(const DatasetOptions& options);
 
 /// One split, decoded.
@@ -72,11 +84,6 @@ struct ImageSet {
   torch::Tensor float_images() const;
 };
 
-struct BadFile {
-  std::string path;
-  std::string reason;
-};
-
 struct LoadStats {
   int64_t from_cache = 0;
   int64_t decoded = 0;
@@ -86,7 +93,7 @@ struct LoadStats {
 struct Dataset {
   DatasetIndex index;
   std::map<Split, ImageSet> splits;
-  std::vector<BadFile> skipped;
+  std::vector<BadFile> skipped;  ///< unlisted entries, then bad images
   LoadStats stats;
   const ImageSet& split(Split s) const;
   /// Train and val concatenated (the study's final refit data).
@@ -99,10 +106,14 @@ Dataset load_dataset(const DatasetOptions& options);
 /// True for .png, .jpg, .jpeg and .bmp (any case).
 bool is_image_file(const std::string& path);
 
-/// Expands files and folders (searched recursively, sorted) into image
-/// files. Throws DataError naming a missing path or an image-less folder.
+/// Expands files and folders (searched recursively, sorted; symlinked
+/// folders are not followed) into image files. Throws DataError naming a
+/// missing path or an image-less folder. A symlink loop or a folder that
+/// cannot be read throws DataError naming it, or with `skipped` is appended
+/// there (path + one-line reason) and the listing goes on.
 std::vector<std::string> list_image_files(
-    const std::vector<std::string>& inputs);
+    const std::vector<std::string>& inputs,
+    std::vector<BadFile>* skipped = nullptr);
 
 /// Concatenates image sets.
 ImageSet concat(const std::vector<const ImageSet*>& sets);
