@@ -398,10 +398,15 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
   idx.root = o.root;
   fs::path root(o.root);
   // The root itself must be listable; problems below it are bad entries.
-  auto top = subdirs(root, Problems{nullptr, ""});
+  {
+    std::error_code ec;
+    fs::directory_iterator probe(root, ec);
+    if (ec) throw DataError("data folder '" + o.root + "' " + fs_problem(ec));
+  }
   const Problems problems{o.skip_bad ? &idx.skipped : nullptr,
                           "; fix or remove it, or pass --skip-bad to load "
                           "the rest"};
+  auto top = subdirs(root, problems);
   auto has = [&](const char* n) {
     return std::find(top.begin(), top.end(), n) != top.end();
   };

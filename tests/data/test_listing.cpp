@@ -65,6 +65,15 @@ TEST(Listing, SymlinkLoopInAClassFolderIsADataErrorOrSkipped) {
   EXPECT_EQ(ds.skipped[0].path, loop.string());
   EXPECT_TRUE(contains(ds.skipped[0].reason, "symlink loop"));
   EXPECT_EQ(ds.split(Split::kTrain).size(), 12);
+  o.skip_bad = false;
+
+  // A loop among the class folders is skipped the same way.
+  fs::create_symlink("more", root / "more");
+  EXPECT_TRUE(contains(data_error([&] { cxr::data::load_dataset(o); }),
+                       (root / "more").string() + "' is a symlink loop"));
+  o.skip_bad = true;
+  EXPECT_EQ(cxr::data::load_dataset(o).skipped.size(), 2u);
+  fs::remove(root / "more");
 
   // A loop without an image name is still an entry that cannot be read.
   fs::remove(loop);
