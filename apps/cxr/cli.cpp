@@ -1,8 +1,13 @@
 #include "cli.h"
 
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
+#include <sstream>
 
+#include "cxr/common/error.h"
 #include "cxr/common/runtime.h"
 
 namespace cxr::cli {
@@ -11,9 +16,83 @@ void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags) {
   cmd.add_option("--device", flags.device,
                  "auto (CUDA when available), cpu, cuda or cuda:N")
       ->capture_default_str();
-  cmd.add_option("--threads", flags.threads, "CPU threads (0 = all cores)")
+  cmd.add_option("--threads", flags.threads,
+                 "CPU threads, 0..1024 (0 = all cores)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, 1024));
+}
+
+namespace {
+
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+/// Parses all of `text` as a number; false for trailing junk or overflow.
+bool parse_double(const std::string& text, double* out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+CLI::Validator number_in(double lo, double hi, bool lo_open, bool hi_open) {
+  const std::string range = std::string(lo_open ? "(" : "[") + num(lo) + ", " +
+                            num(hi) + (hi_open ? ")" : "]");
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        const bool ok = parse_double(text, &v) && std::isfinite(v) &&
+                        (lo_open ? v > lo : v >= lo) &&
+                        (hi_open ? v < hi : v <= hi);
+        return ok ? std::string()
+                  : "must be a number in " + range + ", got " + text;
+      },
+      "in " + range);
+}
+
+CLI::Validator integer_in(long long lo, long long hi) {
+  const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(text.c_str(), &end, 10);
+        const bool ok = !text.empty() && end == text.c_str() + text.size() &&
+                        errno == 0 && v >= lo && v <= hi;
+        return ok ? std::string()
+                  : "must be a whole number in " + range + ", got " + text;
+      },
+      "in " + range);
+}
+
+CLI::Validator one_of(const std::vector<std::string>& choices) {
+  std::string list;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    list += (i == 0                    ? ""
+             : i + 1 == choices.size() ? " or "
+                                       : ", ") +
+            choices[i];
+  }
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        for (const auto& c : choices) {
+          if (text == c) return std::string();
+        }
+        return "unknown value '" + text + "'; use " + list;
+      },
+      list);
+}
+
+CLI::Validator seed_value() {
+  return integer_in(0, std::numeric_limits<long long>::max());
 }
 
 void apply_runtime(const RuntimeFlags& flags) {
@@ -33,7 +112,8 @@ void add_data_flags(CLI::App& cmd, DataFlags& f) {
                  "flat layout: share for validation (test gets the rest)")
       ->capture_default_str();
   cmd.add_option("--split-seed", o.seed, "flat layout: seed of the split")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seed_value());
   cmd.add_flag("--skip-bad", o.skip_bad,
                "skip unreadable images (listed) instead of stopping");
   cmd.add_option("--cache-dir", o.cache_dir,
@@ -49,6 +129,27 @@ data::DatasetOptions resolve_data(const DataFlags& f) {
     o.cache_dir = default_cache_dir();
   }
   return o;
+}
+
+void without_skip_bad_hint(const std::string& command,
+                           const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const DataError& e) {
+    std::string msg = e.what();
+    // The two hints the library gives (dataset loading, file prediction).
+    for (const std::string hint : {", or pass --skip-bad to load the rest",
+                                   " (pass --skip-bad to predict the rest)"}) {
+      const auto at = msg.find(hint);
+      if (at == std::string::npos) continue;
+      msg = msg.substr(0, at) + " (cxr " + command +
+            " scores every image of the run's split and has no --skip-bad; "
+            "fix or replace the file)" +
+            msg.substr(at + hint.size());
+      throw DataError(msg);
+    }
+    throw;
+  }
 }
 
 std::string default_cache_dir() {

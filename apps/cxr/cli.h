@@ -3,6 +3,7 @@
 // (one file each), runtime and data flags, environment-derived defaults.
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <string>
 
 #include "cxr/data/dataset.h"
@@ -15,6 +16,21 @@ struct RuntimeFlags {
   int threads = 0;
 };
 void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags);
+
+/// Flag checks that run while CLI11 parses, before any file is read: a bad
+/// value exits 2 with one line naming the flag. Each refuses NaN, which
+/// CLI::Range lets through (every comparison with NaN is false).
+/// A finite number in [lo, hi]; an open end excludes the bound.
+CLI::Validator number_in(double lo,
+                         double hi,
+                         bool lo_open = false,
+                         bool hi_open = false);
+/// A whole number in [lo, hi] (no sign wrap-around for unsigned options).
+CLI::Validator integer_in(long long lo, long long hi);
+/// One of `choices` (listed in the message).
+CLI::Validator one_of(const std::vector<std::string>& choices);
+/// A seed: a whole number in [0, 2^63 - 1].
+CLI::Validator seed_value();
 /// Applies --threads; returns the device name (validated later).
 void apply_runtime(const RuntimeFlags& flags);
 
@@ -45,6 +61,12 @@ void register_study(CLI::App& app);
 void register_report(CLI::App& app);
 void register_calibrate(CLI::App& app);
 
+/// Runs `body`; a DataError whose hint says "pass --skip-bad" is re-worded
+/// for `command`, which has no such flag (evaluate, explain and calibrate
+/// score every image of a run's split, so none may be left out).
+void without_skip_bad_hint(const std::string& command,
+                           const std::function<void()>& body);
+
 /// Two lines on a run's calibration and OOD warning (config.json).
 std::string calibration_summary(const nlohmann::json& config);
 
@@ -55,5 +77,12 @@ const std::string& command_line();
 /// Flags of the model and the training loop (cmd_train.cpp), shared with
 /// tune and study.
 void add_model_train_flags(CLI::App& cmd, train::RunOptions& options);
+/// Checks of the model/training flags that need the parsed values together
+/// (after parsing, before data is read): --momentum only with sgd, --epochs
+/// 0 only for a transfer model's fine-tune-only run. `optimizer_varies`:
+/// a search space varies the optimizer, so --momentum may apply.
+void check_model_train_flags(const CLI::App& cmd,
+                             const train::RunOptions& options,
+                             bool optimizer_varies = false);
 
 }  // namespace cxr::cli

@@ -71,7 +71,9 @@ void register_calibrate(CLI::App& app) {
     auto t = f->trust;
     t.device = f->runtime.device;
     t.cache_dir = f->no_cache ? "" : default_cache_dir();
-    auto cfg = infer::fit_trust(f->run, t);
+    nlohmann::json cfg;
+    without_skip_bad_hint("calibrate",
+                          [&] { cfg = infer::fit_trust(f->run, t); });
     std::cout << calibration_summary(cfg);
     std::cout << "wrote " << f->run << "/{config.json,ood.pt,model-card.md}\n";
   });

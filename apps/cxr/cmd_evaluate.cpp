@@ -11,6 +11,8 @@ void register_evaluate(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::EvalOptions eval;
+    // -1 stays the internal "not given"; typed values are range-checked
+    // while parsing, so a typed -1 or NaN cannot reach it.
     double threshold = -1, target = -1;
     bool no_cache = false;
     bool ood_sets = false;
@@ -28,10 +30,13 @@ void register_evaluate(CLI::App& app) {
   cmd->add_option("--data", f->eval.data_root,
                   "dataset folder (default: the one the run was trained on)");
   cmd->add_option("--threshold", f->threshold,
-                  "decision threshold on the calibrated P(positive) "
-                  "(default: the run's)");
+                  "decision threshold on the calibrated P(positive), in "
+                  "[0, 1] (default: the run's)")
+      ->check(number_in(0, 1));
   cmd->add_option("--target-sensitivity", f->target,
-                  "choose the threshold on validation for this sensitivity");
+                  "choose the threshold on validation for this sensitivity, "
+                  "in (0, 1]")
+      ->check(number_in(0, 1, true, false));
   cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
                 "choose the threshold on validation that maximises "
                 "sensitivity + specificity (Youden's J)");
@@ -59,7 +64,9 @@ void register_evaluate(CLI::App& app) {
       oo.split = f->eval.split;
       oo.device = f->runtime.device;
       oo.shared_dir = f->shared.empty() ? default_shared_dir() : f->shared;
-      std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));
+      without_skip_bad_hint("evaluate", [&] {
+        std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));
+      });
       return;
     }
     auto e = f->eval;
@@ -67,7 +74,8 @@ void register_evaluate(CLI::App& app) {
     if (f->target >= 0) e.target_sensitivity = f->target;
     e.device = f->runtime.device;
     e.cache_dir = f->no_cache ? "" : default_cache_dir();
-    auto j = evaluate::evaluate_run(e);
+    nlohmann::json j;
+    without_skip_bad_hint("evaluate", [&] { j = evaluate::evaluate_run(e); });
     std::cout << evaluate::format_metrics(j);
     std::cout << "wrote "
               << (e.out_dir.empty() ? e.run_dir + "/eval-" + e.split
@@ -81,7 +89,7 @@ void register_predict(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::PredictOptions predict;
-    double threshold = -1;
+    double threshold = -1;  // -1: not given (typed values are checked)
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("predict",
@@ -91,8 +99,9 @@ void register_predict(CLI::App& app) {
   cmd->add_option("images", f->predict.inputs, "image files or folders")
       ->required();
   cmd->add_option("--threshold", f->threshold,
-                  "decision threshold on the calibrated P(positive) "
-                  "(default: the run's)");
+                  "decision threshold on the calibrated P(positive), in "
+                  "[0, 1] (default: the run's)")
+      ->check(number_in(0, 1));
   cmd->add_option("--csv", f->predict.csv_path, "write predictions as CSV");
   cmd->add_option("--json", f->predict.json_path, "write predictions as JSON");
   cmd->add_flag("--skip-bad", f->predict.skip_bad,

@@ -68,7 +68,8 @@ void register_explain(CLI::App& app) {
     }
     o.device = f->runtime.device;
     o.cache_dir = f->no_cache ? "" : default_cache_dir();
-    auto s = explain::explain_run(o);
+    nlohmann::json s;
+    without_skip_bad_hint("explain", [&] { s = explain::explain_run(o); });
     std::cout << "explained " << s["images"].get<int64_t>() << " "
               << s["source"].get<std::string>() << " on layer "
               << s["layer"].get<std::string>() << " (" << std::fixed

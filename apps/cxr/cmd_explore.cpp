@@ -31,8 +31,9 @@ void register_explore(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--near-similarity", f->explore.duplicates.min_similarity,
                   "fingerprint correlation at which two images are "
-                  "near-duplicates")
-      ->capture_default_str();
+                  "near-duplicates, in (0, 1]")
+      ->capture_default_str()
+      ->check(number_in(0, 1, true, false));
   cmd->add_flag("--augment-preview", f->augment_preview,
                 "also write augment.png: training samples after random "
                 "augmentation");

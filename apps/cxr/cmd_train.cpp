@@ -1,6 +1,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "cxr/common/error.h"
 #include "cxr/common/runtime.h"
 #include "cxr/train/run.h"
 
@@ -11,7 +12,8 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
   auto& m = o.model;
   auto& t = o.train;
   cmd.add_option("--model", m.arch, "baseline, mobilenetv2 or resnet50v2")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(one_of({"baseline", "mobilenetv2", "resnet50v2"}));
   cmd.add_option("--filters", m.filters,
                  "baseline: channels of each conv block, e.g. 32,64,128")
       ->delimiter(',')
@@ -29,15 +31,20 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
   cmd.add_option("--optimizer", t.optimizer, "adam, sgd or rmsprop")
       ->capture_default_str();
   cmd.add_option("--lr", t.lr, "learning rate")->capture_default_str();
-  cmd.add_option("--momentum", t.momentum, "sgd/rmsprop momentum")
-      ->capture_default_str();
-  cmd.add_option("--weight-decay", t.weight_decay, "L2 weight decay")
-      ->capture_default_str();
+  cmd.add_option("--momentum", t.momentum,
+                 "sgd momentum, in [0, 1) (adam and rmsprop do not use it)")
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, true));
+  cmd.add_option("--weight-decay", t.weight_decay, "L2 weight decay, in [0, 1)")
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, true));
   cmd.add_option("--batch-size", t.batch_size, "images per step")
       ->capture_default_str();
   cmd.add_option("--epochs", t.epochs,
-                 "max epochs (transfer: of the frozen phase)")
-      ->capture_default_str();
+                 "max epochs, 1..10000 (transfer: of the frozen phase, which "
+                 "may be 0 with --fine-tune-epochs)")
+      ->capture_default_str()
+      ->check(integer_in(0, 10000));
   cmd.add_option("--patience", t.patience,
                  "early stopping: epochs without val-loss improvement (0=off)")
       ->capture_default_str();
@@ -48,8 +55,10 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
                  "lr schedule per phase: plateau (halve on plateaus) or "
                  "cosine (anneal to lr/100)")
       ->capture_default_str();
-  cmd.add_option("--seed", t.seed, "seed of weights, order, augmentation")
-      ->capture_default_str();
+  cmd.add_option("--seed", t.seed,
+                 "seed of weights, order, augmentation (0..2^63-1)")
+      ->capture_default_str()
+      ->check(seed_value());
   cmd.add_flag("!--no-augment", t.augment, "disable augmentation");
   cmd.add_option("--width-shift", t.augmentation.width_shift,
                  "augmentation: max width shift (fraction)")
@@ -72,10 +81,12 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
                  "train (early stopping on val) or train+val (refit, fixed "
                  "--epochs)")
       ->capture_default_str();
+  // 0 stays the internal "not given" (run.cpp, tune.cpp and study.cpp read
+  // it so); a typed value must be a real sensitivity.
   cmd.add_option("--target-sensitivity", o.target_sensitivity,
                  "choose the decision threshold on validation for this "
-                 "sensitivity (0 = 0.5)")
-      ->capture_default_str();
+                 "sensitivity, in (0, 1] (default: threshold 0.5)")
+      ->check(number_in(0, 1, true, false));
   cmd.add_flag("--balanced-threshold", o.balanced_threshold,
                "choose the decision threshold on validation that maximises "
                "sensitivity + specificity (Youden's J)");
@@ -83,6 +94,25 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
                  "with validation: best (weights of the lowest val loss) or "
                  "last (the schedule's end, as a refit of the recipe ends)")
       ->capture_default_str();
+}
+
+void check_model_train_flags(const CLI::App& cmd,
+                             const train::RunOptions& o,
+                             bool optimizer_varies) {
+  if (cmd.count("--momentum") > 0 && o.train.optimizer != "sgd" &&
+      !optimizer_varies) {
+    throw ConfigError("--momentum applies to --optimizer sgd only (" +
+                      o.train.optimizer +
+                      " does not use it); drop --momentum or pass "
+                      "--optimizer sgd");
+  }
+  if (o.train.epochs == 0 &&
+      (o.model.arch == "baseline" || o.train.fine_tune_epochs == 0)) {
+    throw ConfigError(
+        "--epochs 0 trains nothing and would write an untrained model; give "
+        "--epochs N >= 1 (a transfer model may skip its frozen phase only "
+        "with --fine-tune-epochs N)");
+  }
 }
 
 void register_train(CLI::App& app) {
@@ -100,6 +130,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--out", f->run.out_dir, "run folder to write")
       ->capture_default_str();
   cmd->add_flag("--resume", f->run.resume, "continue an interrupted run");
+  cmd->add_flag("--overwrite", f->run.overwrite,
+                "replace the run in --out (swapped in when the new one is "
+                "complete)");
   cmd->add_flag("!--quiet", f->run.train.progress, "no progress bar");
   add_model_train_flags(*cmd, f->run);
   cmd->add_option("--threshold-from", f->run.threshold_from,
@@ -113,7 +146,8 @@ void register_train(CLI::App& app) {
       ->check(CLI::Range(0.001, 0.5));
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
-  cmd->callback([f] {
+  cmd->callback([f, cmd] {
+    check_model_train_flags(*cmd, f->run);
     apply_runtime(f->runtime);
     auto& r = f->run;
     r.data = resolve_data(f->data_flags);
@@ -122,6 +156,10 @@ void register_train(CLI::App& app) {
     r.model.input_size = r.data.size;
     r.device = f->runtime.device;
     r.command = command_line();
+    // A resumed run refuses flags that differ from the saved ones.
+    for (const auto* opt : cmd->get_options()) {
+      if (opt->count() > 0) r.flags_given.insert(opt->get_name());
+    }
     auto cfg = train::train_run(r);
     const auto& res = cfg["result"];
     std::cout << "trained " << r.model.arch << " in "

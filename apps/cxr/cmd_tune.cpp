@@ -44,7 +44,8 @@ void register_tune(CLI::App& app) {
   cmd->add_option("--trials", f->tune.trials, "random mode: number of trials")
       ->capture_default_str();
   cmd->add_option("--search-seed", f->tune.seed, "random mode: seed")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seed_value());
   cmd->add_option("--metric", f->tune.metric,
                   "val_loss, val_accuracy, val_auc or val_recall")
       ->capture_default_str();
@@ -59,8 +60,7 @@ void register_tune(CLI::App& app) {
   add_model_train_flags(*cmd, f->tune.base);
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
-  cmd->callback([f] {
-    apply_runtime(f->runtime);
+  cmd->callback([f, cmd] {
     auto& t = f->tune;
     if (!f->config.empty() && !f->grid.empty()) {
       throw ConfigError("give either --grid or --config, not both");
@@ -70,6 +70,12 @@ void register_tune(CLI::App& app) {
                   : tune::parse_space(f->grid.empty()
                                           ? default_grid(t.base.model.arch)
                                           : f->grid);
+    bool optimizer_varies = false;
+    for (const auto& p : t.space.params) {
+      optimizer_varies = optimizer_varies || p.name == "optimizer";
+    }
+    check_model_train_flags(*cmd, t.base, optimizer_varies);
+    apply_runtime(f->runtime);
     t.base.data = resolve_data(f->data_flags);
     t.base.data.root = f->data.empty() ? default_data_dir() : f->data;
     t.base.data.threads = f->runtime.threads;

@@ -37,8 +37,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : static_cast<int>(cxr::ExitCode::kUsage);
+    // --help and --version arrive as "errors" with exit code 0.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    // One line, like every other error, pointing at the help of the
+    // subcommand being parsed (CLI11 would print its message and a second
+    // "Run with --help" line).
+    std::string help = "cxr --help";
+    const auto subs = app.get_subcommands();
+    if (!subs.empty()) help = "cxr " + subs.back()->get_name() + " --help";
+    std::cerr << "cxr: error: " << first_line(e.what()) << "; see " << help
+              << "\n";
+    return static_cast<int>(cxr::ExitCode::kUsage);
   } catch (const cxr::Error& e) {
     std::cerr << "cxr: error: " << first_line(e.what()) << "\n";
     return static_cast<int>(e.exit_code());

@@ -114,10 +114,24 @@ void TrainOptions::validate() const {
   if (batch_size < 1 || batch_size > 4096) {
     throw ConfigError("--batch-size must be in 1..4096");
   }
+  // Checked here, not left to torch: a negative momentum or decay made
+  // torch throw an internal error (exit 70) after the data was loaded.
+  if (!(momentum >= 0 && momentum < 1)) {
+    throw ConfigError("--momentum must be in [0, 1) (sgd only)");
+  }
+  if (!(weight_decay >= 0 && weight_decay < 1)) {
+    throw ConfigError("--weight-decay must be in [0, 1)");
+  }
   if (epochs < 0 || epochs > 10000)
-    throw ConfigError("--epochs must be 0..10000");
-  if (fine_tune_epochs < 0)
-    throw ConfigError("--fine-tune-epochs must be >= 0");
+    throw ConfigError("--epochs must be 1..10000");
+  if (fine_tune_epochs < 0 || fine_tune_epochs > 10000)
+    throw ConfigError("--fine-tune-epochs must be 0..10000");
+  // 0 epochs would save the untrained initial weights as the run's model.
+  if (epochs + fine_tune_epochs == 0) {
+    throw ConfigError(
+        "--epochs 0 trains nothing and would write an untrained model; give "
+        "--epochs N >= 1");
+  }
   if (patience < 0) throw ConfigError("--patience must be >= 0");
   if (lr_patience < 0) throw ConfigError("--lr-patience must be >= 0");
   if (schedule != "plateau" && schedule != "cosine") {
@@ -267,7 +281,10 @@ TrainResult fit(models::ClassifierImpl& model,
       auto perm = torch::randperm(n, gen, torch::kLong);
       model.train();
       Counts counts;
-      Progress bar("epoch " + std::to_string(global_epoch) + " " + ph.name,
+      // "train epoch 7/30" (or "frozen"/"fine-tune"): in a log, each epoch
+      // is one line that says how far the phase is.
+      Progress bar(ph.name + " epoch " + std::to_string(e + 1) + "/" +
+                       std::to_string(ph.epochs),
                    steps_per_epoch, o.progress);
       for (int64_t s = 0, b = 0; s < n; s += o.batch_size, ++b) {
         auto idx = perm.slice(0, s, std::min(n, s + o.batch_size));
