@@ -16,7 +16,9 @@ namespace fs = std::filesystem;
 namespace cxr::tune {
 namespace {
 
-double parse_number(const std::string& text, const std::string& token) {
+/// `where` names the text's origin in messages, e.g. "--grid token 'lr=x'",
+/// "--config s.json, key \"lr\"" or "lr=x" (a trial's parameter).
+double parse_number(const std::string& text, const std::string& where) {
   try {
     size_t used = 0;
     double v = std::stod(text, &used);
@@ -24,15 +26,14 @@ double parse_number(const std::string& text, const std::string& token) {
       throw std::invalid_argument("");
     return v;
   } catch (const std::exception&) {
-    throw ConfigError("--grid token '" + token + "': '" + text +
-                      "' is not a number");
+    throw ConfigError(where + ": '" + text + "' is not a number");
   }
 }
 
 int parse_int(const std::string& text, const std::string& name) {
   double v = parse_number(text, name + "=" + text);
   if (v != std::floor(v)) {
-    throw ConfigError("--grid " + name + "=" + text + ": needs an integer");
+    throw ConfigError(name + "=" + text + ": needs an integer");
   }
   return static_cast<int>(v);
 }
@@ -64,12 +65,10 @@ std::string number_text(double v) {
   return s.str();
 }
 
-void validate_values(const ParamSpec& p, const std::string& token) {
+void validate_values(const ParamSpec& p, const std::string& where) {
   for (const auto& v : p.values) {
-    if (v.empty()) {
-      throw ConfigError("--grid token '" + token + "': empty value");
-    }
-    if (is_numeric_param(p.name)) parse_number(v, token);
+    if (v.empty()) throw ConfigError(where + ": empty value");
+    if (is_numeric_param(p.name)) parse_number(v, where);
   }
   // Apply to a scratch config so bad values fail now, naming the token.
   for (const auto& v : p.values) {
@@ -77,7 +76,7 @@ void validate_values(const ParamSpec& p, const std::string& token) {
     try {
       apply_params({{p.name, v}}, scratch);
     } catch (const ConfigError& e) {
-      throw ConfigError("--grid token '" + token + "': " + e.what());
+      throw ConfigError(where + ": " + e.what());
     }
   }
 }
@@ -174,14 +173,22 @@ const std::vector<std::string>& tunable_names() {
   return kNames;
 }
 
-SearchSpace parse_space(const std::vector<std::string>& tokens) {
+namespace {
+
+/// The parser behind --grid and --config: `where[i]` names token i's origin
+/// in messages, so a --config file's error points at its key, not at a
+/// --grid token the user never typed.
+SearchSpace parse_tokens(const std::vector<std::string>& tokens,
+                         const std::vector<std::string>& where_of,
+                         const std::string& source) {
   SearchSpace space;
   std::set<std::string> seen;
-  for (const auto& token : tokens) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& token = tokens[i];
+    const std::string& where = where_of[i];
     const auto eq = token.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == token.size()) {
-      throw ConfigError("--grid token '" + token +
-                        "': expected name=v1,v2,... or name=low..high");
+      throw ConfigError(where + ": expected name=v1,v2,... or name=low..high");
     }
     ParamSpec p;
     p.name = token.substr(0, eq);
@@ -190,49 +197,55 @@ SearchSpace parse_space(const std::vector<std::string>& tokens) {
     if (std::find(names.begin(), names.end(), p.name) == names.end()) {
       std::string list;
       for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-      throw ConfigError("--grid token '" + token + "': unknown parameter '" +
-                        p.name + "' (known: " + list + ")");
+      throw ConfigError(where + ": unknown parameter '" + p.name +
+                        "' (known: " + list + ")");
     }
     if (!seen.insert(p.name).second) {
-      throw ConfigError("--grid token '" + token + "': '" + p.name +
-                        "' is given twice");
+      throw ConfigError(where + ": '" + p.name + "' is given twice");
     }
     const auto dots = rhs.find("..");
     if (dots != std::string::npos) {
       if (!is_numeric_param(p.name)) {
-        throw ConfigError("--grid token '" + token +
-                          "': a range needs a numeric parameter");
+        throw ConfigError(where + ": a range needs a numeric parameter");
       }
       p.is_range = true;
-      p.low = parse_number(rhs.substr(0, dots), token);
-      p.high = parse_number(rhs.substr(dots + 2), token);
-      if (!(p.low < p.high)) {
-        throw ConfigError("--grid token '" + token + "': need low < high");
-      }
+      p.low = parse_number(rhs.substr(0, dots), where);
+      p.high = parse_number(rhs.substr(dots + 2), where);
+      if (!(p.low < p.high)) throw ConfigError(where + ": need low < high");
       p.log_scale = p.name == "lr" || p.name == "fine_tune_lr" ||
                     p.name == "weight_decay";
       if (p.log_scale && p.low <= 0) {
-        throw ConfigError("--grid token '" + token +
-                          "': a log-uniform range needs low > 0");
+        throw ConfigError(where + ": a log-uniform range needs low > 0");
       }
     } else {
       p.values = split(rhs, ',');
-      validate_values(p, token);
+      validate_values(p, where);
     }
     space.params.push_back(p);
   }
   if (space.params.empty()) {
-    throw ConfigError("--grid: give at least one name=values token");
+    throw ConfigError(source + ": give at least one name=values " +
+                      (source == "--grid" ? "token" : "entry"));
   }
   return space;
+}
+
+}  // namespace
+
+SearchSpace parse_space(const std::vector<std::string>& tokens) {
+  std::vector<std::string> where;
+  for (const auto& t : tokens) where.push_back("--grid token '" + t + "'");
+  return parse_tokens(tokens, where, "--grid");
 }
 
 SearchSpace read_space_file(const std::string& path) {
   auto j = read_json(path);
   if (!j.is_object()) {
-    throw ConfigError("'" + path + "': expected a JSON object of name: values");
+    throw ConfigError("--config " + path +
+                      ": expected a JSON object of name: values, e.g. "
+                      "{\"lr\": [0.001, 0.0001]}");
   }
-  std::vector<std::string> tokens;
+  std::vector<std::string> tokens, where;
   for (const auto& [k, v] : j.items()) {
     std::string rhs;
     if (v.is_array()) {
@@ -246,8 +259,9 @@ SearchSpace read_space_file(const std::string& path) {
       rhs = v.dump();
     }
     tokens.push_back(k + "=" + rhs);
+    where.push_back("--config " + path + ", key \"" + k + "\"");
   }
-  return parse_space(tokens);
+  return parse_tokens(tokens, where, "--config " + path);
 }
 
 std::string trial_key(const Params& p) {
@@ -260,8 +274,9 @@ std::vector<Params> grid_trials(const SearchSpace& space) {
   std::vector<Params> out{{}};
   for (const auto& p : space.params) {
     if (p.is_range) {
-      throw ConfigError("--grid " + p.name +
-                        ": ranges need --mode random; a grid needs values");
+      throw ConfigError("search-space parameter '" + p.name +
+                        "' is a low..high range: ranges need --mode random; "
+                        "a grid needs value lists");
     }
     std::vector<Params> next;
     for (const auto& partial : out) {
@@ -323,18 +338,17 @@ void apply_params(const Params& params, train::RunOptions& o) {
         f = {b, 2 * b, 4 * b, 4 * b};
       }
       for (int x : f) {
-        if (x <= 0)
-          throw ConfigError("--grid " + token + ": filters must be > 0");
+        if (x <= 0) throw ConfigError(token + ": filters must be > 0");
       }
       o.model.filters = f;
     } else if (n == "batch_norm") {
       if (v != "true" && v != "false") {
-        throw ConfigError("--grid " + token + ": use true or false");
+        throw ConfigError(token + ": use true or false");
       }
       o.model.batch_norm = v == "true";
     } else if (n == "optimizer") {
       if (v != "adam" && v != "sgd" && v != "rmsprop") {
-        throw ConfigError("--grid " + token + ": use adam, sgd or rmsprop");
+        throw ConfigError(token + ": use adam, sgd or rmsprop");
       }
       o.train.optimizer = v;
     } else if (n == "unfreeze_from") {
@@ -343,12 +357,12 @@ void apply_params(const Params& params, train::RunOptions& o) {
       const double x = parse_number(v, token);
       if (n == "dropout") {
         if (!(x >= 0 && x < 1))
-          throw ConfigError("--grid " + token + ": dropout must be in [0, 1)");
+          throw ConfigError(token + ": dropout must be in [0, 1)");
         o.model.dropout = x;
       } else if (n == "head_units") {
         o.model.head_units = parse_int(v, n);
       } else if (n == "lr") {
-        if (!(x > 0)) throw ConfigError("--grid " + token + ": lr must be > 0");
+        if (!(x > 0)) throw ConfigError(token + ": lr must be > 0");
         o.train.lr = x;
       } else if (n == "momentum") {
         o.train.momentum = x;
@@ -356,8 +370,7 @@ void apply_params(const Params& params, train::RunOptions& o) {
         o.train.weight_decay = x;
       } else if (n == "batch_size") {
         const int b = parse_int(v, n);
-        if (b < 1)
-          throw ConfigError("--grid " + token + ": batch_size must be >= 1");
+        if (b < 1) throw ConfigError(token + ": batch_size must be >= 1");
         o.train.batch_size = b;
       } else if (n == "epochs") {
         o.train.epochs = parse_int(v, n);
@@ -374,8 +387,7 @@ void apply_params(const Params& params, train::RunOptions& o) {
       } else if (n == "width_shift") {
         o.train.augmentation.width_shift = x;
       } else {
-        throw ConfigError("--grid " + token + ": unknown parameter '" + n +
-                          "'");
+        throw ConfigError(token + ": unknown parameter '" + n + "'");
       }
     }
   }
@@ -541,8 +553,9 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     Params current;
     for (const auto& p : o.space.params) {
       if (p.is_range) {
-        throw ConfigError("--grid " + p.name +
-                          ": sequential tuning needs value lists");
+        throw ConfigError("search-space parameter '" + p.name +
+                          "' is a low..high range: --mode sequential needs "
+                          "value lists");
       }
       current[p.name] = p.values.front();
     }
