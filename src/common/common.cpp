@@ -4,6 +4,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -63,37 +64,111 @@ void seed_everything(uint64_t seed) {
   if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
 }
 
+namespace {
+
+/// How an output path is written (see write_file_atomic in fs.h).
+enum class WriteMode { kAtomic, kThrough };
+
+/// Decides how to write `path` and returns the path to write (a symlink's
+/// target). Throws IoError for a directory or another special file.
+std::pair<WriteMode, fs::path> write_plan(const fs::path& path) {
+  // /dev/stdout, /dev/fd/N and /proc/self/fd/N are links to whatever the
+  // descriptor is, often a regular file (`cxr ... > log`): resolving them and
+  // renaming onto the target would replace the shell's log file. Write
+  // through them as the shell's `> /dev/stdout` does.
+  const std::string lexical = path.lexically_normal().string();
+  if (lexical.rfind("/dev/", 0) == 0 || lexical.rfind("/proc/", 0) == 0) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      throw IoError("'" + path.string() + "' is a directory; give a file path");
+    }
+    return {WriteMode::kThrough, path};
+  }
+  // Any other symlink is followed: its target is what gets written (a rename
+  // onto the link would replace the link by a regular file).
+  fs::path target = path;
+  std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(path, ec))) {
+    target = fs::weakly_canonical(path, ec);
+    if (ec) {
+      throw IoError("cannot resolve the symlink '" + path.string() +
+                    "': " + ec.message());
+    }
+  }
+  const fs::file_status st = fs::status(target, ec);
+  if (fs::is_directory(st)) {
+    throw IoError("'" + path.string() + "' is a directory; give a file path");
+  }
+  // Devices and pipes (/dev/null, a FIFO) cannot be renamed onto.
+  if (fs::is_character_file(st) || fs::is_fifo(st) || fs::is_socket(st)) {
+    return {WriteMode::kThrough, target};
+  }
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    throw IoError("'" + path.string() +
+                  "' exists and is not a regular file; give a file path");
+  }
+  return {WriteMode::kAtomic, target};
+}
+
+}  // namespace
+
 void write_file_atomic(const fs::path& path,
                        const std::function<void(const fs::path&)>& writer) {
-  if (path.has_parent_path()) ensure_dir(path.parent_path());
-  fs::path tmp = path;
+  const auto [mode, target] = write_plan(path);
+  if (mode == WriteMode::kThrough) {
+    writer(target);
+    return;
+  }
+  if (target.has_parent_path()) ensure_dir(target.parent_path());
+  fs::path tmp = target;
   tmp += ".tmp-" + std::to_string(::getpid());
+  std::error_code ec;
   try {
     writer(tmp);
   } catch (...) {
-    std::error_code ec;
     fs::remove(tmp, ec);
     throw;
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
+  fs::rename(tmp, target, ec);
   if (ec) {
+    const std::string why = ec.message();
     fs::remove(tmp, ec);
-    throw IoError("cannot write '" + path.string() + "': " + ec.message() +
+    throw IoError("cannot write '" + path.string() + "': " + why +
                   " (check the folder exists and is writable)");
   }
 }
 
 void write_text_atomic(const fs::path& path, const std::string& text) {
-  write_file_atomic(path, [&](const fs::path& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
+  auto write = [&](const fs::path& to, std::ios::openmode mode) {
+    std::ofstream out(to, mode);
     out << text;
     out.flush();
     if (!out) {
       throw IoError("cannot write '" + path.string() +
                     "' (disk full or folder not writable?)");
     }
-  });
+  };
+  const auto plan = write_plan(path);
+  if (plan.first == WriteMode::kThrough) {
+    // cxr's own stdout/stderr go through its streams: opening /dev/stdout
+    // anew gives a second file offset, and with stdout redirected to a file
+    // the two would overwrite each other.
+    const std::string p = path.lexically_normal().string();
+    for (auto [names, stream] :
+         {std::pair<std::vector<std::string>, std::ostream*>{
+              {"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"}, &std::cout},
+          {{"/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"}, &std::cerr}}) {
+      if (std::find(names.begin(), names.end(), p) == names.end()) continue;
+      *stream << text;
+      stream->flush();
+      if (!*stream) throw IoError("cannot write '" + path.string() + "'");
+      return;
+    }
+    write(plan.second, std::ios::binary);
+    return;
+  }
+  write_file_atomic(path,
+                    [&](const fs::path& tmp) { write(tmp, std::ios::binary); });
 }
 
 void write_json_atomic(const fs::path& path, const nlohmann::json& j) {
@@ -177,8 +252,12 @@ void Progress::step(long n, const std::string& status) {
   done_ = std::min(total_, done_ + n);
   if (!status.empty()) status_ = status;
   auto now = std::chrono::steady_clock::now();
-  if (tty_ &&
-      (now - last_draw_ > std::chrono::milliseconds(100) || done_ == total_)) {
+  // A terminal redraws the bar 10 times a second; a log (stderr not a
+  // terminal) gets a plain line at most once a minute so a long phase is
+  // not silent, and the final line from finish().
+  const auto every =
+      tty_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(60000);
+  if (now - last_draw_ > every || (tty_ && done_ == total_)) {
     last_draw_ = now;
     draw(false);
   }
@@ -197,19 +276,28 @@ void Progress::draw(bool final_line) {
   double el = elapsed_s();
   double frac = static_cast<double>(done_) / static_cast<double>(total_);
   double eta = done_ > 0 ? el * (1.0 - frac) / frac : NAN;
-  const int width = 24;
-  int filled = static_cast<int>(frac * width);
-  std::string bar(static_cast<size_t>(filled), '#');
-  bar.resize(width, '.');
   std::ostringstream line;
-  line << label_ << " [" << bar << "] " << done_ << "/" << total_ << " "
-       << format_duration(el);
-  if (!final_line) line << " ETA " << format_duration(eta);
-  if (!status_.empty()) line << "  " << status_;
   if (tty_) {
+    const int width = 24;
+    int filled = static_cast<int>(frac * width);
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    line << label_ << " [" << bar << "] " << done_ << "/" << total_ << " "
+         << format_duration(el);
+    if (!final_line) line << " ETA " << format_duration(eta);
+    if (!status_.empty()) line << "  " << status_;
     std::cerr << "\r\033[K" << line.str();
     if (final_line) std::cerr << "\n";
-  } else if (final_line) {
+  } else {
+    // Logs, CI, nohup: one plain line, no bar or carriage returns, e.g.
+    // "train epoch 7/30: loss 0.2310 acc 0.912 | val ... (12.0s)".
+    line << label_ << ": ";
+    if (!final_line) {
+      line << done_ << "/" << total_ << " done, ETA " << format_duration(eta)
+           << (status_.empty() ? "" : ", ");
+    }
+    line << status_ << (status_.empty() ? "" : " ") << "("
+         << format_duration(el) << ")";
     std::cerr << line.str() << "\n";
   }
   std::cerr.flush();

@@ -18,6 +18,11 @@ void write_json_atomic(const std::filesystem::path& path,
                        const nlohmann::json& j);
 
 /// Calls `writer(tmp_path)` and renames tmp_path to `path` on success.
+/// What `path` is decides how: a regular file or a new path is written
+/// atomically; a symlink is followed and its target written atomically; a
+/// character device, FIFO or socket (/dev/stdout, /dev/null, a pipe) is
+/// written through directly (`writer(path)`); a directory or other special
+/// file is an IoError naming it. The text writers below go through here.
 void write_file_atomic(
     const std::filesystem::path& path,
     const std::function<void(const std::filesystem::path&)>& writer);

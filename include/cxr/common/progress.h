@@ -1,6 +1,8 @@
 #pragma once
-/// A terminal progress bar with rate and ETA, written to stderr. Quiet when
-/// stderr is not a terminal except for a final line.
+/// A terminal progress bar with rate and ETA, written to stderr. When stderr
+/// is not a terminal (a log file, CI, nohup) it writes plain lines instead:
+/// one when the task finishes (per epoch, per decode pass) and one a minute
+/// while a long task runs.
 #include <chrono>
 #include <string>
 
