@@ -88,6 +88,77 @@ data::DatasetOptions RunConfig::data_options(
   return o;
 }
 
+namespace {
+
+/// Every number read_run_config passes on is checked here, so a hand-edited
+/// or damaged config.json is a ModelError naming the field, not a model
+/// that silently decides with a threshold of 7 or a 0 px input.
+void check_run_fields(const nlohmann::json& j,
+                      const RunConfig& c,
+                      const std::string& where) {
+  auto bad = [&](const std::string& field, const std::string& value,
+                 const std::string& want) {
+    throw ModelError("'" + where + "': field " + field + " is " + value +
+                     ", expected " + want + "; fix it or retrain the run");
+  };
+  auto text = [](const nlohmann::json& v) { return v.dump(); };
+  const auto& m = j.at("model");
+  if (c.model.input_size < 8 || c.model.input_size > 4096) {
+    bad("model.input_size", std::to_string(c.model.input_size),
+        "an image size in 8..4096 px");
+  }
+  if (j.contains("data") && j["data"].contains("size")) {
+    const auto& s = j["data"]["size"];
+    if (!s.is_number_integer() || s.get<int64_t>() < 8 ||
+        s.get<int64_t>() > 4096) {
+      bad("data.size", text(s), "an image size in 8..4096 px");
+    }
+  }
+  if (!(c.model.dropout >= 0 && c.model.dropout < 1)) {
+    bad("model.dropout", text(m.value("dropout", nlohmann::json())),
+        "a number in [0, 1)");
+  }
+  if (c.model.head_units < 1) {
+    bad("model.head_units", std::to_string(c.model.head_units),
+        "an integer >= 1");
+  }
+  for (int f : c.model.filters) {
+    if (f < 1)
+      bad("model.filters", text(m.value("filters", nlohmann::json())),
+          "channels >= 1");
+  }
+  // mean/std: a number or a list of numbers (per channel); std divides.
+  for (const char* key : {"mean", "std"}) {
+    if (!m.contains(key)) continue;
+    const auto& v = m[key];
+    const std::vector<nlohmann::json> items =
+        v.is_array() ? v.get<std::vector<nlohmann::json>>()
+                     : std::vector<nlohmann::json>{v};
+    for (const auto& x : items) {
+      const bool ok = x.is_number() && std::isfinite(x.get<double>()) &&
+                      (std::string(key) == "mean" || x.get<double>() > 0);
+      if (!ok) {
+        bad(std::string("model.") + key, text(v),
+            std::string(key) == "mean" ? "finite numbers"
+                                       : "positive finite numbers");
+      }
+    }
+  }
+  if (c.positive.empty() || c.negative.empty() || c.positive == c.negative) {
+    bad("classes", text(j.at("classes")),
+        "two different non-empty class names");
+  }
+  if (c.ood.is_object() && c.ood.contains("threshold") &&
+      !c.ood["threshold"].is_null()) {
+    const auto& t = c.ood["threshold"];
+    if (!t.is_number() || !std::isfinite(t.get<double>())) {
+      bad("ood.threshold", text(t), "a finite number");
+    }
+  }
+}
+
+}  // namespace
+
 RunConfig read_run_config(const std::string& dir) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) {
@@ -136,6 +207,7 @@ RunConfig read_run_config(const std::string& dir) {
                      std::to_string(c.threshold) +
                      " is not a probability in [0, 1]; fix or retrain");
   }
+  check_run_fields(j, c, cfg.string());
   c.calibration = Calibration::from_json(
       j.value("calibration", nlohmann::json()), cfg.string());
   return c;
@@ -182,6 +254,23 @@ models::Classifier load_model(const std::string& dir,
     };
     for (const auto& p : model->named_parameters()) check(p.key(), p.value());
     for (const auto& b : model->named_buffers()) check(b.key(), b.value());
+    // NaN/Inf weights would surface later as a NaN loss or NaN predictions
+    // and be blamed on the learning rate; the file itself is the problem.
+    auto finite = [](const torch::Tensor& t) {
+      return !t.is_floating_point() || torch::isfinite(t).all().item<bool>();
+    };
+    bool all_finite = true;
+    for (const auto& p : model->named_parameters()) {
+      all_finite = all_finite && finite(p.value());
+    }
+    for (const auto& b : model->named_buffers()) {
+      all_finite = all_finite && finite(b.value());
+    }
+    if (!all_finite) {
+      throw ModelError("'" + weights.string() +
+                       "' holds non-finite weights (NaN/Inf); the file is "
+                       "corrupt or the run diverged; retrain it");
+    }
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     why = why.substr(0, why.find('\n'));
