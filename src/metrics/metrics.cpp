@@ -314,9 +314,19 @@ double threshold_youden(const std::vector<double>& scores,
   // Walk the cuts between adjacent distinct scores from the top: above a cut
   // everything is called positive. J = sensitivity + specificity - 1.
   const SortedScores s = sort_scores(scores);
-  const auto logit = [](double p) {
-    const double q = std::clamp(p, 1e-7, 1.0 - 1e-7);
-    return std::log(q / (1.0 - q));
+  // Exact log-odds, not clamped: two saturated neighbours (1 - 1e-9 and
+  // 1 - 1e-12) would both clamp to the same value and the cut would land
+  // outside the gap it scored. 1 - p is exact near 1 (Sterbenz), so the
+  // logits stay distinct for every pair of distinct doubles in (0, 1).
+  const auto logit = [](double p) { return std::log(p) - std::log1p(-p); };
+  // The cut strictly between lo and hi: the midpoint of their logits, or,
+  // when a score is exactly 0 or 1 (infinite logit) or the sigmoid rounds
+  // onto a neighbour, the midpoint of the probabilities.
+  const auto cut = [&](double hi, double lo) {
+    const double m = 0.5 * (logit(hi) + logit(lo));
+    double t = std::isfinite(m) ? 1.0 / (1.0 + std::exp(-m)) : NAN;
+    if (!(t > lo && t < hi)) t = lo + 0.5 * (hi - lo);
+    return t;
   };
   double tp = 0, fp = 0;
   double best_j = -2, best_t = 0.5;
@@ -330,7 +340,7 @@ double threshold_youden(const std::vector<double>& scores,
     // lower score, so that neither neighbour sits on the threshold.
     const double hi = scores[s.order[begin]];
     const double lo = scores[s.order[begin - 1]];
-    const double t = 1.0 / (1.0 + std::exp(-0.5 * (logit(hi) + logit(lo))));
+    const double t = cut(hi, lo);
     const bool better = j > best_j + 1e-12;
     const bool tie = std::abs(j - best_j) <= 1e-12;
     if (better || (tie && std::abs(t - 0.5) < std::abs(best_t - 0.5))) {

@@ -88,7 +88,10 @@ double threshold_for_sensitivity(const std::vector<double>& scores,
 /// The balanced threshold: maximises Youden's J = sensitivity + specificity
 /// - 1 on these scores (use validation scores, never test). The threshold is
 /// placed halfway, in log-odds, between the two scores either side of the
-/// best cut; among equally good cuts the one closest to 0.5 wins. A single
+/// best cut (exact log-odds, not clamped, so that saturated neighbours such
+/// as 1 - 1e-9 and 1 - 1e-12 still get a cut strictly between them; a score
+/// of exactly 0 or 1 takes the midpoint of the probabilities); among
+/// equally good cuts the one closest to 0.5 wins. A single
 /// distinct score gives 0.5. Throws ConfigError when a class is missing and
 /// DataError when a score is not a probability.
 double threshold_youden(const std::vector<double>& scores,
