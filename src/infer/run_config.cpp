@@ -254,6 +254,18 @@ models::Classifier load_model(const std::string& dir,
     };
     for (const auto& p : model->named_parameters()) check(p.key(), p.value());
     for (const auto& b : model->named_buffers()) check(b.key(), b.value());
+    // Pooling makes the shapes of a 48 px and a 32 px model agree: compare
+    // the recorded input size (model.pt files older than the entry lack it).
+    c10::IValue size;
+    if (ar.try_read(kInputSizeKey, size) && size.isInt() &&
+        size.toInt() != config.input_size) {
+      throw ModelError("'" + weights.string() + "' was trained at " +
+                       std::to_string(size.toInt()) +
+                       " px but config.json says " +
+                       std::to_string(config.input_size) +
+                       " px; the weights belong to another run: retrain or "
+                       "restore the matching model.pt");
+    }
     // NaN/Inf weights would surface later as a NaN loss or NaN predictions
     // and be blamed on the learning rate; the file itself is the problem.
     auto finite = [](const torch::Tensor& t) {

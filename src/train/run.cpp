@@ -1,5 +1,8 @@
 #include "cxr/train/run.h"
 
+#include <fcntl.h>
+
+#include <cstdio>
 #include <iostream>
 #include <optional>
 
@@ -74,7 +77,145 @@ std::optional<ChosenThreshold> check_threshold_options(const RunOptions& o) {
                                           " (same recipe on train)"};
 }
 
+// Settings a resumed run must keep, by the flag that sets them, as JSON
+// pointers into run_settings() / saved_settings().
+struct ResumeFlag {
+  const char* flag;
+  const char* pointer;
+};
+constexpr ResumeFlag kResumeFlags[] = {
+    {"--model", "/model/arch"},
+    {"--filters", "/model/filters"},
+    {"--batch-norm", "/model/batch_norm"},
+    {"--dropout", "/model/dropout"},
+    {"--head-units", "/model/head_units"},
+    {"--weights", "/weights"},
+    {"--optimizer", "/train/optimizer"},
+    {"--lr", "/train/lr"},
+    {"--momentum", "/train/momentum"},
+    {"--weight-decay", "/train/weight_decay"},
+    {"--batch-size", "/train/batch_size"},
+    {"--epochs", "/train/epochs"},
+    {"--patience", "/train/patience"},
+    {"--lr-patience", "/train/lr_patience"},
+    {"--schedule", "/train/schedule"},
+    {"--seed", "/train/seed"},
+    {"--no-augment", "/train/augment"},
+    {"--width-shift", "/train/augmentation/width_shift"},
+    {"--rotation", "/train/augmentation/rotation_deg"},
+    {"--zoom", "/train/augmentation/zoom"},
+    {"--fine-tune-epochs", "/train/fine_tune_epochs"},
+    {"--fine-tune-lr", "/train/fine_tune_lr"},
+    {"--unfreeze-from", "/train/unfreeze_from"},
+    {"--train-on", "/train/train_on"},
+    {"--keep", "/train/keep"},
+    {"--size", "/data/size"},
+    {"--split-seed", "/data/seed"},
+    {"--train-fraction", "/data/train_fraction"},
+    {"--val-fraction", "/data/val_fraction"},
+    {"--positive", "/data/positive"}};
+
+// The options of the interrupted run in `dir`: a flag the user gave must
+// agree with the saved value (training on with one value and recording
+// another, or failing on a shape mismatch, are both wrong); the rest are
+// taken from the saved run.
+RunOptions resumed_options(const RunOptions& given, const fs::path& dir) {
+  const fs::path cfg = dir / "config.json";
+  if (!fs::is_regular_file(cfg)) {
+    throw ModelError("--resume: '" + dir.string() +
+                     "' has state.pt but no config.json; delete the folder "
+                     "to start afresh");
+  }
+  const RunMeta saved = RunMeta::from_json(read_json(cfg), cfg.string());
+  RunOptions r = given;
+  r.model = saved.model;
+  r.weights = saved.model.arch == "baseline" ? "" : saved.model.pretrained;
+  r.model.pretrained.clear();
+  r.train = saved.train;
+  r.train.progress = given.train.progress;
+  const auto& d = saved.data;
+  r.data.size = d.value("size", r.model.input_size);
+  r.data.seed = d.value("seed", r.data.seed);
+  r.data.train_fraction = d.value("train_fraction", r.data.train_fraction);
+  r.data.val_fraction = d.value("val_fraction", r.data.val_fraction);
+  r.data.positive = d.value("positive", r.data.positive);
+  const nlohmann::json want = run_settings(given), have = run_settings(r);
+  for (const auto& f : kResumeFlags) {
+    if (!given.flags_given.count(f.flag)) continue;
+    const nlohmann::json::json_pointer ptr(f.pointer);
+    const auto a = want.value(ptr, nlohmann::json());
+    const auto b = have.value(ptr, nlohmann::json());
+    if (a != b) {
+      const bool is_switch = std::string(f.flag) == "--no-augment";
+      throw ConfigError(std::string(f.flag) +
+                        (is_switch ? "" : " " + flag_text(a)) +
+                        " differs from the resumed "
+                        "run's " +
+                        (is_switch ? "augmentation " : "") + flag_text(b) +
+                        "; resume without it or start a new run");
+    }
+  }
+  return r;
+}
+
+// Puts the complete new run `work` in place of `target` (the old run). One
+// atomic exchange where the file system supports it, so that a reader never
+// sees the folder missing; two renames otherwise.
+void swap_in(const fs::path& work, const fs::path& target) {
+#ifdef RENAME_EXCHANGE
+  if (::renameat2(AT_FDCWD, work.c_str(), AT_FDCWD, target.c_str(),
+                  RENAME_EXCHANGE) == 0) {
+    std::error_code ec;
+    fs::remove_all(work, ec);  // now the old run
+    return;
+  }
+#endif
+  const fs::path old = target.string() + ".old";
+  std::error_code ec;
+  fs::remove_all(old, ec);
+  try {
+    fs::rename(target, old);
+    fs::rename(work, target);
+  } catch (const fs::filesystem_error& e) {
+    throw IoError("cannot move the new run '" + work.string() + "' to '" +
+                  target.string() + "' (" + e.what() +
+                  "); the new run is complete in '" + work.string() + "'");
+  }
+  fs::remove_all(old, ec);
+}
+
 }  // namespace
+
+nlohmann::json run_settings(const RunOptions& o) {
+  return {{"model", o.model.to_json()},
+          {"train", o.train.to_json()},
+          {"weights", o.model.arch == "baseline" ? "" : o.weights},
+          {"data",
+           {{"size", o.data.size},
+            {"seed", o.data.seed},
+            {"train_fraction", o.data.train_fraction},
+            {"val_fraction", o.data.val_fraction},
+            {"positive", o.data.positive}}}};
+}
+
+// A value as the user would type it: 0.001, 32,64, adam.
+std::string flag_text(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_array()) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ",") + flag_text(x);
+    return s;
+  }
+  if (v.is_null()) return "(none)";
+  return v.dump();
+}
+
+std::string flag_of_setting(const std::string& pointer) {
+  for (const auto& f : kResumeFlags) {
+    if (pointer == f.pointer) return f.flag;
+  }
+  return "";
+}
 
 nlohmann::json describe_data(const data::Dataset& ds,
                              const data::DatasetOptions& o) {
@@ -104,10 +245,59 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
   return c.data_options(root_override, cache_dir);
 }
 
-nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
-  o.train.validate();
-  o.ood.validate();
+nlohmann::json train_run(const RunOptions& given,
+                         const data::Dataset* preloaded) {
+  given.train.validate();
+  given.ood.validate();
+  check_threshold_options(given);
+  if (given.resume && given.overwrite) {
+    throw ConfigError(
+        "give --resume (continue the interrupted run) or --overwrite "
+        "(replace it), not both");
+  }
+  fs::path target(given.out_dir);
+  if (!target.has_filename()) target = target.parent_path();
+  // One writer per run folder, for the whole command.
+  const DirLock lock(target.string());
+  const bool has_state = fs::exists(target / "state.pt");
+  const bool has_model = fs::exists(target / "model.pt");
+  RunOptions o = given;
+  if (given.resume && has_state) {
+    o = resumed_options(given, target);
+    o.train.validate();
+  } else if (given.resume) {
+    if (has_model) {
+      throw ConfigError("--resume: '" + given.out_dir +
+                        "' holds a finished run (no state.pt); use another "
+                        "--out to train again, or --overwrite to replace it");
+    }
+    std::cerr << "cxr: no interrupted run in '" << given.out_dir
+              << "', starting afresh\n";
+  } else if (has_state && !given.overwrite) {
+    throw ConfigError("'" + given.out_dir +
+                      "' holds an interrupted run; pass --resume to continue "
+                      "it, --overwrite to replace it, or choose another --out");
+  } else if (has_model && !given.overwrite) {
+    throw ConfigError("'" + given.out_dir +
+                      "' holds a finished run; pass --overwrite to replace it "
+                      "(the old run stays until the new one is complete) or "
+                      "choose another --out");
+  }
   const auto carried = check_threshold_options(o);
+  // Replacing a run: the new one is written beside it and swapped in when
+  // complete, so an interrupted retrain leaves the old run whole and a
+  // reader never pairs a new config.json with old weights.
+  std::optional<DirLock> work_lock;
+  if (!given.resume && (has_state || has_model)) {
+    const fs::path work =
+        target.parent_path() / (target.filename().string() + ".partial");
+    std::error_code ec;
+    fs::remove_all(work, ec);  // left by an interrupted --overwrite
+    work_lock.emplace(work.string());
+    o.out_dir = work.string();
+  } else {
+    o.out_dir = target.string();
+  }
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;
   if (!preloaded) {
@@ -156,20 +346,6 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   ResumeState resume;
   const bool resuming =
       o.resume && load_resume_state(o.out_dir, *model, &resume);
-  if (o.resume && !resuming) {
-    if (fs::exists(fs::path(o.out_dir) / "model.pt")) {
-      throw ConfigError("--resume: '" + o.out_dir +
-                        "' holds a finished run (no state.pt); use another "
-                        "--out to train again");
-    }
-    std::cerr << "cxr: no interrupted run in '" << o.out_dir
-              << "', starting afresh\n";
-  }
-  if (!o.resume && fs::exists(fs::path(o.out_dir) / "state.pt")) {
-    throw ConfigError("'" + o.out_dir +
-                      "' holds an interrupted run; pass --resume to continue "
-                      "it or choose another --out");
-  }
   ensure_dir(o.out_dir);
   // Write the config first so an interrupted run is recognisable.
   write_json_atomic(fs::path(o.out_dir) / "config.json", [&] {
@@ -184,6 +360,10 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   const data::ImageSet* val =
       o.train.train_on == "train+val" ? nullptr : &ds.split(data::Split::kVal);
 
+  // A refit that follows a trial's schedule ends where the trial kept its
+  // weights: the callback stops fit after that epoch (its state is saved).
+  struct StopHere {};
+  std::optional<TrainResult> stopped;
   std::vector<torch::Tensor> best_for_state;
   auto on_epoch = [&](const TrainState& st) {
     write_history_csv((fs::path(o.out_dir) / "history.csv").string(),
@@ -194,10 +374,28 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
       best_for_state = snapshot(*model);
     }
     save_resume_state(o.out_dir, *model, st, best_for_state);
+    if (o.stop_after_epoch > 0 &&
+        static_cast<int>(st.result->history.size()) >= o.stop_after_epoch) {
+      stopped = *st.result;
+      throw StopHere{};
+    }
   };
   if (resuming) best_for_state = resume.best_state;
-  TrainResult r = fit(*model, train_set, val, o.train, device, on_epoch,
-                      resuming ? &resume : nullptr);
+  if (o.stop_after_epoch > 0 && val) {
+    throw ConfigError(
+        "stopping part-way through the schedule is for a refit on "
+        "train+val (with validation, the kept epoch is chosen on it)");
+  }
+  TrainResult r;
+  try {
+    r = fit(*model, train_set, val, o.train, device, on_epoch,
+            resuming ? &resume : nullptr);
+  } catch (const StopHere&) {
+    // Without validation the model holds the last epoch's weights.
+    r = *stopped;
+    r.best_epoch = static_cast<int>(r.history.size());
+    model->eval();
+  }
 
   meta.result = {{"best_epoch", r.best_epoch},
                  {"epochs_run", r.history.size()},
@@ -205,6 +403,9 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
                                        ? nlohmann::json(nullptr)
                                        : nlohmann::json(r.best_val_loss)},
                  {"stopped_early", r.stopped_early},
+                 {"stopped_after_epoch",
+                  o.stop_after_epoch > 0 ? nlohmann::json(o.stop_after_epoch)
+                                         : nlohmann::json(nullptr)},
                  {"seconds", r.seconds},
                  {"images_per_second", r.images_per_second()},
                  {"device", device.str()},
@@ -249,7 +450,13 @@ nlohmann::json train_run(const RunOptions& o, const data::Dataset* preloaded) {
   to.from = o.train.train_on == "train" ? "" : o.threshold_from;
   to.ood = o.ood;
   to.device = o.device;
-  return infer::fit_trust(o.out_dir, to, &ds);
+  auto cfg = infer::fit_trust(o.out_dir, to, &ds);
+  if (work_lock) {
+    swap_in(o.out_dir, target);
+    // The model card names its folder: write it again under the final name.
+    infer::write_model_card(target.string());
+  }
+  return cfg;
 }
 
 }  // namespace cxr::train

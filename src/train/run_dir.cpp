@@ -1,5 +1,11 @@
 #include "cxr/train/run_dir.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
 #include "cxr/common/error.h"
@@ -51,6 +57,45 @@ EpochRecord epoch_from(const nlohmann::json& j) {
 
 std::string utc_now() {
   return infer::utc_now();
+}
+
+DirLock::DirLock(const std::string& dir) {
+  ensure_dir(dir);
+  const fs::path p = fs::path(dir) / kLockFile;
+  fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    throw IoError("cannot create the lock file '" + p.string() + "': " +
+                  std::strerror(errno) + "; check that the folder is writable");
+  }
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    // The holder wrote its pid into the file when it took the lock.
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) {
+      pid.pop_back();
+    }
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      throw IoError("'" + dir + "' is in use by another cxr process (pid " +
+                    (pid.empty() ? std::string("unknown") : pid) +
+                    "); wait for it or choose another --out");
+    }
+    throw IoError("cannot lock '" + p.string() + "': " + std::strerror(err));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) !=
+                                      static_cast<ssize_t>(pid.size())) {
+    // The pid is only for the message of a second writer; the lock holds.
+  }
+}
+
+DirLock::~DirLock() {
+  // Closing drops the lock. The file stays: unlinking it would let a
+  // second process lock a fresh file while a third still waits on this one.
+  if (fd_ >= 0) ::close(fd_);
 }
 
 nlohmann::json RunMeta::to_json() const {
@@ -109,6 +154,11 @@ void save_run(const std::string& dir,
   write_file_atomic(fs::path(dir) / "model.pt", [&](const fs::path& tmp) {
     torch::serialize::OutputArchive ar;
     model.save(ar);
+    // The input size the weights were trained at: global pooling makes the
+    // tensor shapes of a 48 px and a 32 px model the same, so infer's loader
+    // checks this entry against config.json (older model.pt files lack it).
+    ar.write(infer::kInputSizeKey,
+             c10::IValue(static_cast<int64_t>(meta.model.input_size)));
     ar.save_to(tmp.string());
   });
   RunMeta m = meta;

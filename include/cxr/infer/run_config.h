@@ -16,6 +16,9 @@ namespace cxr::infer {
 
 /// config.json's "format" for every run this cxr writes and reads.
 inline constexpr const char* kRunFormat = "cxr-run/1";
+/// model.pt entry recording the input size the weights were trained at
+/// (written by train::save_run, checked by load_model when present).
+inline constexpr const char* kInputSizeKey = "cxr_input_size";
 
 /// Temperature scaling of the model's logit: P = sigmoid(logit / T).
 struct Calibration {

@@ -4,6 +4,7 @@
 /// checkpoints, choose the decision threshold on validation, write the run.
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "cxr/data/dataset.h"
@@ -21,8 +22,20 @@ struct RunOptions {
   std::string weights;
   /// Run directory to create.
   std::string out_dir = "runs/baseline";
-  /// Continue an interrupted run in out_dir (state.pt).
+  /// Continue an interrupted run in out_dir (state.pt). Options named in
+  /// `flags_given` must equal the saved run's (ConfigError otherwise); the
+  /// rest are taken from the saved run.
   bool resume = false;
+  /// Replace a finished (or interrupted) run in out_dir. The new run is
+  /// written beside it (OUT.partial) and swapped in only when complete, so
+  /// an interrupted retrain leaves the old run intact.
+  bool overwrite = false;
+  /// Stop after this many epochs of the schedule (0 = run it whole): a refit
+  /// follows the schedule of the trial it copies and ends at the epoch whose
+  /// weights, threshold and temperature that trial kept (docs/tuning.md).
+  int stop_after_epoch = 0;
+  /// Command-line flags the user gave ("--lr", "--size", ...), for resume.
+  std::set<std::string> flags_given;
   /// "auto", "cpu", "cuda", ...
   std::string device = "auto";
   /// Choose the threshold on validation for this sensitivity (0 = use 0.5).
@@ -42,6 +55,16 @@ struct RunOptions {
 /// `preloaded` skips loading when the caller already has the dataset.
 nlohmann::json train_run(const RunOptions& options,
                          const data::Dataset* preloaded = nullptr);
+
+/// Every setting that shapes a run's model, as JSON ({model, train,
+/// weights, data}): resume compares it with the saved run's, tune
+/// fingerprints each trial with it.
+nlohmann::json run_settings(const RunOptions& options);
+/// The flag that sets a setting of run_settings() by its JSON pointer
+/// ("/train/lr" -> "--lr"); "" when no flag sets it.
+std::string flag_of_setting(const std::string& pointer);
+/// A setting's value as it would be typed on the command line.
+std::string flag_text(const nlohmann::json& value);
 
 /// Data description stored in a run (root, layout, size, seed, counts,
 /// normalisation), so evaluate/predict can reload the same splits.

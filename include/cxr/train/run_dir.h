@@ -66,6 +66,27 @@ bool load_resume_state(const std::string& dir,
                        ResumeState* out);
 void remove_resume_state(const std::string& dir);
 
+/// An exclusive lock on a folder that a command writes (a run, a tune or a
+/// study folder): flock(2) on DIR/.cxr.lock, held until destruction (or the
+/// process ends, however it ends: the kernel drops the lock). Creates DIR.
+/// A second writer fails at once with IoError (exit 5): "'DIR' is in use by
+/// another cxr process (pid N); ...". Readers (predict, evaluate) do not
+/// lock. Locks are per open file, so one process cannot take the same
+/// folder twice either.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+/// Name of the lock file inside a locked folder.
+inline constexpr const char* kLockFile = ".cxr.lock";
+
 /// UTC timestamp "YYYY-MM-DDTHH:MM:SSZ".
 std::string utc_now();
 
