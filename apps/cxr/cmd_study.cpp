@@ -71,11 +71,9 @@ void register_study(CLI::App& app) {
           "layout ROOT/{train,val,test}/<CLASS>/*.png");
     }
     s.data.threads = f->runtime.threads;
-    if (f->no_weights) {
-      s.weights.clear();
-    } else if (s.weights.empty()) {
-      s.weights = default_weights();
-    }
+    // A missing default file is refused by run_study, not random init.
+    s.random_init = f->no_weights;
+    if (!f->no_weights && s.weights.empty()) s.weights = default_weights();
     if (s.shared_dir.empty()) s.shared_dir = default_shared_dir();
     s.device = f->runtime.device;
     s.threads = f->runtime.threads;

@@ -57,6 +57,9 @@ void register_tune(CLI::App& app) {
                 "epoch count and evaluate it on test");
   cmd->add_option("--out", f->tune.out_dir, "output folder")
       ->capture_default_str();
+  cmd->add_flag("--overwrite", f->tune.overwrite,
+                "start afresh in --out (its trials are deleted); without it, "
+                "stored trials are reused only if all settings match");
   add_model_train_flags(*cmd, f->tune.base);
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);

@@ -11,6 +11,7 @@
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/evaluate/ood_sets.h"
 #include "cxr/explain/explain.h"
+#include "cxr/models/keras_h5.h"
 #include "cxr/report/report.h"
 #include "cxr/train/run_dir.h"
 #include "cxr/tune/tune.h"
@@ -40,7 +41,52 @@ struct Plan {
 
 /// Bumped whenever the plan or a recipe changes, so that a study folder
 /// made by an older cxr is not silently resumed with mixed recipes.
-constexpr int kRecipeVersion = 2;
+constexpr int kRecipeVersion = 3;  // 3: refits stop at the best epoch
+
+/// The MobileNetV2 weights are needed at the transfer step, after the
+/// baseline's tuning: check them now, not 20 minutes in. Reads only the
+/// file's layer list (not the weights).
+void check_weights(const StudyOptions& o) {
+  if (!o.transfer) return;
+  if (o.weights.empty()) {
+    if (o.random_init) return;
+    throw ConfigError(
+        "no MobileNetV2 ImageNet weights: the default "
+        "../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5 was not "
+        "found; pass --weights FILE.h5, or --no-weights to train MobileNetV2 "
+        "from random initialisation, or --no-transfer to skip it");
+  }
+  if (o.random_init) {
+    throw ConfigError("--weights " + o.weights +
+                      " and --no-weights contradict each other; give one");
+  }
+  const auto names = models::read_keras_layer_names(o.weights);
+  for (const char* layer : {"Conv1", "block_16_project", "Conv_1"}) {
+    if (std::find(names.begin(), names.end(), layer) == names.end()) {
+      throw ModelError("weights file '" + o.weights + "' has no layer '" +
+                       layer +
+                       "': not Keras MobileNetV2 weights; pass "
+                       "mobilenet_v2_1.0_224_imagenet_notop.h5 (or the "
+                       "file with the top) as --weights");
+    }
+  }
+}
+
+/// The baseline's search and its refit start from the same options.
+train::RunOptions baseline_base(const Plan& plan,
+                                const StudyOptions& o,
+                                const data::DatasetOptions& data) {
+  train::RunOptions b;
+  b.data = data;
+  b.model.arch = "baseline";
+  b.model.input_size = plan.size;
+  b.model.filters = plan.baseline_filters;
+  b.train.epochs = plan.baseline_epochs;
+  b.train.schedule = plan.schedule;
+  b.train.patience = 0;  // the whole schedule; best val epoch kept
+  b.device = o.device;
+  return b;
+}
 
 Plan make_plan(const StudyOptions& o) {
   if (o.quick) {
@@ -103,15 +149,28 @@ train::RunOptions transfer_recipe(const Plan& plan,
 nlohmann::json run_study(const StudyOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const fs::path out(o.out_dir);
-  ensure_dir(out);
+  // One writer per study folder, for the whole study.
+  const train::DirLock lock(out.string());
+  check_weights(o);
   const fs::path sjp = out / "study.json";
   nlohmann::json sj =
       fs::exists(sjp) ? read_json(sjp) : nlohmann::json::object();
   const Plan plan = make_plan(o);
   const torch::Device device = resolve_device(o.device);
   // A finished step is not redone, unless it was made with other options.
+  // Every setting that shapes a step's result.
   const nlohmann::json fingerprint = {
       {"data", fs::absolute(o.data.root).lexically_normal().string()},
+      {"size", o.data.size},
+      {"split_seed", o.data.seed},
+      {"train_fraction", o.data.train_fraction},
+      {"val_fraction", o.data.val_fraction},
+      {"positive", o.data.positive},
+      {"skip_bad", o.data.skip_bad},
+      {"random_init", o.random_init},
+      {"shared", o.shared_dir.empty()
+                     ? std::string()
+                     : fs::absolute(o.shared_dir).lexically_normal().string()},
       {"quick", o.quick},
       {"full_grid", o.full_grid},
       {"weights", o.weights},
@@ -187,42 +246,22 @@ nlohmann::json run_study(const StudyOptions& o) {
     tune::TuneOptions to;
     to.space = tune::parse_space(plan.baseline_grid);
     to.out_dir = (out / tune_dir).string();
-    to.base.data = dopt;
-    to.base.model.arch = "baseline";
-    to.base.model.input_size = plan.size;
-    to.base.model.filters = plan.baseline_filters;
-    to.base.train.epochs = plan.baseline_epochs;
-    to.base.train.schedule = plan.schedule;
-    to.base.train.patience = 0;  // the whole schedule; best val epoch kept
+    to.base = baseline_base(plan, o, dopt);
     to.budget_minutes = plan.tune_budget_minutes;
-    to.base.device = o.device;
     to.progress = o.progress;
     tune::run_tune(to, &ds);
   });
 
   run_step("baseline-refit", [&] {
-    auto best = read_json(out / tune_dir / "best.json")["best"];
-    train::RunOptions ro;
-    ro.data = dopt;
-    ro.model.arch = "baseline";
-    ro.model.input_size = plan.size;
-    ro.model.filters = plan.baseline_filters;
-    ro.train.epochs = plan.baseline_epochs;
-    tune::apply_params(best["params"].get<tune::Params>(), ro);
-    // The study's final step: the best configuration on train+val (no
-    // validation left to stop on), for its whole cosine schedule (whose
-    // low-lr end is part of the recipe), or else its best epoch count.
-    ro.train.train_on = "train+val";
-    ro.train.epochs = ro.train.schedule == "cosine"
-                          ? plan.baseline_epochs
-                          : std::max(1, best["best_epoch"].get<int>());
-    ro.train.patience = 0;
+    const auto best = tune::TrialResult::from_json(
+        read_json(out / tune_dir / "best.json")["best"]);
+    // The best configuration on train+val, by the one refit rule of `cxr
+    // tune --refit` (tune::refit_options): the trial's schedule, stopped at
+    // its best epoch, with its threshold (0.5) and calibration temperature.
+    train::RunOptions ro =
+        tune::refit_options(baseline_base(plan, o, dopt), best);
     ro.train.progress = o.progress;
-    // Threshold (0.5) and calibration temperature of the best trial, the
-    // same recipe on train (the refit has no validation to fit them on).
-    ro.threshold_from = best["run_dir"].get<std::string>();
     ro.out_dir = (out / "baseline").string();
-    ro.device = o.device;
     std::error_code ec;
     fs::remove_all(ro.out_dir, ec);
     train::train_run(ro, &ds);
@@ -254,10 +293,9 @@ nlohmann::json run_study(const StudyOptions& o) {
   models.push_back(
       {{"name", "Baseline CNN (refit on train+val)"}, {"run", "baseline"}});
   if (o.transfer) {
-    const std::string mn =
-        std::string("MobileNetV2 ") +
-        (o.weights.empty() ? "(random init)" : "(ImageNet)") +
-        " frozen -> fine-tuned";
+    const std::string mn = std::string("MobileNetV2 ") +
+                           (o.random_init ? "(random init)" : "(ImageNet)") +
+                           " frozen -> fine-tuned";
     models.push_back({{"name", mn + " (train; threshold chosen on val)"},
                       {"run", "mobilenetv2"}});
     models.push_back({{"name", mn + " (refit on train+val; threshold of the "

@@ -107,6 +107,49 @@ void append_store(const fs::path& p, const TrialResult& r) {
   if (!out) throw IoError("cannot append to '" + p.string() + "'");
 }
 
+/// A trial's fingerprint: every setting that shapes it, data included.
+nlohmann::json trial_settings(const train::RunOptions& o,
+                              const data::Dataset& ds) {
+  auto j = train::run_settings(o);
+  j["data"] = train::describe_data(ds, o.data);
+  return j;
+}
+
+/// Names the first setting where `stored` (an earlier search's trial) and
+/// `now` differ, as a flag with its value where a flag sets it.
+std::string first_difference(const nlohmann::json& stored,
+                             const nlohmann::json& now) {
+  const auto a = stored.flatten(), b = now.flatten();
+  std::string where;
+  for (const auto& [k, v] : b.items()) {
+    if (!a.contains(k) || a[k] != v) {
+      where = k;
+      break;
+    }
+  }
+  if (where.empty()) {
+    for (const auto& [k, v] : a.items()) {
+      if (!b.contains(k)) {
+        where = k;
+        break;
+      }
+    }
+  }
+  // "/model/filters/1" -> "/model/filters", set by --filters.
+  std::string p = where;
+  while (!p.empty() && train::flag_of_setting(p).empty()) {
+    p = p.substr(0, p.rfind('/'));
+  }
+  if (p.empty()) p = where;
+  const nlohmann::json::json_pointer ptr(p);
+  const auto sv = stored.contains(ptr) ? stored.at(ptr) : nlohmann::json();
+  const auto nv = now.contains(ptr) ? now.at(ptr) : nlohmann::json();
+  const std::string flag = train::flag_of_setting(p);
+  const std::string name = flag.empty() ? "setting " + p : flag;
+  return name + " " + train::flag_text(sv) +
+         " (this search: " + train::flag_text(nv) + ")";
+}
+
 void write_tables(const fs::path& dir,
                   std::vector<TrialResult> results,
                   const std::string& metric,
@@ -408,7 +451,8 @@ nlohmann::json TrialResult::to_json() const {
           {"val_precision", num(val_precision)},
           {"val_recall", num(val_recall)},
           {"val_auc", num(val_auc)},
-          {"seconds", seconds}};
+          {"seconds", seconds},
+          {"settings", settings}};
 }
 
 TrialResult TrialResult::from_json(const nlohmann::json& j) {
@@ -428,6 +472,7 @@ TrialResult TrialResult::from_json(const nlohmann::json& j) {
   r.val_recall = num(j.at("val_recall"));
   r.val_auc = num(j.at("val_auc"));
   r.seconds = j.at("seconds").get<double>();
+  r.settings = j.value("settings", nlohmann::json());
   return r;
 }
 
@@ -438,6 +483,36 @@ double TrialResult::score(const std::string& metric) const {
              : metric == "val_recall"   ? val_recall
                                         : NAN;
   return std::isnan(v) ? -1e300 : v;
+}
+
+train::RunOptions refit_options(const train::RunOptions& base,
+                                const TrialResult& best) {
+  train::RunOptions ro = base;
+  apply_params(best.params, ro);
+  ro.train.train_on = "train+val";
+  ro.train.patience = 0;
+  // The refit has no validation left: it carries over the best trial's
+  // threshold (its rule's, or 0.5) and its calibration temperature, fitted
+  // on that trial's validation predictions at its best epoch. So the refit
+  // copies that model as closely as it can: the trial's schedule, unchanged
+  // (a cosine over the same epochs, so the same learning rate each epoch;
+  // shortening it to the best epoch would anneal faster and give another
+  // model), stopped after the best epoch.
+  const bool transfer = ro.model.arch != "baseline";
+  if (transfer && best.frozen_epochs > 0 &&
+      best.frozen_epochs < ro.train.epochs) {
+    // Early stopping ended the trial's frozen phase there.
+    ro.train.epochs = best.frozen_epochs;
+  }
+  const int total =
+      ro.train.epochs + (transfer ? ro.train.fine_tune_epochs : 0);
+  ro.stop_after_epoch =
+      best.best_epoch > 0 && best.best_epoch < total ? best.best_epoch : 0;
+  ro.target_sensitivity = 0;
+  ro.balanced_threshold = false;
+  ro.threshold_from = best.run_dir;
+  ro.resume = false;
+  return ro;
 }
 
 nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
@@ -453,14 +528,39 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.base.train.train_on != "train") {
     throw ConfigError("tuning selects on validation: --train-on must be train");
   }
+  const fs::path out(o.out_dir);
+  // One writer per tune folder, for the whole search.
+  const train::DirLock lock(out.string());
+  const fs::path store = out / "trials.jsonl";
+  if (o.overwrite) {
+    std::error_code ec;
+    for (const char* f : {"trials.jsonl", "trials.csv", "results.md",
+                          "best.json", "trials", "refit"}) {
+      fs::remove_all(out / f, ec);
+    }
+  }
+  std::vector<TrialResult> done = read_store(store);
   data::Dataset owned;
   if (!preloaded) owned = data::load_dataset(o.base.data);
   const data::Dataset& ds = preloaded ? *preloaded : owned;
-
-  const fs::path out(o.out_dir);
-  ensure_dir(out);
-  const fs::path store = out / "trials.jsonl";
-  std::vector<TrialResult> done = read_store(store);
+  // Reuse a stored trial only if everything that shaped it matches: a
+  // changed --epochs, --size or data set makes other trials, not the same.
+  for (const auto& r : done) {
+    if (r.settings.is_null()) {
+      throw ConfigError("'" + o.out_dir +
+                        "' holds trials from an older cxr that did not "
+                        "record their settings; use another --out or "
+                        "--overwrite");
+    }
+    train::RunOptions ro = o.base;
+    apply_params(r.params, ro);
+    const auto now = trial_settings(ro, ds);
+    if (r.settings != now) {
+      throw ConfigError("'" + o.out_dir + "' was tuned with " +
+                        first_difference(r.settings, now) +
+                        "; use another --out or --overwrite");
+    }
+  }
   if (fs::exists(store)) {
     // Drop a torn last line (interrupted write) so appends stay parseable.
     std::string clean;
@@ -501,6 +601,7 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     r.index = next_index++;
     r.params = p;
     r.key = key;
+    r.settings = trial_settings(ro, ds);
     char name[32];
     std::snprintf(name, sizeof name, "trial-%03d", r.index);
     r.run_dir = (out / "trials" / name).string();
@@ -615,31 +716,20 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
               << " trials done, the rest not started\n";
   }
   if (o.refit) {
-    train::RunOptions ro = o.base;
-    apply_params(best.params, ro);
-    ro.train.train_on = "train+val";
-    ro.train.patience = 0;
-    // The refit has no validation left: it carries over the best trial's
-    // threshold (its rule's, or 0.5) and its calibration temperature.
-    ro.threshold_from = best.run_dir;
-    ro.target_sensitivity = 0;
-    ro.balanced_threshold = false;
-    // The study's refit: the best configuration for its best epoch count.
-    if (ro.model.arch != "baseline" && best.best_epoch > best.frozen_epochs) {
-      ro.train.epochs = best.frozen_epochs;
-      ro.train.fine_tune_epochs = best.best_epoch - best.frozen_epochs;
-    } else {
-      ro.train.epochs = std::max(1, best.best_epoch);
-      ro.train.fine_tune_epochs = 0;
-    }
+    train::RunOptions ro = refit_options(o.base, best);
+    const int refit_epochs =
+        ro.stop_after_epoch > 0
+            ? ro.stop_after_epoch
+            : ro.train.epochs +
+                  (ro.model.arch == "baseline" ? 0 : ro.train.fine_tune_epochs);
     ro.out_dir = (out / "refit").string();
     ro.resume = false;
     std::error_code ec;
     fs::remove_all(ro.out_dir, ec);
     ro.train.progress = o.progress;
     if (o.progress) {
-      std::cerr << "refit on train+val: " << best.key << " for "
-                << ro.train.epochs + ro.train.fine_tune_epochs << " epochs\n";
+      std::cerr << "refit on train+val: " << best.key << " for " << refit_epochs
+                << " epochs\n";
     }
     train::train_run(ro, &ds);
     evaluate::EvalOptions eo;
@@ -650,7 +740,7 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     eo.data_root = o.base.data.root;
     auto m = evaluate::evaluate_run(eo);
     j["refit"] = {{"run_dir", ro.out_dir},
-                  {"epochs", ro.train.epochs + ro.train.fine_tune_epochs},
+                  {"epochs", refit_epochs},
                   {"test",
                    {{"accuracy", m["accuracy"]},
                     {"recall", m["recall"]},

@@ -16,8 +16,13 @@ namespace cxr::study {
 struct StudyOptions {
   data::DatasetOptions data;
   std::string out_dir = "study";
-  /// Keras MobileNetV2 ImageNet weights ("" = random init, recorded).
+  /// Keras MobileNetV2 ImageNet weights, checked (readable HDF5 with
+  /// MobileNetV2's layers) before the first step. "" is refused unless
+  /// random_init is set.
   std::string weights;
+  /// Train MobileNetV2 from random initialisation (--no-weights): asked for
+  /// explicitly, never the result of a missing weights file.
+  bool random_init = false;
   /// Skip the transfer model.
   bool transfer = true;
   /// Input size of the transfer model (the baseline uses data.size).

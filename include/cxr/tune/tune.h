@@ -65,6 +65,10 @@ struct TuneOptions {
   /// Train the best configuration on train+val and evaluate it on test.
   bool refit = false;
   std::string out_dir = "tune";
+  /// Start the search afresh in out_dir (its trials are deleted). Without
+  /// it, stored trials are reused only when every setting that shapes them
+  /// matches (TrialResult::settings); otherwise run_tune refuses.
+  bool overwrite = false;
   /// Options every trial starts from (model, training, data, device).
   train::RunOptions base;
   bool progress = true;
@@ -80,11 +84,23 @@ struct TrialResult {
   double val_loss = NAN, val_accuracy = NAN, val_precision = NAN,
          val_recall = NAN, val_auc = NAN;
   double seconds = 0;
+  /// Everything that shaped the trial: train::run_settings() of its
+  /// options, with the data described by train::describe_data().
+  nlohmann::json settings;
   nlohmann::json to_json() const;
   static TrialResult from_json(const nlohmann::json& j);
   /// The value of `metric`, oriented so that larger is better.
   double score(const std::string& metric) const;
 };
+
+/// The refit of `best` on train+val, from the options the search started
+/// from: the trial's parameters and schedule (same epochs per phase, so the
+/// same learning rate at each epoch), stopped after the trial's best epoch,
+/// whose weights, threshold and temperature the trial kept; the threshold
+/// and temperature are carried over from the trial (docs/tuning.md). Used by
+/// `cxr tune --refit` and `cxr study`.
+train::RunOptions refit_options(const train::RunOptions& base,
+                                const TrialResult& best);
 
 /// Runs the search (resuming finished trials from OUT/trials.jsonl) and
 /// writes trials.csv, results.md, best.json (and refit/ when asked).

@@ -1,0 +1,84 @@
+// cxr study checks what it can before the first step: the MobileNetV2
+// weights (a missing default is refused, not silently random init; a bad
+// file is found now, not at the transfer step), and a resumed study folder
+// must have been made with every same setting.
+#include "cxr/common/error.h"
+#include "cxr/common/fs.h"
+#include "cxr/models/keras_h5.h"
+#include "cxr/study/study.h"
+#include "test_util.h"
+
+namespace {
+
+using cxr::testing::TempDir;
+namespace fs = std::filesystem;
+
+template <typename E>
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+cxr::study::StudyOptions tiny_study(const fs::path& dir) {
+  cxr::study::StudyOptions s;
+  s.out_dir = (dir / "study").string();
+  s.data.root = (dir / "no-data").string();
+  s.quick = true;
+  s.progress = false;
+  s.device = "cpu";
+  return s;
+}
+
+TEST(StudyChecks, WeightsAreCheckedBeforeTheFirstStep) {
+  TempDir dir;
+  auto s = tiny_study(dir.path());
+  auto e = error_of<cxr::ConfigError>([&] { cxr::study::run_study(s); });
+  EXPECT_NE(e.find("no MobileNetV2 ImageNet weights"), std::string::npos) << e;
+  EXPECT_NE(e.find("--no-weights"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(fs::path(s.out_dir) / "study.json"));
+
+  s.weights = (dir / "weights.h5").string();
+  cxr::write_text_atomic(s.weights, "not hdf5");
+  e = error_of<cxr::ModelError>([&] { cxr::study::run_study(s); });
+  EXPECT_NE(e.find(s.weights), std::string::npos) << e;
+
+  // HDF5 in the Keras layout, but not MobileNetV2's layers.
+  cxr::models::write_keras_h5(
+      s.weights, {{"dense", {{"dense/kernel:0", torch::zeros({2, 2})}}}});
+  e = error_of<cxr::ModelError>([&] { cxr::study::run_study(s); });
+  EXPECT_NE(e.find("has no layer 'Conv1'"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(fs::path(s.out_dir) / "study.json"));
+
+  s.random_init = true;
+  e = error_of<cxr::ConfigError>([&] { cxr::study::run_study(s); });
+  EXPECT_NE(e.find("contradict"), std::string::npos) << e;
+}
+
+TEST(StudyChecks, EverySettingIsPartOfTheResumeFingerprint) {
+  TempDir dir;
+  auto s = tiny_study(dir.path());
+  s.random_init = true;
+  // No data there: the study records its options, then fails to load.
+  EXPECT_ANY_THROW(cxr::study::run_study(s));
+  ASSERT_TRUE(fs::exists(fs::path(s.out_dir) / "study.json"));
+  EXPECT_THROW(cxr::study::run_study(s), cxr::DataError);  // same options
+
+  for (int k = 0; k < 4; ++k) {
+    auto t = s;
+    if (k == 0) t.data.size = 96;
+    if (k == 1) t.data.seed = 7;
+    if (k == 2) t.data.val_fraction = 0.3;
+    if (k == 3) t.data.positive = "Normal";
+    const auto e =
+        error_of<cxr::ConfigError>([&] { cxr::study::run_study(t); });
+    EXPECT_NE(e.find("holds a study made with other options"),
+              std::string::npos)
+        << k << ": " << e;
+  }
+}
+
+}  // namespace
