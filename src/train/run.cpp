@@ -146,12 +146,14 @@ RunOptions resumed_options(const RunOptions& given, const fs::path& dir) {
     const auto a = want.value(ptr, nlohmann::json());
     const auto b = have.value(ptr, nlohmann::json());
     if (a != b) {
-      const bool is_switch = std::string(f.flag) == "--no-augment";
-      throw ConfigError(std::string(f.flag) +
-                        (is_switch ? "" : " " + flag_text(a)) +
-                        " differs from the resumed "
-                        "run's " +
-                        (is_switch ? "augmentation " : "") + flag_text(b) +
+      if (std::string(f.flag) == "--no-augment") {
+        throw ConfigError(
+            std::string("--no-augment differs from the resumed run, which ") +
+            (b.get<bool>() ? "trains with" : "trains without") +
+            " augmentation; resume without it or start a new run");
+      }
+      throw ConfigError(std::string(f.flag) + " " + flag_text(a) +
+                        " differs from the resumed run's " + flag_text(b) +
                         "; resume without it or start a new run");
     }
   }

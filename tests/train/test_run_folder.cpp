@@ -196,6 +196,14 @@ TEST(RunFolderResume, GivenFlagsMustMatchTheSavedRunOthersAreTakenFromIt) {
   e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
   EXPECT_TRUE(has(e, "--size 24 differs from the resumed run's 16")) << e;
 
+  r.flags_given = {"--no-augment"};
+  r.train.augment = false;
+  e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
+  EXPECT_TRUE(has(e,
+                  "--no-augment differs from the resumed run, which trains "
+                  "with augmentation"))
+      << e;
+
   // Flags not given take the saved values (not the defaults in `r`), and
   // config.json records what was trained.
   r.flags_given = {"--lr"};
