@@ -154,7 +154,9 @@ void assign_classes(DatasetIndex& idx, const DatasetOptions& o) {
 
 // ---- decoded cache -------------------------------------------------------
 
-constexpr char kCacheMagic[8] = {'C', 'X', 'R', 'C', 'A', 'C', 'H', '2'};
+// Version 3 stores ImageInfo::chroma (version 2 dropped it, so a colour file
+// read from the cache looked gray to the input checks).
+constexpr char kCacheMagic[8] = {'C', 'X', 'R', 'C', 'A', 'C', 'H', '3'};
 
 struct CacheRecord {
   int64_t file_size = 0;
@@ -252,6 +254,7 @@ std::unordered_map<std::string, CacheRecord> read_cache(const fs::path& p,
     rec.info.bit_depth = r.get<int32_t>();
     rec.info.format = r.get_str();
     rec.info.color = r.get_str();
+    rec.info.chroma = r.get<double>();
     rec.pixel_hash = r.get<uint64_t>();
     if (!r.ok || r.pos + px > buf.size()) {
       out.clear();
@@ -285,6 +288,7 @@ void write_cache(
     put<int32_t>(out, rec->info.bit_depth);
     put_str(out, rec->info.format);
     put_str(out, rec->info.color);
+    put<double>(out, rec->info.chroma);
     put<uint64_t>(out, rec->pixel_hash);
     out.append(reinterpret_cast<const char*>(rec->pixels.data()),
                rec->pixels.size());

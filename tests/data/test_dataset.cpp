@@ -177,6 +177,35 @@ TEST(Dataset, CacheIsUsedAndAChangedFileIsReRead) {
                            fourth.split(Split::kTest).images));
 }
 
+TEST(Dataset, CacheKeepsTheColourMeasure) {
+  // The cache used to drop ImageInfo::chroma: a colour photo read from it
+  // looked gray to the input checks.
+  TempDir dir;
+  make_split_layout(dir / "data", 2);
+  torch::Tensor red = torch::zeros({3, 20, 20});
+  red[0].fill_(1.0);
+  cxr::data::write_png((dir / "data" / "test" / "COVID" / "red.png").string(),
+                       red);
+  DatasetOptions o;
+  o.root = (dir / "data").string();
+  o.size = 16;
+  o.cache_dir = (dir / "cache").string();
+  auto chroma_of_red = [&](const cxr::data::Dataset& ds) {
+    const auto& t = ds.split(Split::kTest);
+    for (size_t i = 0; i < t.paths.size(); ++i) {
+      if (fs::path(t.paths[i]).filename() == "red.png") {
+        return t.infos[i].chroma;
+      }
+    }
+    return -1.0;
+  };
+  const auto first = cxr::data::load_dataset(o);
+  EXPECT_NEAR(chroma_of_red(first), 1.0, 1e-9);
+  const auto second = cxr::data::load_dataset(o);
+  ASSERT_EQ(second.stats.from_cache, 13);
+  EXPECT_NEAR(chroma_of_red(second), 1.0, 1e-9);
+}
+
 TEST(DataStats, PixelStatsMatchHandComputedValues) {
   auto img =
       torch::tensor({0, 255, 0, 255}, torch::kUInt8).reshape({1, 1, 2, 2});
