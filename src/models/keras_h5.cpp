@@ -93,19 +93,14 @@ bool read_strings(hid_t obj,
     H5Tset_size(mem.get(), H5T_VARIABLE);
     H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
     std::vector<char*> buf(static_cast<size_t>(n), nullptr);
-    const bool ok = H5Aread(attr.get(), mem.get(), buf.data()) >= 0;
-    if (ok) {
-      for (char* s : buf) out->emplace_back(s ? s : "");
-    }
-    // Also after a failed read: HDF5 has already allocated the strings it
-    // converted before the failure (found by fuzz_keras_h5 as a leak); the
-    // rest are still null, which reclaim skips.
+    if (H5Aread(attr.get(), mem.get(), buf.data()) < 0) return false;
+    for (char* s : buf) out->emplace_back(s ? s : "");
 #if H5_VERSION_GE(1, 12, 0)
     H5Treclaim(mem.get(), space.get(), H5P_DEFAULT, buf.data());
 #else
     H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, buf.data());
 #endif
-    return ok;
+    return true;
   }
   const size_t size = H5Tget_size(type.get());
   if (size == 0 || size > kMaxStringBytes / static_cast<size_t>(n)) {
