@@ -247,59 +247,15 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
   return c.data_options(root_override, cache_dir);
 }
 
-nlohmann::json train_run(const RunOptions& given,
-                         const data::Dataset* preloaded) {
-  given.train.validate();
-  given.ood.validate();
-  check_threshold_options(given);
-  if (given.resume && given.overwrite) {
-    throw ConfigError(
-        "give --resume (continue the interrupted run) or --overwrite "
-        "(replace it), not both");
-  }
-  fs::path target(given.out_dir);
-  if (!target.has_filename()) target = target.parent_path();
-  // One writer per run folder, for the whole command.
-  const DirLock lock(target.string());
-  const bool has_state = fs::exists(target / "state.pt");
-  const bool has_model = fs::exists(target / "model.pt");
-  RunOptions o = given;
-  if (given.resume && has_state) {
-    o = resumed_options(given, target);
-    o.train.validate();
-  } else if (given.resume) {
-    if (has_model) {
-      throw ConfigError("--resume: '" + given.out_dir +
-                        "' holds a finished run (no state.pt); use another "
-                        "--out to train again, or --overwrite to replace it");
-    }
-    std::cerr << "cxr: no interrupted run in '" << given.out_dir
-              << "', starting afresh\n";
-  } else if (has_state && !given.overwrite) {
-    throw ConfigError("'" + given.out_dir +
-                      "' holds an interrupted run; pass --resume to continue "
-                      "it, --overwrite to replace it, or choose another --out");
-  } else if (has_model && !given.overwrite) {
-    throw ConfigError("'" + given.out_dir +
-                      "' holds a finished run; pass --overwrite to replace it "
-                      "(the old run stays until the new one is complete) or "
-                      "choose another --out");
-  }
-  const auto carried = check_threshold_options(o);
-  // Replacing a run: the new one is written beside it and swapped in when
-  // complete, so an interrupted retrain leaves the old run whole and a
-  // reader never pairs a new config.json with old weights.
-  std::optional<DirLock> work_lock;
-  if (!given.resume && (has_state || has_model)) {
-    const fs::path work =
-        target.parent_path() / (target.filename().string() + ".partial");
-    std::error_code ec;
-    fs::remove_all(work, ec);  // left by an interrupted --overwrite
-    work_lock.emplace(work.string());
-    o.out_dir = work.string();
-  } else {
-    o.out_dir = target.string();
-  }
+namespace {
+
+// Trains `o` into o.out_dir (the run folder, or its .partial sibling that
+// replaces `target` when complete); the caller holds the locks.
+nlohmann::json train_locked(const RunOptions& o,
+                            const fs::path& target,
+                            bool replace,
+                            const std::optional<ChosenThreshold>& carried,
+                            const data::Dataset* preloaded) {
   const torch::Device device = resolve_device(o.device);
   data::Dataset owned;
   if (!preloaded) {
@@ -453,12 +409,89 @@ nlohmann::json train_run(const RunOptions& given,
   to.ood = o.ood;
   to.device = o.device;
   auto cfg = infer::fit_trust(o.out_dir, to, &ds);
-  if (work_lock) {
+  if (replace) {
     swap_in(o.out_dir, target);
     // The model card names its folder: write it again under the final name.
     infer::write_model_card(target.string());
   }
   return cfg;
+}
+
+}  // namespace
+
+nlohmann::json train_run(const RunOptions& given,
+                         const data::Dataset* preloaded) {
+  given.train.validate();
+  given.ood.validate();
+  check_threshold_options(given);
+  if (given.resume && given.overwrite) {
+    throw ConfigError(
+        "give --resume (continue the interrupted run) or --overwrite "
+        "(replace it), not both");
+  }
+  fs::path target(given.out_dir);
+  if (!target.has_filename()) target = target.parent_path();
+  const bool existed = fs::exists(target);
+  // One writer per run folder, for the whole command.
+  const DirLock lock(target.string());
+  // A run that fails before writing anything leaves no folder behind (only
+  // the lock file would be there); a failed replacement leaves no .partial.
+  auto clean_up = [&](const fs::path& work) {
+    std::error_code ec;
+    if (work != target) fs::remove_all(work, ec);
+    if (!existed) {
+      bool only_lock = true;
+      for (const auto& e : fs::directory_iterator(target, ec)) {
+        only_lock = only_lock && e.path().filename() == kLockFile;
+      }
+      if (!ec && only_lock) fs::remove_all(target, ec);
+    }
+  };
+  const bool has_state = fs::exists(target / "state.pt");
+  const bool has_model = fs::exists(target / "model.pt");
+  RunOptions o = given;
+  if (given.resume && has_state) {
+    o = resumed_options(given, target);
+    o.train.validate();
+  } else if (given.resume) {
+    if (has_model) {
+      throw ConfigError("--resume: '" + given.out_dir +
+                        "' holds a finished run (no state.pt); use another "
+                        "--out to train again, or --overwrite to replace it");
+    }
+    std::cerr << "cxr: no interrupted run in '" << given.out_dir
+              << "', starting afresh\n";
+  } else if (has_state && !given.overwrite) {
+    throw ConfigError("'" + given.out_dir +
+                      "' holds an interrupted run; pass --resume to continue "
+                      "it, --overwrite to replace it, or choose another --out");
+  } else if (has_model && !given.overwrite) {
+    throw ConfigError("'" + given.out_dir +
+                      "' holds a finished run; pass --overwrite to replace it "
+                      "(the old run stays until the new one is complete) or "
+                      "choose another --out");
+  }
+  const auto carried = check_threshold_options(o);
+  // Replacing a run: the new one is written beside it and swapped in when
+  // complete, so an interrupted retrain leaves the old run whole and a
+  // reader never pairs a new config.json with old weights.
+  std::optional<DirLock> work_lock;
+  if (!given.resume && (has_state || has_model)) {
+    const fs::path work =
+        target.parent_path() / (target.filename().string() + ".partial");
+    std::error_code ec;
+    fs::remove_all(work, ec);  // left by an interrupted --overwrite
+    work_lock.emplace(work.string());
+    o.out_dir = work.string();
+  } else {
+    o.out_dir = target.string();
+  }
+  try {
+    return train_locked(o, target, work_lock.has_value(), carried, preloaded);
+  } catch (...) {
+    clean_up(o.out_dir);
+    throw;
+  }
 }
 
 }  // namespace cxr::train

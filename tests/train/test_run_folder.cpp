@@ -106,6 +106,12 @@ TEST(RunFolderOverwrite, FinishedRunIsRefusedThenReplacedWhole) {
   EXPECT_THROW(cxr::train::train_run(wrong, &ds), cxr::ConfigError);
   EXPECT_EQ(cxr::read_json(fs::path(o.out_dir) / "config.json"), first);
   EXPECT_NO_THROW(cxr::train::load_run(o.out_dir, torch::kCPU));
+  EXPECT_FALSE(fs::exists(dir / "run.partial"));
+  // A new folder whose run fails before writing anything is not left behind.
+  wrong.overwrite = false;
+  wrong.out_dir = (dir / "fresh").string();
+  EXPECT_THROW(cxr::train::train_run(wrong, &ds), cxr::ConfigError);
+  EXPECT_FALSE(fs::exists(dir / "fresh"));
 
   // --overwrite that completes: the new run, whole, under the old name.
   auto cfg = cxr::train::train_run(again, &ds);
