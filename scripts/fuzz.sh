@@ -80,7 +80,12 @@ for t in "${targets[@]}"; do
     execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   fi
   rate=$(( ${execs:-0} / (secs > 0 ? secs : 1) ))
-  found=$(ls "$dir/artifacts" 2>/dev/null | tr '\n' ' ')
+  # Per kind: how many, and the first file (fork mode keeps every one).
+  found=$(ls "$dir/artifacts" 2>/dev/null | sed 's/-.*//' | sort | uniq -c |
+    while read -r n kind; do
+      printf '%s %s (e.g. %s) ' "$n" "$kind" \
+        "$(ls "$dir/artifacts" | grep -m1 "^$kind-")"
+    done)
   line="$t: rc=$rc execs=${execs:-?} in ${secs}s (${rate} exec/s) corpus=$(ls "$dir/corpus" | wc -l)"
   [ -n "$found" ] && line+=" findings: $found"
   [ -n "$replay" ] && line+=" failing regressions:$replay"
