@@ -439,13 +439,7 @@ nlohmann::json train_run(const RunOptions& given,
   auto clean_up = [&](const fs::path& work) {
     std::error_code ec;
     if (work != target) fs::remove_all(work, ec);
-    if (!existed) {
-      bool only_lock = true;
-      for (const auto& e : fs::directory_iterator(target, ec)) {
-        only_lock = only_lock && e.path().filename() == kLockFile;
-      }
-      if (!ec && only_lock) fs::remove_all(target, ec);
-    }
+    if (!existed) remove_if_only_lock(target.string());
   };
   const bool has_state = fs::exists(target / "state.pt");
   const bool has_model = fs::exists(target / "model.pt");

@@ -92,6 +92,15 @@ DirLock::DirLock(const std::string& dir) {
   }
 }
 
+void remove_if_only_lock(const std::string& dir) {
+  std::error_code ec;
+  bool only_lock = true;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    only_lock = only_lock && e.path().filename() == kLockFile;
+  }
+  if (!ec && only_lock) fs::remove_all(dir, ec);
+}
+
 DirLock::~DirLock() {
   // Closing drops the lock. The file stays: unlinking it would let a
   // second process lock a fresh file while a third still waits on this one.

@@ -282,7 +282,26 @@ SearchSpace parse_space(const std::vector<std::string>& tokens) {
 }
 
 SearchSpace read_space_file(const std::string& path) {
-  auto j = read_json(path);
+  // The search space is configuration the user wrote: a missing or broken
+  // file is a flag error (exit 2) naming --config, not a data error.
+  nlohmann::json j;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    throw ConfigError("--config " + path +
+                      ": no such file (give a JSON file of name: values, "
+                      "e.g. {\"lr\": [0.001, 0.0001]})");
+  }
+  try {
+    j = nlohmann::json::parse(read_text(path));
+  } catch (const nlohmann::json::exception& e) {
+    std::string why = e.what();
+    const auto colon = why.find("] ");
+    if (colon != std::string::npos) why = why.substr(colon + 2);
+    throw ConfigError("--config " + path + ": not valid JSON (" + why +
+                      "); fix the file");
+  } catch (const DataError& e) {
+    throw ConfigError("--config " + path + ": " + e.what());
+  }
   if (!j.is_object()) {
     throw ConfigError("--config " + path +
                       ": expected a JSON object of name: values, e.g. "
@@ -515,6 +534,11 @@ train::RunOptions refit_options(const train::RunOptions& base,
   return ro;
 }
 
+namespace {
+nlohmann::json tune_locked(const TuneOptions& o,
+                           const data::Dataset* preloaded);
+}  // namespace
+
 nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.metric != "val_loss" && o.metric != "val_accuracy" &&
       o.metric != "val_auc" && o.metric != "val_recall") {
@@ -529,8 +553,22 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     throw ConfigError("tuning selects on validation: --train-on must be train");
   }
   const fs::path out(o.out_dir);
+  const bool existed = fs::exists(out);
   // One writer per tune folder, for the whole search.
   const train::DirLock lock(out.string());
+  try {
+    return tune_locked(o, preloaded);
+  } catch (...) {
+    if (!existed) train::remove_if_only_lock(out.string());
+    throw;
+  }
+}
+
+namespace {
+
+nlohmann::json tune_locked(const TuneOptions& o,
+                           const data::Dataset* preloaded) {
+  const fs::path out(o.out_dir);
   const fs::path store = out / "trials.jsonl";
   if (o.overwrite) {
     std::error_code ec;
@@ -750,5 +788,7 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   write_json_atomic(out / "best.json", j);
   return j;
 }
+
+}  // namespace
 
 }  // namespace cxr::tune

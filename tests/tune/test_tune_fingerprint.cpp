@@ -85,6 +85,13 @@ TEST(TuneFingerprint, ChangedSettingsAreRefusedNotMixed) {
   EXPECT_NE(e.find("older cxr"), std::string::npos) << e;
 }
 
+TEST(TuneFingerprint, AFailedSearchLeavesNoNewFolder) {
+  TempDir dir;
+  auto t = tiny_tune(dir.path());  // no data there
+  EXPECT_THROW(cxr::tune::run_tune(t), cxr::DataError);
+  EXPECT_FALSE(fs::exists(t.out_dir));
+}
+
 TEST(TuneRefitRule, TheTrialsScheduleStoppedAtItsBestEpoch) {
   cxr::train::RunOptions base;
   base.model.arch = "baseline";

@@ -87,6 +87,10 @@ class DirLock {
 /// Name of the lock file inside a locked folder.
 inline constexpr const char* kLockFile = ".cxr.lock";
 
+/// Removes `dir` if it holds nothing but the lock file: a command that
+/// created its folder to lock it and then failed leaves nothing behind.
+void remove_if_only_lock(const std::string& dir);
+
 /// UTC timestamp "YYYY-MM-DDTHH:MM:SSZ".
 std::string utc_now();
 
