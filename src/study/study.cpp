@@ -151,6 +151,9 @@ nlohmann::json run_study(const StudyOptions& o) {
   const fs::path out(o.out_dir);
   // One writer per study folder, for the whole study.
   const train::DirLock lock(out.string());
+  // The inputs, before any step: the data folder (listed, not decoded: a
+  // missing one is named first) and the MobileNetV2 weights.
+  data::index_dataset(o.data);
   check_weights(o);
   const fs::path sjp = out / "study.json";
   nlohmann::json sj =

@@ -23,10 +23,15 @@ std::string error_of(const std::function<void()>& fn) {
   return "(no error)";
 }
 
+// A tiny data set that lists fine but fails to load (one broken PNG), so
+// that run_study stops right after its checks and its study.json.
 cxr::study::StudyOptions tiny_study(const fs::path& dir) {
+  cxr::testing::make_tiny_dataset(dir / "data");
+  cxr::testing::write_bytes(dir / "data" / "train" / "COVID" / "broken.png",
+                            "not a png");
   cxr::study::StudyOptions s;
   s.out_dir = (dir / "study").string();
-  s.data.root = (dir / "no-data").string();
+  s.data.root = (dir / "data").string();
   s.quick = true;
   s.progress = false;
   s.device = "cpu";
@@ -58,11 +63,19 @@ TEST(StudyChecks, WeightsAreCheckedBeforeTheFirstStep) {
   EXPECT_NE(e.find("contradict"), std::string::npos) << e;
 }
 
+TEST(StudyChecks, AMissingDataFolderIsNamedBeforeTheWeights) {
+  TempDir dir;
+  auto s = tiny_study(dir.path());
+  s.data.root = (dir / "missing").string();
+  EXPECT_THROW(cxr::study::run_study(s), cxr::DataError);
+  EXPECT_FALSE(fs::exists(fs::path(s.out_dir) / "study.json"));
+}
+
 TEST(StudyChecks, EverySettingIsPartOfTheResumeFingerprint) {
   TempDir dir;
   auto s = tiny_study(dir.path());
   s.random_init = true;
-  // No data there: the study records its options, then fails to load.
+  // The study records its options, then fails to load the broken PNG.
   EXPECT_ANY_THROW(cxr::study::run_study(s));
   ASSERT_TRUE(fs::exists(fs::path(s.out_dir) / "study.json"));
   EXPECT_THROW(cxr::study::run_study(s), cxr::DataError);  // same options
@@ -71,7 +84,7 @@ TEST(StudyChecks, EverySettingIsPartOfTheResumeFingerprint) {
     auto t = s;
     if (k == 0) t.data.size = 96;
     if (k == 1) t.data.seed = 7;
-    if (k == 2) t.data.val_fraction = 0.3;
+    if (k == 2) t.data.val_fraction = 0.2;
     if (k == 3) t.data.positive = "Normal";
     const auto e =
         error_of<cxr::ConfigError>([&] { cxr::study::run_study(t); });
