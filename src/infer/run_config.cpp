@@ -177,11 +177,19 @@ RunConfig read_run_config(const std::string& dir) {
   } catch (const DataError& e) {
     throw ModelError(e.what());
   }
-  if (j.value("format", std::string()) != kRunFormat) {
+  // value() on a non-object throws nlohmann's type_error (found by
+  // fuzz_run_folder: a config.json holding 1).
+  if (!j.is_object()) {
+    throw ModelError("'" + cfg.string() +
+                     "' is not a cxr run config (not a JSON object); "
+                     "restore it or retrain the run");
+  }
+  if (!j.contains("format") || !j.at("format").is_string() ||
+      j.at("format").get<std::string>() != kRunFormat) {
     throw ModelError("'" + cfg.string() +
                      "' is not a cxr run config (format '" +
-                     j.value("format", std::string("?")) + "', expected '" +
-                     kRunFormat + "')");
+                     (j.contains("format") ? j.at("format").dump() : "?") +
+                     "', expected '" + kRunFormat + "')");
   }
   RunConfig c;
   c.dir = dir;
@@ -283,11 +291,21 @@ models::Classifier load_model(const std::string& dir,
                        "' holds non-finite weights (NaN/Inf); the file is "
                        "corrupt or the run diverged; retrain it");
     }
+  } catch (const Error&) {
+    throw;  // already names the file and the fix
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     why = why.substr(0, why.find('\n'));
     throw ModelError("'" + weights.string() +
                      "' is corrupt or does not match config.json (" + why +
+                     "); retrain or restore the file");
+  } catch (const std::exception& e) {
+    // TorchScript's unpickler throws plain std exceptions on some corrupt
+    // archives (std::out_of_range from a map lookup, std::runtime_error from
+    // its parser: found by fuzz_run_folder).
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));
+    throw ModelError("'" + weights.string() + "' is corrupt (" + why +
                      "); retrain or restore the file");
   }
   model->to(device);
