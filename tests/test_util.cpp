@@ -61,6 +61,22 @@ cxr::data::ImageSet synthetic(int64_t n, uint64_t seed, int size) {
   return s;
 }
 
+cxr::train::RunOptions tiny_run_options(const std::filesystem::path& dir,
+                                        const std::string& out) {
+  cxr::train::RunOptions o;
+  o.data.root = (dir / "data").string();
+  o.data.size = 16;
+  o.model.input_size = 16;
+  o.model.filters = {4, 8};
+  o.train.epochs = 2;
+  o.train.batch_size = 6;
+  o.train.patience = 0;
+  o.train.progress = false;
+  o.device = "cpu";
+  o.out_dir = (dir / out).string();
+  return o;
+}
+
 cxr::train::TrainOptions tiny_train_options() {
   cxr::train::TrainOptions o;
   o.epochs = 6;

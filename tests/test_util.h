@@ -4,10 +4,12 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "cxr/data/dataset.h"
 #include "cxr/models/classifier.h"
+#include "cxr/train/run.h"
 #include "cxr/train/trainer.h"
 
 namespace cxr::testing {
@@ -58,5 +60,21 @@ cxr::train::TrainOptions tiny_train_options();
 /// A tiny split dataset (train/val/test x COVID/Normal, 6 PNGs each) of
 /// 12x12 noise images; COVID ones carry a bright top-left square.
 void make_tiny_dataset(const std::filesystem::path& root);
+
+/// Run options for a 2-epoch 16 px baseline (4, 8 filters, batch 6) on
+/// DIR/data (see make_tiny_dataset) into DIR/OUT, on the CPU, quiet.
+cxr::train::RunOptions tiny_run_options(const std::filesystem::path& dir,
+                                        const std::string& out);
+
+/// The message of the E that `fn` throws, or "(no error)".
+template <typename E>
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 }  // namespace cxr::testing

@@ -13,15 +13,7 @@ namespace {
 using cxr::testing::TempDir;
 namespace fs = std::filesystem;
 
-template <typename E>
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using cxr::testing::error_of;
 
 // A tiny data set that lists fine but fails to load (one broken PNG), so
 // that run_study stops right after its checks and its study.json.

@@ -15,18 +15,7 @@ using cxr::testing::TempDir;
 namespace fs = std::filesystem;
 
 cxr::train::RunOptions tiny_run(const fs::path& dir, const std::string& out) {
-  cxr::train::RunOptions o;
-  o.data.root = (dir / "data").string();
-  o.data.size = 16;
-  o.model.input_size = 16;
-  o.model.filters = {4, 8};
-  o.train.epochs = 2;
-  o.train.batch_size = 6;
-  o.train.patience = 0;
-  o.train.progress = false;
-  o.device = "cpu";
-  o.out_dir = (dir / out).string();
-  return o;
+  return cxr::testing::tiny_run_options(dir, out);
 }
 
 void expect_config_error(const std::function<void()>& fn,

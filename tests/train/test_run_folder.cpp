@@ -16,29 +16,10 @@ using cxr::testing::TempDir;
 namespace fs = std::filesystem;
 
 cxr::train::RunOptions tiny_run(const fs::path& dir, const std::string& out) {
-  cxr::train::RunOptions o;
-  o.data.root = (dir / "data").string();
-  o.data.size = 16;
-  o.model.input_size = 16;
-  o.model.filters = {4, 8};
-  o.train.epochs = 2;
-  o.train.batch_size = 6;
-  o.train.patience = 0;
-  o.train.progress = false;
-  o.device = "cpu";
-  o.out_dir = (dir / out).string();
-  return o;
+  return cxr::testing::tiny_run_options(dir, out);
 }
 
-template <typename E>
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using cxr::testing::error_of;
 
 bool has(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
