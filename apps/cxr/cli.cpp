@@ -105,12 +105,16 @@ void add_data_flags(CLI::App& cmd, DataFlags& f) {
       ->capture_default_str();
   cmd.add_option("--positive", o.positive, "positive class folder name")
       ->capture_default_str();
+  // Each share alone is checked while parsing (NaN too); their sum is
+  // checked with the layout (data::load_dataset).
   cmd.add_option("--train-fraction", o.train_fraction,
                  "flat layout: share of each class for training")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, 1, true, true));
   cmd.add_option("--val-fraction", o.val_fraction,
                  "flat layout: share for validation (test gets the rest)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, true));
   cmd.add_option("--split-seed", o.seed, "flat layout: seed of the split")
       ->capture_default_str()
       ->check(seed_value());
