@@ -1,5 +1,5 @@
-/// Writes the seed corpora of the fuzz targets into fuzz/corpus/<target>/
-/// (run from the repository root: build-fuzz/fuzz/make_seeds). Seeds are
+/// Writes the seed corpora of the fuzz targets into ROOT/<target>/
+/// (build-fuzz/fuzz/make_seeds ROOT; scripts/fuzz.sh does it). Seeds are
 /// small valid inputs, so the fuzzers start past the magic numbers: images
 /// in each PNG colour type and depth the decoder handles (libpng), JPEG
 /// baseline and progressive (libjpeg), a 24-bit BMP (by hand); Keras files
@@ -143,9 +143,11 @@ std::vector<std::vector<uint8_t>> rows_of(int h, size_t bytes_per_row) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   torch::manual_seed(0);
-  const fs::path root = "fuzz/corpus";
+  // Seeds are generated, never committed: scripts/fuzz.sh passes a scratch
+  // folder.
+  const fs::path root = argc > 1 ? argv[1] : "fuzz-seeds";
 
   // Images: an 8x6 gradient in gray, RGB and RGBA.
   const auto gray = torch::linspace(0, 1, 48).reshape({6, 8});

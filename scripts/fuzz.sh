@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/, clang, ASan + UBSan) in build-fuzz and
-# runs each in turn, seeded from fuzz/corpus/<target>/ (docs/reliability.md).
+# runs each in turn, seeded from inputs fuzz/make_seeds.cpp generates into
+# FUZZ_WORK/seeds/<target>/ (docs/reliability.md).
 #   scripts/fuzz.sh                      # every target, 5 minutes each
 #   FUZZ_MINUTES=10 scripts/fuzz.sh fuzz_decode_image
 #   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh     # build, do not run
@@ -9,7 +10,7 @@
 # First every target replays fuzz/regressions/<target>/ (inputs of past
 # findings); a replay that fails is reported like a fresh finding.
 # Each target's corpus grows in a scratch folder (FUZZ_WORK, default
-# /tmp/cxr-fuzz/<target>); the committed seeds stay as they are. Crash, leak
+# /tmp/cxr-fuzz/<target>). Crash, leak
 # and timeout inputs land in FUZZ_WORK/<target>/artifacts/. Exit status 1 when
 # any target found something.
 set -uo pipefail
@@ -31,7 +32,7 @@ if [ ! -f "$build/build.ninja" ]; then
     -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" \
     -DCXR_FUZZ=ON -DCXR_BUILD_TESTS=OFF -DCXR_BUILD_BENCH=OFF || exit 2
 fi
-nice -n 10 ninja -C "$build" -j "$jobs" "${targets[@]}" || exit 2
+nice -n 10 ninja -C "$build" -j "$jobs" "${targets[@]}" make_seeds || exit 2
 [ -n "${FUZZ_BUILD_ONLY:-}" ] && exit 0
 
 # Leaks are findings (libFuzzer checks each input that allocated more than
@@ -42,12 +43,14 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+"$build/fuzz/make_seeds" "$work/seeds" || exit 2
+
 status=0
 summary=()
 for t in "${targets[@]}"; do
   dir="$work/$t"
   mkdir -p "$dir/corpus" "$dir/artifacts"
-  cp -n fuzz/corpus/"$t"/* "$dir/corpus/" 2>/dev/null || true
+  cp -n "$work/seeds/$t"/* "$dir/corpus/" 2>/dev/null || true
   log="$dir/fuzz.log"
   limit=(-max_total_time=$((minutes * 60)))
   [ -n "${FUZZ_RUNS:-}" ] && limit+=(-runs="$FUZZ_RUNS")
