@@ -54,10 +54,12 @@ for t in "${targets[@]}"; do
   log="$dir/fuzz.log"
   limit=(-max_total_time=$((minutes * 60)))
   [ -n "${FUZZ_RUNS:-}" ] && limit+=(-runs="$FUZZ_RUNS")
-  # libhdf5 has no frame pointers: the slow unwinder lets fuzz/lsan.supp
-  # see its frames (docs/reliability.md).
+  # libhdf5 and libtorch have no frame pointers: the slow unwinder lets
+  # fuzz/lsan.supp see their frames (docs/reliability.md).
   asan=$ASAN_OPTIONS
-  [ "$t" = fuzz_keras_h5 ] && asan+=:fast_unwind_on_malloc=0
+  case "$t" in
+    fuzz_keras_h5 | fuzz_run_folder) asan+=:fast_unwind_on_malloc=0 ;;
+  esac
   common=(-rss_limit_mb=2048 -timeout=5 -artifact_prefix="$dir/artifacts/")
   replay=""
   for r in fuzz/regressions/"$t"/*; do
