@@ -263,6 +263,39 @@ std::vector<Params> random_trials(const SearchSpace& space,
   return out;
 }
 
+Params without_unused_params(const Params& p,
+                             const std::string& base_optimizer) {
+  const auto opt = p.find("optimizer");
+  const std::string& used = opt == p.end() ? base_optimizer : opt->second;
+  if (used == "sgd" || p.count("momentum") == 0) return p;
+  Params q = p;
+  q.erase("momentum");
+  return q;
+}
+
+void check_space_applies(const SearchSpace& space,
+                         const std::string& base_optimizer) {
+  const ParamSpec* momentum = nullptr;
+  std::vector<std::string> optimizers = {base_optimizer};
+  for (const auto& s : space.params) {
+    if (s.name == "momentum") momentum = &s;
+    if (s.name == "optimizer") optimizers = s.values;
+  }
+  if (!momentum) return;
+  if (std::find(optimizers.begin(), optimizers.end(), "sgd") !=
+      optimizers.end()) {
+    return;
+  }
+  std::string list;
+  for (const auto& v : optimizers) list += (list.empty() ? "" : ", ") + v;
+  throw ConfigError(
+      "search-space parameter 'momentum' applies to optimizer sgd only, and "
+      "no trial of this search uses sgd (optimizer " +
+      list +
+      " ignores momentum); drop momentum or add sgd to the optimizer "
+      "values");
+}
+
 void apply_params(const Params& params, train::RunOptions& o) {
   for (const auto& [n, v] : params) {
     const std::string token = n + "=" + v;

@@ -75,6 +75,7 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.base.train.train_on != "train") {
     throw ConfigError("tuning selects on validation: --train-on must be train");
   }
+  check_space_applies(o.space, o.base.train.optimizer);
   const fs::path out(o.out_dir);
   const bool existed = fs::exists(out);
   // One writer per tune folder, for the whole search.
@@ -144,8 +145,10 @@ nlohmann::json tune_locked(const TuneOptions& o,
   double ran_seconds = 0;
   std::vector<TrialResult> session;  // every trial of this search, in order
 
-  auto run_trial = [&](const Params& p, int k,
+  auto run_trial = [&](const Params& given, int k,
                        int total) -> const TrialResult* {
+    // Sequential mode varies momentum under adam too: the same trial.
+    const Params p = without_unused_params(given, o.base.train.optimizer);
     const std::string key = trial_key(p);
     if (auto it = by_key.find(key); it != by_key.end()) {
       session.push_back(it->second);
@@ -227,19 +230,41 @@ nlohmann::json tune_locked(const TuneOptions& o,
     int k = 0;
     for (const auto& p : o.space.params) {
       const TrialResult* best = nullptr;
+      std::string best_value;
       for (const auto& v : p.values) {
         Params q = current;
         q[p.name] = v;
         const TrialResult* r = run_trial(q, k++, total);
         if (!r) break;
-        if (!best || r->score(o.metric) > best->score(o.metric)) best = r;
+        if (!best || r->score(o.metric) > best->score(o.metric)) {
+          best = r;
+          // Not best->params: a momentum a trial does not use was dropped
+          // from them.
+          best_value = v;
+        }
       }
-      if (best) current[p.name] = best->params.at(p.name);
+      if (best) current[p.name] = best_value;
       if (budget_hit) break;
     }
   } else {
-    auto trials = o.mode == "grid" ? grid_trials(o.space)
-                                   : random_trials(o.space, o.trials, o.seed);
+    const auto generated = o.mode == "grid"
+                               ? grid_trials(o.space)
+                               : random_trials(o.space, o.trials, o.seed);
+    // Trials that differ only in a momentum their optimizer ignores are
+    // one trial: run it once (the first), and say so.
+    std::vector<Params> trials;
+    std::set<std::string> kept;
+    for (const auto& g : generated) {
+      Params p = without_unused_params(g, o.base.train.optimizer);
+      if (kept.insert(trial_key(p)).second) trials.push_back(std::move(p));
+    }
+    if (trials.size() < generated.size()) {
+      std::cerr << "cxr tune: momentum applies to optimizer sgd only; "
+                << generated.size() - trials.size()
+                << " trials that differed from another only in momentum "
+                   "are not run ("
+                << generated.size() << " -> " << trials.size() << " trials)\n";
+    }
     for (size_t k = 0; k < trials.size(); ++k) {
       if (!run_trial(trials[k], static_cast<int>(k),
                      static_cast<int>(trials.size()))) {

@@ -169,6 +169,53 @@ TEST(Tune, RefitCarriesTheThresholdTheBestTrialChoseOnValidation) {
             std::string::npos);
 }
 
+TEST(Tune, MomentumWithoutSgdIsRefusedBeforeDataIsRead) {
+  cxr::tune::TuneOptions o;
+  o.base.data.root = "/nonexistent/data";  // the space is checked first
+  o.base.train.optimizer = "adam";
+  o.space = parse_space({"momentum=0.5,0.9", "lr=1e-3"});
+  const auto why =
+      cxr::testing::error_of<cxr::ConfigError>([&] { cxr::tune::run_tune(o); });
+  EXPECT_NE(why.find("'momentum' applies to optimizer sgd only"),
+            std::string::npos)
+      << why;
+  o.space = parse_space({"optimizer=adam,rmsprop", "momentum=0.9"});
+  o.base.train.optimizer = "sgd";  // the space's optimizers decide
+  EXPECT_NE(cxr::testing::error_of<cxr::ConfigError>([&] {
+              cxr::tune::run_tune(o);
+            }).find("adam, rmsprop"),
+            std::string::npos);
+}
+
+TEST(TuneSpace, MomentumIsDroppedFromTrialsThatDoNotUseSgd) {
+  using cxr::tune::without_unused_params;
+  const cxr::tune::Params adam = {{"optimizer", "adam"}, {"momentum", "0.5"}};
+  EXPECT_EQ(without_unused_params(adam, "sgd").count("momentum"), 0u);
+  const cxr::tune::Params sgd = {{"optimizer", "sgd"}, {"momentum", "0.5"}};
+  EXPECT_EQ(without_unused_params(sgd, "adam"), sgd);
+  // No optimizer in the trial: the base one decides.
+  const cxr::tune::Params m = {{"momentum", "0.5"}};
+  EXPECT_EQ(without_unused_params(m, "sgd"), m);
+  EXPECT_TRUE(without_unused_params(m, "rmsprop").empty());
+}
+
+TEST(Tune, AdamTrialsDifferingOnlyInMomentumRunOnce) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  auto o = tiny_search(dir.path());
+  o.base.train.epochs = 1;
+  o.space = parse_space({"optimizer=adam,sgd", "momentum=0.5,0.9"});
+  auto best = cxr::tune::run_tune(o);
+  // sgd x 2 momentum values, adam once.
+  EXPECT_EQ(best["trials"], 3);
+  EXPECT_EQ(best["trials_run_now"], 3);
+  const std::string csv = cxr::read_text(dir / "tune" / "trials.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
+  // The adam row leaves momentum empty: it did not use one.
+  EXPECT_NE(csv.find(",,adam,"), std::string::npos) << csv;
+  EXPECT_EQ(csv.find("0.5,adam"), std::string::npos) << csv;
+}
+
 TEST(Tune, BudgetStopsNewTrials) {
   cxr::testing::TempDir dir;
   make_tiny_dataset(dir / "data");

@@ -47,6 +47,17 @@ std::vector<Params> random_trials(const SearchSpace& space,
                                   int n,
                                   uint64_t seed);
 
+/// Momentum is read by sgd alone (adam and rmsprop ignore it), so a trial
+/// that does not use sgd (its optimizer, else `base_optimizer`) loses its
+/// momentum parameter: trials that differed only in it become one trial
+/// with one key.
+Params without_unused_params(const Params& p,
+                             const std::string& base_optimizer);
+/// Refuses a space that gives momentum values although no trial can use
+/// sgd (ConfigError naming momentum and the optimizers in play).
+void check_space_applies(const SearchSpace& space,
+                         const std::string& base_optimizer);
+
 /// Applies parameters to run options. filters=F means blocks F,2F,4F,4F;
 /// "32-64-128" lists them. Throws ConfigError for unknown names or values.
 void apply_params(const Params& p, train::RunOptions& options);
