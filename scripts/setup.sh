@@ -18,7 +18,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   python3-torch           # the PyTorch reference of the benchmarks
   chromium                # renders the HTML report in a test
-  dcmtk                   # dcm2pnm: DICOM inputs of the OOD evaluation sets
+  libdcmtk-dev            # DICOM decoding (DCMTK 3.6: dcmdata/dcmimage/dcmjpeg/dcmjpls)
+  dcmtk                   # img2dcm: a test of the OOD sets writes its DICOMs
 )
 missing=()
 for p in "${packages[@]}"; do

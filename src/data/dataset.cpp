@@ -3,8 +3,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -301,7 +303,21 @@ void write_cache(
 bool is_image_file(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+  if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" ||
+      ext == ".dcm" || ext == ".dicom") {
+    return true;
+  }
+  // PACS exports name DICOM files without an extension ("IM0001") or by
+  // their UID ("1.2.840.113619.2.55.3.604688119"): those names, and only
+  // those, are worth reading 132 bytes for the DICM magic.
+  const bool uid_like =
+      ext.size() > 1 && std::all_of(ext.begin() + 1, ext.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      });
+  if (!ext.empty() && !uid_like) return false;
+  std::ifstream in(path, std::ios::binary);
+  char head[132];
+  return in.read(head, sizeof head) && std::memcmp(head + 128, "DICM", 4) == 0;
 }
 
 std::vector<std::string> list_image_files(

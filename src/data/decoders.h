@@ -1,7 +1,8 @@
 #pragma once
 // Internal to src/data: the pieces image_io.cpp (sniffing, limits, dispatch,
 // gray conversion) shares with one decoder file per library (decode_png.cpp:
-// libpng, decode_jpeg.cpp: libjpeg-turbo, decode_bmp.cpp: stb_image). Not a
+// libpng, decode_jpeg.cpp: libjpeg-turbo, decode_bmp.cpp: stb_image,
+// decode_dicom.cpp: DCMTK). Not a
 // public header: the contract is decode_gray in cxr/data/image_io.h.
 #include <cstdint>
 #include <string>
@@ -63,5 +64,18 @@ ImageInfo sniff_bmp(const std::vector<unsigned char>& bytes,
 /// stb_image (BMP only; gated by the "BM" magic).
 Raw decode_bmp(const std::vector<unsigned char>& bytes,
                const std::string& name);
+
+/// True for the DICM magic at offset 128, or (files without the preamble
+/// carry no magic) a name ending in .dcm or .dicom.
+bool looks_like_dicom(const std::vector<unsigned char>& bytes,
+                      const std::string& name);
+
+/// DCMTK (decode_dicom.cpp): first frame, VOI applied, MONOCHROME1 inverted;
+/// fills all of `info` and checks the limits from Rows and Columns. Without
+/// DCMTK (CXR_HAVE_DCMTK undefined) it throws DataError saying so.
+Raw decode_dicom(const std::vector<unsigned char>& bytes,
+                 const std::string& name,
+                 const DecodeLimits& limits,
+                 ImageInfo& info);
 
 }  // namespace cxr::data::detail

@@ -45,7 +45,6 @@ std::string describe_unknown(const std::vector<unsigned char>& b) {
   if (at(0, "II*\0", 4) || at(0, "MM\0*", 4)) {
     return "a TIFF image; convert it to PNG";
   }
-  if (at(128, "DICM", 4)) return "a DICOM file; convert it to PNG first";
   if (at(0, "RIFF", 4) && at(8, "WEBP", 4)) {
     return "a WebP image; convert it to PNG";
   }
@@ -153,6 +152,12 @@ ImageInfo sniff(const std::vector<unsigned char>& b, const std::string& name) {
   static const unsigned char kPngSig[8] = {0x89, 'P',  'N',  'G',
                                            '\r', '\n', 0x1a, '\n'};
   if (b.empty()) fail(name, "file is empty (0 bytes); re-copy or remove it");
+  // First: a DICOM preamble is 128 free bytes that may hold another
+  // format's magic (TIFF/DICOM dual files).
+  if (b.size() >= 132 && std::memcmp(b.data() + 128, "DICM", 4) == 0) {
+    info.format = "dicom";
+    return info;
+  }
   if (b.size() >= 8 && std::memcmp(b.data(), kPngSig, 8) == 0) {
     if (b.size() < 33 || std::memcmp(b.data() + 12, "IHDR", 4) != 0) {
       fail(name, "truncated PNG header; re-copy or remove the file");
@@ -176,6 +181,10 @@ ImageInfo sniff(const std::vector<unsigned char>& b, const std::string& name) {
   if (b.size() >= 2 && b[0] == 'B' && b[1] == 'M') {
     return detail::sniff_bmp(b, name);
   }
+  if (detail::looks_like_dicom(b, name)) {
+    info.format = "dicom";
+    return info;
+  }
   fail(name, "not a readable image (PNG, JPEG or BMP): the file is " +
                  detail::describe_unknown(b));
 }
@@ -191,6 +200,8 @@ Raw decode_raw(const std::vector<unsigned char>& bytes,
   Raw raw;
   if (info.format == "jpeg") {
     raw = decode_jpeg(bytes, name, limits, want_rgb, info);
+  } else if (info.format == "dicom") {
+    raw = detail::decode_dicom(bytes, name, limits, info);
   } else {
     check_limits(info, name, limits);
     raw = info.format == "png" ? decode_png(bytes, name, info, limits)

@@ -4,17 +4,13 @@
 
 #include <torch/torch.h>
 
-#include <unistd.h>
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
@@ -79,93 +75,6 @@ torch::Tensor gaussian_blur(const torch::Tensor& x, double sigma) {
   y = F::conv2d(y, k.view({1, 1, 1, -1}));
   y = F::conv2d(y, k.view({1, 1, -1, 1}));
   return y[0][0];
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (!path) return false;
-  std::stringstream ss(path);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    const fs::path p = fs::path(dir) / program;
-    std::error_code ec;
-    if (fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
-
-/// A fresh folder under the system temp dir, removed at destruction.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::random_device rd;
-    const fs::path base = fs::temp_directory_path();
-    for (int i = 0; i < 100; ++i) {
-      fs::path p = base / ("cxr-ood-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(rd()));
-      std::error_code ec;
-      if (fs::create_directory(p, ec)) {
-        path_ = p;
-        return;
-      }
-    }
-    throw IoError("cannot create a scratch folder under " + base.string());
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-/// Converts a DICOM file to PNG with DCMTK's dcm2pnm (first frame, VOI
-/// window from the pixel minimum and maximum: +Wm). Returns "" on success,
-/// else dcm2pnm's first error line.
-std::string dcm2png(const fs::path& dcm,
-                    const fs::path& png,
-                    const fs::path& log) {
-  const std::string cmd =
-      "dcm2pnm --write-png +Wm " + shell_quote(dcm.string()) + " " +
-      shell_quote(png.string()) + " >" + shell_quote(log.string()) + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  if (rc == 0 && fs::is_regular_file(png)) return "";
-  std::ifstream in(log);
-  std::string line, first;
-  while (std::getline(in, line)) {
-    if (line.rfind("E:", 0) == 0 || line.rfind("F:", 0) == 0) {
-      first = line;
-      break;
-    }
-    if (first.empty()) first = line;
-  }
-  return first.empty() ? "exit status " + std::to_string(rc) : first;
-}
-
-/// Converted DICOM: the decoded PNG, reported as format "dicom".
-GrayImage read_converted(const fs::path& png) {
-  GrayImage g = data::read_gray(png.string());
-  g.info.format = "dicom";
-  return g;
 }
 
 std::vector<fs::path> files_with(const fs::path& dir,
@@ -393,25 +302,21 @@ std::vector<OodSet> make_ood_sets(const OodSetOptions& options,
     const fs::path abdomen = dicom / "nhsx-sample.dcm";
     const auto pydicom = files_with(dicom / "pydicom", {".dcm"});
     const bool want_dicom = fs::is_regular_file(abdomen) || !pydicom.empty();
-    if (want_dicom && !on_path("dcm2pnm")) {
+    if (want_dicom && !data::dicom_supported()) {
       note(notes,
-           "abdomen-dicom and other-dicom left out: dcm2pnm (DCMTK) is not "
-           "on PATH (apt-get install dcmtk)");
+           "abdomen-dicom and other-dicom left out: this cxr was built "
+           "without DICOM support (DCMTK; install libdcmtk-dev and rebuild)");
     } else if (want_dicom) {
-      ScratchDir tmp;
+      // Read in process with the same decoder as every user input
+      // (data::decode_gray: rescale, first VOI window else min-max,
+      // MONOCHROME1 inverted, first frame).
       if (fs::is_regular_file(abdomen)) {
-        const std::string err =
-            dcm2png(abdomen, tmp.path() / "abdomen.png", tmp.path() / "a.log");
-        if (!err.empty()) {
-          throw DataError("DICOM '" + abdomen.string() +
-                          "': dcm2pnm cannot convert it: " + err);
-        }
-        const GrayImage g = read_converted(tmp.path() / "abdomen.png");
-        OodSet a = make_set(
-            "abdomen-dicom",
-            "A real abdominal radiograph (DICOM, converted with dcm2pnm "
-            "+Wm), as is, mirrored and cropped: the wrong body part.",
-            true);
+        const GrayImage g = data::read_gray(abdomen.string());
+        OodSet a =
+            make_set("abdomen-dicom",
+                     "A real abdominal radiograph (DICOM), as is, mirrored and "
+                     "cropped: the wrong body part.",
+                     true);
         const std::string src = "nhsx-sample.dcm";
         const torch::Tensor c = centre_crop(g.pixels, 0.75);
         add(&a, g, src);
@@ -427,20 +332,19 @@ std::vector<OodSet> make_ood_sets(const OodSetOptions& options,
       OodSet o = make_set(
           "other-dicom",
           "Small non-chest DICOM files from pydicom's test set (CT, MR, "
-          "secondary capture, RT dose), converted with dcm2pnm +Wm.",
+          "secondary capture, RT dose).",
           true);
       std::vector<std::string> skipped;
       std::map<uint64_t, std::string> seen;
-      for (size_t i = 0; i < pydicom.size(); ++i) {
-        const fs::path png = tmp.path() / ("p" + std::to_string(i) + ".png");
-        const std::string name = pydicom[i].filename().string();
-        const std::string err =
-            dcm2png(pydicom[i], png, tmp.path() / ("p" + std::to_string(i)));
-        if (!err.empty()) {
-          skipped.push_back(name + " (" + err + ")");
+      for (const fs::path& f : pydicom) {
+        const std::string name = f.filename().string();
+        GrayImage g;
+        try {
+          g = data::read_gray(f.string());
+        } catch (const DataError& e) {
+          skipped.push_back(name + " (" + e.what() + ")");
           continue;
         }
-        GrayImage g = read_converted(png);
         auto [it, fresh] = seen.emplace(g.pixel_hash, name);
         if (!fresh) {
           note(notes, "other-dicom: " + name + " has the same pixels as " +
@@ -450,14 +354,14 @@ std::vector<OodSet> make_ood_sets(const OodSetOptions& options,
         add(&o, std::move(g), name);
       }
       if (!skipped.empty()) {
-        std::string s = "other-dicom: dcm2pnm could not convert";
+        std::string s = "other-dicom: could not convert";
         for (size_t i = 0; i < skipped.size(); ++i) {
           s += (i ? "; " : " ") + skipped[i];
         }
         note(notes, s);
       }
       if (o.images.empty()) {
-        note(notes, "other-dicom left out: no convertible file in " +
+        note(notes, "other-dicom left out: no readable file in " +
                         (dicom / "pydicom").string());
       } else {
         sets.push_back(std::move(o));

@@ -123,6 +123,10 @@ std::vector<Prediction> Predictor::predict(
   for (const auto& img : images) {
     checks.push_back(
         check_input(img, config_.model.input_size, reference, input_checks_));
+    // Decoder notes (a multi-frame DICOM scored on its first frame) are
+    // inputs unlike single chest films: flagged with the note as reason.
+    checks.back().insert(checks.back().end(), img.info.notes.begin(),
+                         img.info.notes.end());
     batch.push_back(preprocess(img));
   }
   auto out = predict(torch::stack(batch), o);

@@ -103,7 +103,9 @@ struct Dataset {
 /// Indexes, decodes (through the cache) and resizes every image.
 Dataset load_dataset(const DatasetOptions& options);
 
-/// True for .png, .jpg, .jpeg and .bmp (any case).
+/// True for .png, .jpg, .jpeg, .bmp, .dcm and .dicom (any case), and for a
+/// file named without an extension or with an all-digit one (a DICOM UID)
+/// whose bytes 128..131 are the DICOM magic "DICM" (132 bytes are read).
 bool is_image_file(const std::string& path);
 
 /// Expands files and folders (searched recursively, sorted; symlinked

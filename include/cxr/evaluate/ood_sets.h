@@ -45,20 +45,19 @@ struct OodSetOptions {
 ///   crop's chroma is measured on the crop);
 /// - "abdomen-dicom": SHARED/data/dicom/nhsx-sample.dcm as is, mirrored,
 ///   centre-cropped to 75 % and both;
-/// - "other-dicom": SHARED/data/dicom/pydicom/*.dcm that dcm2pnm converts,
-///   each distinct image once (the MR transfer-syntax copies share pixels);
+/// - "other-dicom": SHARED/data/dicom/pydicom/*.dcm that decode, each
+///   distinct image once (the MR transfer-syntax copies share pixels);
 /// - "rotated-90", "inverted", "cropped", "blurred": the same pick of test
 ///   files, transformed;
 /// - "noise", "text-page": synthetic, seeded.
-/// DICOM files are converted with DCMTK's `dcm2pnm --write-png +Wm` (first
-/// frame; VOI window from the pixel min and max, since these files carry
-/// no or unsuitable windows) into a temporary folder that is removed
-/// afterwards; their info.format is "dicom". A set whose sources are absent
-/// (no ../shared, dcm2pnm not on PATH, no test files) is left out, and
-/// `notes` (if given) says why; pydicom files that dcm2pnm cannot convert
-/// (JPEG, JPEG-LS, JPEG 2000, truncated) are skipped and named in a note.
+/// DICOM files are read in process by data::read_gray (DCMTK; first frame,
+/// the file's first VOI window, else the min-max of its values; see
+/// docs/data-input.md); their info.format is "dicom". A set whose sources
+/// are absent (no ../shared, a cxr built without DCMTK, no test files) is
+/// left out, and `notes` (if given) says why; pydicom files that cannot be
+/// decoded (JPEG 2000, truncated) are skipped and named in a note.
 /// Throws DataError for unreadable files that do exist (a photo, a test
-/// file, or nhsx-sample.dcm that dcm2pnm cannot convert).
+/// file, or nhsx-sample.dcm that cannot be decoded).
 std::vector<OodSet> make_ood_sets(const OodSetOptions& options,
                                   std::vector<std::string>* notes = nullptr);
 

@@ -1,0 +1,207 @@
+// DICOM decoding with DCMTK, from memory (uploads to `cxr serve` are never
+// written to disk). What the pixels are (docs/data-input.md, "DICOM"):
+// modality LUT (rescale slope/intercept) applied, then the first VOI window
+// of the file, else its first VOI LUT, else the min-max of the modality
+// values (dcm2pnm's +Wm, what the OOD sets used before); MONOCHROME1 is
+// inverted by DCMTK's presentation step so bone is bright; colour comes out
+// as RGB and becomes gray with the other decoders' luma weights. Only the
+// first frame is decoded. Messages name the file and the problem, never a
+// tag value (patient names, IDs and dates must not reach logs).
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include "decoders.h"
+
+#ifdef CXR_HAVE_DCMTK
+#include <dcmtk/config/osconfig.h>  // first, as DCMTK requires
+
+#include <dcmtk/dcmdata/dccodec.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmimage/diregist.h>  // colour models for DicomImage
+#include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
+#endif
+
+namespace cxr::data {
+
+bool dicom_supported() {
+#ifdef CXR_HAVE_DCMTK
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace detail {
+
+bool looks_like_dicom(const std::vector<unsigned char>& b,
+                      const std::string& name) {
+  if (b.size() >= 132 && std::memcmp(b.data() + 128, "DICM", 4) == 0) {
+    return true;
+  }
+  // Files without the 128-byte preamble and magic (old ACR-NEMA style
+  // exports) carry no signature at all; the extension is the only hint.
+  std::string ext = name.substr(std::min(name.size(), name.rfind('.')));
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return ext == ".dcm" || ext == ".dicom";
+}
+
+#ifndef CXR_HAVE_DCMTK
+
+Raw decode_dicom(const std::vector<unsigned char>&,
+                 const std::string& name,
+                 const DecodeLimits&,
+                 ImageInfo&) {
+  fail(name,
+       "a DICOM file, but this cxr was built without DICOM support (DCMTK); "
+       "install libdcmtk-dev and rebuild");
+}
+
+#else
+
+namespace {
+
+/// Registers the decompression codecs once per process (a function-local
+/// static is initialised thread-safely) and turns DCMTK's logging off: it
+/// prints warnings to stderr by default, which would break the one-line
+/// error contract and could echo header contents.
+void init_dcmtk() {
+  struct Init {
+    Init() {
+      OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+      DJDecoderRegistration::registerCodecs();    // JPEG 8/12/16 bit
+      DJLSDecoderRegistration::registerCodecs();  // JPEG-LS
+      DcmRLEDecoderRegistration::registerCodecs();
+    }
+  };
+  static const Init once;
+  (void)once;
+}
+
+/// Every DICOM message starts "a DICOM file, but": the user learns what the
+/// file is even when the reason is DCMTK's.
+[[noreturn]] void refuse(const std::string& name, const std::string& why) {
+  fail(name, "a DICOM file, but " + why);
+}
+
+[[noreturn]] void damaged(const std::string& name, const std::string& why) {
+  refuse(name,
+         "corrupt or truncated (" + why + "); re-copy or remove the file");
+}
+
+}  // namespace
+
+Raw decode_dicom(const std::vector<unsigned char>& bytes,
+                 const std::string& name,
+                 const DecodeLimits& limits,
+                 ImageInfo& info) {
+  init_dcmtk();
+  DcmInputBufferStream in;
+  in.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
+  in.setEos();
+  DcmFileFormat file;
+  file.transferInit();
+  // No length limit: values longer than the default 4 KiB would otherwise
+  // be left for lazy loading from a file, and there is none.
+  OFCondition c = file.read(in, EXS_Unknown, EGL_noChange, DCM_UndefinedLength);
+  file.transferEnd();
+  if (c.bad()) {
+    damaged(name, std::string("DCMTK: ") + c.text());
+  }
+  DcmDataset* ds = file.getDataset();
+  if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) &&
+      !ds->tagExists(DCM_DoubleFloatPixelData)) {
+    refuse(name,
+           "it holds no pixel data (not an image: e.g. a report or a "
+           "presentation state)");
+  }
+  const E_TransferSyntax xfer = ds->getOriginalXfer();
+  const DcmXfer x(xfer);
+  if (x.isEncapsulated() &&
+      !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
+    refuse(name, std::string("its transfer syntax ") + x.getXferName() + " (" +
+                     x.getXferID() + ") cannot be decoded by this cxr (DCMTK " +
+                     "has no decoder for it); convert the file to " +
+                     "uncompressed DICOM or PNG");
+  }
+  Uint16 rows = 0, cols = 0, stored = 0;
+  if (ds->findAndGetUint16(DCM_Rows, rows).bad() ||
+      ds->findAndGetUint16(DCM_Columns, cols).bad()) {
+    damaged(name, "the header lacks Rows or Columns");
+  }
+  ds->findAndGetUint16(DCM_BitsStored, stored);
+  info.format = "dicom";
+  info.width = cols;
+  info.height = rows;
+  info.bit_depth = stored;
+  // Before DCMTK allocates the decoded frame.
+  check_limits(info, name, limits);
+
+  // First frame only (fcount 1); partial access decompresses only it.
+  DicomImage img(
+      ds, xfer,
+      CIF_UsePartialAccessToPixelData | CIF_NeverAccessEmbeddedOverlays, 0, 1);
+  const EI_Status st = img.getStatus();
+  if (st != EIS_Normal) {
+    const bool broken = st == EIS_InvalidImage || st == EIS_OtherError;
+    const std::string what = DicomImage::getString(st);
+    if (broken) damaged(name, "DCMTK: " + what);
+    refuse(name, "its image cannot be decoded (DCMTK: " + what +
+                     "); convert it to PNG with the viewer that reads it");
+  }
+  if (img.getWidth() != cols || img.getHeight() != rows) {
+    damaged(name, "decoded size differs from Rows x Columns");
+  }
+  const unsigned long frames = img.getNumberOfFrames();
+  if (frames > 1) {
+    info.notes.push_back("DICOM with " + std::to_string(frames) +
+                         " frames: only the first is used");
+  }
+  Raw raw;
+  raw.w = cols;
+  raw.h = rows;
+  // 8 bits out for up to 8 stored bits (no precision to keep), else 16.
+  const int out_bits = stored > 0 && stored <= 8 ? 8 : 16;
+  raw.sixteen = out_bits == 16;
+  if (img.isMonochrome()) {
+    info.channels = 1;
+    info.color = "gray";
+    raw.channels = 1;
+    if (!(img.getWindowCount() > 0 && img.setWindow(0)) &&
+        !(img.getVoiLutCount() > 0 && img.setVoiLut(0))) {
+      img.setMinMaxWindow(0);
+    }
+  } else {
+    info.channels = 3;
+    const EP_Interpretation pi = img.getPhotometricInterpretation();
+    info.color = pi == EPI_PaletteColor ? "palette" : "rgb";
+    raw.channels = 3;
+  }
+  const size_t n = size_t(cols) * size_t(rows) * size_t(raw.channels);
+  const void* px = img.getOutputData(out_bits, 0, 0);  // interleaved
+  if (px == nullptr || img.getOutputDataSize(out_bits) < n * (out_bits / 8)) {
+    damaged(name, "DCMTK produced no pixels for the first frame");
+  }
+  if (raw.sixteen) {
+    const auto* p = static_cast<const uint16_t*>(px);
+    raw.u16.assign(p, p + n);
+  } else {
+    const auto* p = static_cast<const uint8_t*>(px);
+    raw.u8.assign(p, p + n);
+  }
+  return raw;
+}
+
+#endif  // CXR_HAVE_DCMTK
+
+}  // namespace detail
+}  // namespace cxr::data
