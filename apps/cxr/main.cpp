@@ -43,10 +43,23 @@ int main(int argc, char** argv) {
     // subcommand being parsed (CLI11 would print its message and a second
     // "Run with --help" line).
     std::string help = "cxr --help";
+    std::string what = first_line(e.what());
     const auto subs = app.get_subcommands();
-    if (!subs.empty()) help = "cxr " + subs.back()->get_name() + " --help";
-    std::cerr << "cxr: error: " << first_line(e.what()) << "; see " << help
-              << "\n";
+    if (!subs.empty()) {
+      help = "cxr " + subs.back()->get_name() + " --help";
+    } else {
+      // CLI11 answers a misspelt subcommand with "A subcommand is
+      // required": name the word instead (the top level has only flags).
+      for (int i = 1; i < argc; ++i) {
+        if (argv[i][0] == '-') continue;
+        const std::string word = argv[i];
+        const auto known = app.get_subcommands(
+            [&](const CLI::App* c) { return c->check_name(word); });
+        if (known.empty()) what = "unknown subcommand '" + word + "'";
+        break;
+      }
+    }
+    std::cerr << "cxr: error: " << what << "; see " << help << "\n";
     return static_cast<int>(cxr::ExitCode::kUsage);
   } catch (const cxr::Error& e) {
     std::cerr << "cxr: error: " << first_line(e.what()) << "\n";

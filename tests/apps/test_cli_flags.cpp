@@ -87,6 +87,15 @@ TEST(CliFlags, BadValuesAreRefusedWithOneLineBeforeReadingData) {
   }
 }
 
+TEST(CliFlags, AnUnknownSubcommandIsNamed) {
+  expect_one_line_error("nosuch", 2,
+                        "cxr: error: unknown subcommand 'nosuch'; see cxr "
+                        "--help");
+  expect_one_line_error("--version-typo", 2, "cxr --help");
+  // No subcommand at all: CLI11's message, still one line and exit 2.
+  expect_one_line_error("", 2, "A subcommand is required; see cxr --help");
+}
+
 TEST(CliFlags, HelpAndVersionStillExitZero) {
   std::string log;
   EXPECT_EQ(run_command(kBin + " --version", &log), 0) << log;
