@@ -3,11 +3,15 @@
 /// space.cpp, the trial store and tables in trials.cpp.
 #include "cxr/tune/tune.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <set>
+#include <streambuf>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
@@ -19,6 +23,38 @@
 namespace fs = std::filesystem;
 
 namespace cxr::tune {
+namespace {
+
+/// While it lives, every line written to std::cerr starts with `prefix`:
+/// in a log, a trial's epoch lines say which trial they belong to.
+class CerrLinePrefix : public std::streambuf {
+ public:
+  explicit CerrLinePrefix(std::string prefix)
+      : prefix_(std::move(prefix)), target_(std::cerr.rdbuf(this)) {}
+  ~CerrLinePrefix() override { std::cerr.rdbuf(target_); }
+  CerrLinePrefix(const CerrLinePrefix&) = delete;
+  CerrLinePrefix& operator=(const CerrLinePrefix&) = delete;
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    if (at_line_start_) {
+      target_->sputn(prefix_.data(),
+                     static_cast<std::streamsize>(prefix_.size()));
+      at_line_start_ = false;
+    }
+    at_line_start_ = c == '\n';
+    return target_->sputc(static_cast<char>(c));
+  }
+  int sync() override { return target_->pubsync(); }
+
+ private:
+  std::string prefix_;
+  std::streambuf* target_;
+  bool at_line_start_ = true;
+};
+
+}  // namespace
 
 using detail::append_store;
 using detail::first_difference;
@@ -160,7 +196,12 @@ nlohmann::json tune_locked(const TuneOptions& o,
     }
     train::RunOptions ro = o.base;
     apply_params(p, ro);
-    ro.train.progress = false;
+    // A terminal shows the trial lines alone (a bar per epoch would scroll
+    // them away); a log (stderr not a terminal) also gets the trainer's one
+    // plain line per epoch, prefixed with the trial, so a long trial is
+    // not silent.
+    const bool epoch_lines = o.progress && ::isatty(STDERR_FILENO) == 0;
+    ro.train.progress = epoch_lines;
     TrialResult r;
     r.index = next_index++;
     r.params = p;
@@ -181,7 +222,15 @@ nlohmann::json tune_locked(const TuneOptions& o,
                 << "\n";
     }
     const auto ts = std::chrono::steady_clock::now();
-    auto cfg = train::train_run(ro, &ds);
+    nlohmann::json cfg;
+    {
+      std::optional<CerrLinePrefix> prefix;
+      if (epoch_lines) {
+        prefix.emplace("trial " + std::to_string(k + 1) + "/" +
+                       std::to_string(total) + " ");
+      }
+      cfg = train::train_run(ro, &ds);
+    }
     r.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
             .count();

@@ -369,4 +369,34 @@ TEST(CliLog, TrainWritesOnePlainLinePerEpochWhenStderrIsAFile) {
   EXPECT_EQ(epochs, 3) << text;
 }
 
+TEST(CliLog, TuneWritesOnePlainLinePerEpochOfEachTrialWhenStderrIsAFile) {
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  const fs::path log = dir / "tune.log";
+  ASSERT_EQ(run_command("(" + kBin + " tune " + (dir / "data").string() +
+                        " --grid lr=1e-2,1e-3 --size 16 --filters 4,8 "
+                        "--epochs 2 --patience 0 --batch-size 8 --no-cache "
+                        "--device cpu --out " +
+                        (dir / "tune").string() + " >/dev/null 2>" +
+                        log.string() + ")"),
+            0)
+      << cxr::read_text(log);
+  const std::string text = cxr::read_text(log);
+  EXPECT_EQ(text.find('\r'), std::string::npos) << text;
+  std::vector<std::string> epochs;
+  for (const auto& line : lines_of(text)) {
+    if (line.rfind("trial ", 0) != 0 ||
+        line.find(" epoch ") == std::string::npos) {
+      continue;
+    }
+    epochs.push_back(line.substr(0, line.find(':')));
+    EXPECT_NE(line.find(": loss "), std::string::npos) << line;
+  }
+  EXPECT_EQ(epochs,
+            (std::vector<std::string>{
+                "trial 1/2 train epoch 1/2", "trial 1/2 train epoch 2/2",
+                "trial 2/2 train epoch 1/2", "trial 2/2 train epoch 2/2"}))
+      << text;
+}
+
 }  // namespace
