@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <sstream>
 
@@ -136,7 +137,8 @@ data::DatasetOptions resolve_data(const DataFlags& f) {
 }
 
 void without_skip_bad_hint(const std::string& command,
-                           const std::function<void()>& body) {
+                           const std::function<void()>& body,
+                           const std::string& why) {
   try {
     body();
   } catch (const DataError& e) {
@@ -146,13 +148,17 @@ void without_skip_bad_hint(const std::string& command,
                                    " (pass --skip-bad to predict the rest)"}) {
       const auto at = msg.find(hint);
       if (at == std::string::npos) continue;
-      msg = msg.substr(0, at) + " (cxr " + command +
-            " scores every image of the run's split and has no --skip-bad; "
-            "fix or replace the file)" +
-            msg.substr(at + hint.size());
+      msg = msg.substr(0, at) + " (cxr " + command + " " + why +
+            "; fix or replace the file)" + msg.substr(at + hint.size());
       throw DataError(msg);
     }
     throw;
+  }
+}
+
+void list_skipped(const nlohmann::json& skipped) {
+  for (const auto& b : skipped) {
+    std::cerr << "cxr: skipped " << b["reason"].get<std::string>() << "\n";
   }
 }
 

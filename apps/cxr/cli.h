@@ -62,10 +62,19 @@ void register_report(CLI::App& app);
 void register_calibrate(CLI::App& app);
 
 /// Runs `body`; a DataError whose hint says "pass --skip-bad" is re-worded
-/// for `command`, which has no such flag (evaluate, explain and calibrate
-/// score every image of a run's split, so none may be left out).
-void without_skip_bad_hint(const std::string& command,
-                           const std::function<void()>& body);
+/// for `command`, where that flag does not apply (calibrate and evaluate
+/// --ood-sets score every image of a run's split, so none may be left out;
+/// explain takes it only with --split): "(cxr COMMAND WHY; fix or replace
+/// the file)".
+void without_skip_bad_hint(
+    const std::string& command,
+    const std::function<void()>& body,
+    const std::string& why =
+        "scores every image of the run's split and has no --skip-bad");
+
+/// Prints one line per file --skip-bad left out ("cxr: skipped <reason>",
+/// as train lists them) from a JSON array of {file, reason}.
+void list_skipped(const nlohmann::json& skipped);
 
 /// Two lines on a run's calibration and OOD warning (config.json).
 std::string calibration_summary(const nlohmann::json& config);

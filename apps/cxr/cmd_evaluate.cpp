@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "cxr/common/error.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/evaluate/ood_sets.h"
 
@@ -45,6 +46,9 @@ void register_evaluate(CLI::App& app) {
   cmd->add_option("--out", f->eval.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
   cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  cmd->add_flag("--skip-bad", f->eval.skip_bad,
+                "leave unreadable images out (listed, and counted in "
+                "metrics.json) instead of stopping at the first");
   cmd->add_flag("--ood-sets", f->ood_sets,
                 "instead: score the out-of-distribution warning on the OOD "
                 "evaluation sets (photos, other body parts, rotated, "
@@ -56,6 +60,11 @@ void register_evaluate(CLI::App& app) {
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
+    if (f->ood_sets && f->eval.skip_bad) {
+      throw ConfigError(
+          "--skip-bad does not apply to --ood-sets, which scores every "
+          "image of the split; drop --skip-bad");
+    }
     if (f->ood_sets) {
       evaluate::OodEvalOptions oo;
       oo.run_dir = f->eval.run_dir;
@@ -64,7 +73,7 @@ void register_evaluate(CLI::App& app) {
       oo.split = f->eval.split;
       oo.device = f->runtime.device;
       oo.shared_dir = f->shared.empty() ? default_shared_dir() : f->shared;
-      without_skip_bad_hint("evaluate", [&] {
+      without_skip_bad_hint("evaluate --ood-sets", [&] {
         std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));
       });
       return;
@@ -74,8 +83,10 @@ void register_evaluate(CLI::App& app) {
     if (f->target >= 0) e.target_sensitivity = f->target;
     e.device = f->runtime.device;
     e.cache_dir = f->no_cache ? "" : default_cache_dir();
-    nlohmann::json j;
-    without_skip_bad_hint("evaluate", [&] { j = evaluate::evaluate_run(e); });
+    // Without --skip-bad the first unreadable image is a DataError naming
+    // it and suggesting --skip-bad.
+    const nlohmann::json j = evaluate::evaluate_run(e);
+    list_skipped(j["skipped"]);
     std::cout << evaluate::format_metrics(j);
     std::cout << "wrote "
               << (e.out_dir.empty() ? e.run_dir + "/eval-" + e.split

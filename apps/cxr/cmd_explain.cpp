@@ -52,6 +52,9 @@ void register_explain(CLI::App& app) {
   cmd->add_option("--batch-size", o.batch_size, "images per forward pass")
       ->capture_default_str();
   cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  cmd->add_flag("--skip-bad", o.skip_bad,
+                "with --split: leave unreadable images out (listed, and in "
+                "summary.json and index.html) instead of stopping");
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
@@ -69,7 +72,16 @@ void register_explain(CLI::App& app) {
     o.device = f->runtime.device;
     o.cache_dir = f->no_cache ? "" : default_cache_dir();
     nlohmann::json s;
-    without_skip_bad_hint("explain", [&] { s = explain::explain_run(o); });
+    if (o.inputs.empty()) {
+      // A split: without --skip-bad the first unreadable image is a
+      // DataError naming it and suggesting --skip-bad.
+      s = explain::explain_run(o);
+      list_skipped(s.value("skipped", nlohmann::json::array()));
+    } else {
+      without_skip_bad_hint(
+          "explain", [&] { s = explain::explain_run(o); },
+          "takes --skip-bad only with --split");
+    }
     std::cout << "explained " << s["images"].get<int64_t>() << " "
               << s["source"].get<std::string>() << " on layer "
               << s["layer"].get<std::string>() << " (" << std::fixed

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iomanip>
+#include <map>
 #include <random>
 
 #include "cxr/common/error.h"
@@ -134,6 +135,7 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   if (dopts.root.empty()) {
     throw ConfigError("the run records no data folder; pass --data DIR");
   }
+  dopts.skip_bad = o.skip_bad;
   data::Dataset ds = data::load_dataset(dopts);
   if (ds.index.positive != cfg.positive) {
     throw ConfigError("data positive class '" + ds.index.positive +
@@ -187,6 +189,23 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
   const auto n_correct = m.confusion.tp + m.confusion.tn;
   auto w = metrics::wilson_interval(n_correct, m.n);
   j["accuracy_wilson_95"] = {w.low, w.high};
+  // --skip-bad: the files left out, so n is not mistaken for the split's
+  // size. A bad image of any split is listed: the whole data set is loaded
+  // (validation picks thresholds), and an entry that could not even be
+  // listed has no split.
+  std::map<std::string, data::Split> split_of;
+  for (const auto& smp : ds.index.samples) split_of[smp.path] = smp.split;
+  nlohmann::json skipped = nlohmann::json::array();
+  for (const auto& b : ds.skipped) {
+    const auto it = split_of.find(b.path);
+    skipped.push_back(
+        {{"file", b.path},
+         {"reason", b.reason},
+         {"split", it == split_of.end()
+                       ? nlohmann::json(nullptr)
+                       : nlohmann::json(data::split_name(it->second))}});
+  }
+  j["skipped"] = skipped;
   j["note"] = "95 % CIs: percentile bootstrap over the " + std::to_string(m.n) +
               " images of the " + o.split +
               " split; with n = " + std::to_string(m.n) +
@@ -305,6 +324,16 @@ std::string format_metrics(const nlohmann::json& j) {
       << " of " << j["n"].get<int64_t>() << " ("
       << fmt(100 * o["flag_rate"].get<double>(), 1) << " %)"
       << (o["detector"].get<bool>() ? "" : "; no detector in this run") << "\n";
+  }
+  if (j.contains("skipped") && !j["skipped"].empty()) {
+    int64_t here = 0;
+    for (const auto& b : j["skipped"]) {
+      here += b["split"] == j["split"] ? 1 : 0;
+    }
+    s << "\nskipped " << j["skipped"].size()
+      << " unreadable images (--skip-bad; " << here << " of them in "
+      << j["split"].get<std::string>()
+      << "): the numbers above leave them out (listed in metrics.json)\n";
   }
   s << "\n" << j["note"].get<std::string>() << "\n";
   return s.str();

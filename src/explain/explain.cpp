@@ -6,6 +6,7 @@
 #include <cctype>
 #include <filesystem>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "cxr/common/error.h"
@@ -145,6 +146,11 @@ nlohmann::json explain_run(const ExplainOptions& o) {
         "give image files/folders or --split/--misclassified, "
         "not both");
   }
+  if (o.skip_bad && split.empty()) {
+    throw ConfigError(
+        "--skip-bad applies to --split/--misclassified (a split of the "
+        "run's data); for image files, fix or remove the unreadable ones");
+  }
   if (o.inputs.empty() && split.empty()) {
     throw ConfigError(
         "nothing to explain: give image files or folders, or "
@@ -174,9 +180,23 @@ nlohmann::json explain_run(const ExplainOptions& o) {
 
   Source src;
   int64_t split_size = 0;
+  // --skip-bad: the data set's files left out, each {file, reason, split}.
+  nlohmann::json skipped = nlohmann::json::array();
   if (!split.empty()) {
-    auto ds = data::load_dataset(
-        pred.config().data_options(o.data_root, o.cache_dir));
+    auto dopts = pred.config().data_options(o.data_root, o.cache_dir);
+    dopts.skip_bad = o.skip_bad;
+    auto ds = data::load_dataset(dopts);
+    std::map<std::string, data::Split> split_of;
+    for (const auto& smp : ds.index.samples) split_of[smp.path] = smp.split;
+    for (const auto& b : ds.skipped) {
+      const auto it = split_of.find(b.path);
+      skipped.push_back(
+          {{"file", b.path},
+           {"reason", b.reason},
+           {"split", it == split_of.end()
+                         ? nlohmann::json(nullptr)
+                         : nlohmann::json(data::split_name(it->second))}});
+    }
     const auto& set = ds.split(data::parse_split(split));
     if (set.size() > 0 && set.images.size(2) != size) {
       throw DataError("split '" + split + "' was loaded at " +
@@ -390,6 +410,7 @@ nlohmann::json explain_run(const ExplainOptions& o) {
     summary["split"] = split;
     summary["split_size"] = split_size;
     summary["only_misclassified"] = o.misclassified;
+    summary["skipped"] = skipped;
   } else {
     summary["inputs"] = o.inputs;
   }
@@ -424,6 +445,16 @@ nlohmann::json explain_run(const ExplainOptions& o) {
                    "model: untrustworthy</b>"
                  : " (maps depend on the model)")
          << ". See trust.json.</p>\n";
+  }
+  if (!skipped.empty()) {
+    html << "<p>Skipped " << skipped.size()
+         << " unreadable images (--skip-bad):</p>\n<ul>\n";
+    for (const auto& b : skipped) {
+      html << "<li><code>" << html_escape(b["file"].get<std::string>())
+           << "</code>: " << html_escape(b["reason"].get<std::string>())
+           << "</li>\n";
+    }
+    html << "</ul>\n";
   }
   if (n == 0) html << "<p>Nothing to show.</p>\n";
   for (size_t i = 0; i < records.size(); ++i) {

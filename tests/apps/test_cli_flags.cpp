@@ -320,27 +320,83 @@ TEST_F(CliRun, NonFiniteWeightsAreACorruptModelNotADivergedRun) {
   EXPECT_EQ(log.find("lower --lr"), std::string::npos) << log;
 }
 
-TEST_F(CliRun, EvaluateDoesNotSuggestAFlagItLacks) {
-  // A copy of the data with one unreadable test image.
-  const fs::path data = *dir_ / "data-bad";
+/// A copy of the fixture's data with one unreadable test image; returns
+/// the data folder and sets `bad` to that image.
+fs::path data_with_a_bad_test_image(const fs::path& dir, std::string* bad) {
+  const fs::path data = dir / "data-bad";
   fs::remove_all(data);
-  fs::copy(*dir_ / "data", data, fs::copy_options::recursive);
+  fs::copy(dir / "data", data, fs::copy_options::recursive);
   for (const auto& e : fs::directory_iterator(data / "test/Normal")) {
     cxr::testing::write_bytes(e.path(), "not a png");
+    *bad = e.path().string();
     break;
   }
-  for (const std::string cmd : {"evaluate", "calibrate"}) {
+  return data;
+}
+
+TEST_F(CliRun, CalibrateDoesNotSuggestAFlagItLacks) {
+  std::string bad;
+  const fs::path data = data_with_a_bad_test_image(dir_->path(), &bad);
+  std::string log;
+  EXPECT_EQ(stderr_of(kBin + " calibrate " + copy_run("cal-bad") + " --data " +
+                          data.string() + " --no-cache --device cpu",
+                      &log),
+            3)
+      << log;
+  EXPECT_EQ(log.find("pass --skip-bad"), std::string::npos) << log;
+  EXPECT_NE(log.find("cxr calibrate scores every image"), std::string::npos)
+      << log;
+}
+
+TEST_F(CliRun, EvaluateAndExplainSkipBadImagesOfASplitWhenAsked) {
+  std::string bad;
+  const fs::path data = data_with_a_bad_test_image(dir_->path(), &bad);
+  const std::string r = copy_run("skip-bad");
+  const std::string tail =
+      " --data " + data.string() + " --no-cache --device cpu";
+  for (const std::string cmd :
+       {"evaluate " + r, "explain " + r + " --split test"}) {
+    // Without --skip-bad: exit 3, naming the image and the flag.
     std::string log;
-    EXPECT_EQ(stderr_of(kBin + " " + cmd + " " + run() + " --data " +
-                            data.string() + " --no-cache --device cpu",
-                        &log),
-              3)
+    EXPECT_EQ(stderr_of(kBin + " " + cmd + tail, &log), 3) << cmd << "\n"
+                                                           << log;
+    EXPECT_NE(log.find(bad), std::string::npos) << log;
+    EXPECT_NE(log.find("pass --skip-bad"), std::string::npos) << log;
+    // With it: the rest is scored and the image is listed on stderr.
+    EXPECT_EQ(stderr_of(kBin + " " + cmd + tail + " --skip-bad", &log), 0)
         << cmd << "\n"
         << log;
-    EXPECT_EQ(log.find("pass --skip-bad"), std::string::npos) << log;
-    EXPECT_NE(log.find("cxr " + cmd + " scores every image"), std::string::npos)
-        << log;
+    int listed = 0;
+    for (const auto& line : lines_of(log)) {
+      listed += line.rfind("cxr: skipped ", 0) == 0 &&
+                line.find(bad) != std::string::npos;
+    }
+    EXPECT_EQ(listed, 1) << log;
   }
+  // ... and recorded where the results are.
+  const auto m = cxr::read_json(fs::path(r) / "eval-test" / "metrics.json");
+  ASSERT_EQ(m["skipped"].size(), 1u) << m["skipped"];
+  EXPECT_EQ(m["skipped"][0]["file"], bad);
+  EXPECT_EQ(m["skipped"][0]["split"], "test");
+  EXPECT_FALSE(m["skipped"][0]["reason"].get<std::string>().empty());
+  int64_t test_images = 0;
+  for (const auto& c : {"COVID", "Normal"}) {
+    for (const auto& e : fs::directory_iterator(data / "test" / c)) {
+      test_images += e.is_regular_file() ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(m["n"].get<int64_t>(), test_images - 1);
+  const auto s = cxr::read_json(fs::path(r) / "explain" / "summary.json");
+  ASSERT_EQ(s["skipped"].size(), 1u) << s;
+  EXPECT_EQ(s["skipped"][0]["file"], bad);
+  EXPECT_EQ(s["images"].get<int64_t>(), test_images - 1);
+  EXPECT_NE(cxr::read_text(fs::path(r) / "explain" / "index.html").find(bad),
+            std::string::npos);
+  // Image files, not a split: --skip-bad is refused, not ignored.
+  expect_one_line_error("explain " + r + " " + image() + " --skip-bad", 2,
+                        "--skip-bad applies to --split");
+  expect_one_line_error("evaluate " + r + " --ood-sets --skip-bad", 2,
+                        "--skip-bad does not apply to --ood-sets");
 }
 
 TEST(CliLog, TrainWritesOnePlainLinePerEpochWhenStderrIsAFile) {

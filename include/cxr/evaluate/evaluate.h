@@ -30,6 +30,9 @@ struct EvalOptions {
   std::string out_dir;
   std::string device = "auto";
   std::string cache_dir;
+  /// Leave unreadable images out (listed in metrics.json "skipped") instead
+  /// of stopping at the first with a DataError naming it.
+  bool skip_bad = false;
 };
 
 /// Evaluates and writes metrics.json, predictions.csv, confusion.png,

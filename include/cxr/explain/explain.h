@@ -46,6 +46,10 @@ struct ExplainOptions {
   int batch_size = 8;
   /// Print a progress bar.
   bool progress = true;
+  /// With `split`: leave unreadable images out (listed in summary.json and
+  /// index.html as "skipped") instead of stopping at the first with a
+  /// DataError naming it.
+  bool skip_bad = false;
 };
 
 /// Explains the images and writes into out_dir: panels/NNNN_<name>.png,
