@@ -156,6 +156,20 @@ void without_skip_bad_hint(const std::string& command,
   }
 }
 
+std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string& run,
+                                                     const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (run.empty() || !fs::is_directory(run, ec)) return nullptr;
+  if (!out.empty()) {
+    const fs::path r = fs::weakly_canonical(run, ec);
+    const fs::path o = fs::weakly_canonical(out, ec);
+    const auto rel = o.lexically_relative(r);
+    if (ec || rel.empty() || *rel.begin() == "..") return nullptr;
+  }
+  return std::make_unique<train::DirLock>(run);
+}
+
 void list_skipped(const nlohmann::json& skipped) {
   for (const auto& b : skipped) {
     std::cerr << "cxr: skipped " << b["reason"].get<std::string>() << "\n";

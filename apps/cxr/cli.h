@@ -4,10 +4,12 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "cxr/data/dataset.h"
 #include "cxr/train/run.h"
+#include "cxr/train/run_dir.h"
 
 namespace cxr::cli {
 
@@ -71,6 +73,16 @@ void without_skip_bad_hint(
     const std::function<void()>& body,
     const std::string& why =
         "scores every image of the run's split and has no --skip-bad");
+
+/// The run folder's lock (train::DirLock, as cxr train takes it) for a
+/// command that writes into the run: `out` empty (the command's default
+/// folder is inside the run) or inside it. A concurrent train, calibrate
+/// or evaluate of the same run then fails at once with IoError (exit 5)
+/// instead of mixing files. Null when nothing is written into the run, or
+/// when `run` is not a folder (the command reports that itself; locking
+/// would create it).
+std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string& run,
+                                                     const std::string& out);
 
 /// Prints one line per file --skip-bad left out ("cxr: skipped <reason>",
 /// as train lists them) from a JSON array of {file, reason}.

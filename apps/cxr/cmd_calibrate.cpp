@@ -71,6 +71,9 @@ void register_calibrate(CLI::App& app) {
     auto t = f->trust;
     t.device = f->runtime.device;
     t.cache_dir = f->no_cache ? "" : default_cache_dir();
+    // Rewrites config.json, ood.pt and model-card.md: one writer per run,
+    // so a train or calibrate of the same run cannot mix its files in.
+    const auto lock = lock_run_for_writing(f->run, "");
     nlohmann::json cfg;
     without_skip_bad_hint("calibrate",
                           [&] { cfg = infer::fit_trust(f->run, t); });

@@ -65,6 +65,9 @@ void register_evaluate(CLI::App& app) {
           "--skip-bad does not apply to --ood-sets, which scores every "
           "image of the split; drop --skip-bad");
     }
+    // Writes RUN/eval-SPLIT (and on test the model card): one writer per
+    // run, as cxr train and calibrate.
+    const auto lock = lock_run_for_writing(f->eval.run_dir, f->eval.out_dir);
     if (f->ood_sets) {
       evaluate::OodEvalOptions oo;
       oo.run_dir = f->eval.run_dir;

@@ -71,6 +71,8 @@ void register_explain(CLI::App& app) {
     }
     o.device = f->runtime.device;
     o.cache_dir = f->no_cache ? "" : default_cache_dir();
+    // Writes RUN/explain by default: one writer per run.
+    const auto lock = lock_run_for_writing(o.run_dir, o.out_dir);
     nlohmann::json s;
     if (o.inputs.empty()) {
       // A split: without --skip-bad the first unreadable image is a

@@ -13,6 +13,7 @@
 #include "cxr/common/fs.h"
 #include "cxr/infer/run_config.h"
 #include "cxr/train/run.h"
+#include "cxr/train/run_dir.h"
 #include "cxr/tune/tune.h"
 #include "test_util.h"
 
@@ -397,6 +398,28 @@ TEST_F(CliRun, EvaluateAndExplainSkipBadImagesOfASplitWhenAsked) {
                         "--skip-bad applies to --split");
   expect_one_line_error("evaluate " + r + " --ood-sets --skip-bad", 2,
                         "--skip-bad does not apply to --ood-sets");
+}
+
+TEST_F(CliRun, CommandsThatWriteIntoARunTakeItsLock) {
+  const std::string r = copy_run("locked");
+  const cxr::train::DirLock held(r);  // as a train of this run would
+  const std::string tail = " --no-cache --device cpu";
+  expect_one_line_error("calibrate " + r + tail, 5,
+                        "is in use by another cxr process");
+  expect_one_line_error("evaluate " + r + tail, 5,
+                        "is in use by another cxr process");
+  expect_one_line_error("evaluate " + r + " --out " + r + "/mine" + tail, 5,
+                        "is in use by another cxr process");
+  expect_one_line_error("explain " + r + " --split test" + tail, 5,
+                        "is in use by another cxr process");
+  EXPECT_FALSE(fs::exists(fs::path(r) / "eval-test"));
+  // Writing elsewhere only reads the run: no lock needed.
+  std::string log;
+  EXPECT_EQ(stderr_of(kBin + " evaluate " + r + " --split val --out " +
+                          (*dir_ / "elsewhere").string() + tail,
+                      &log),
+            0)
+      << log;
 }
 
 TEST(CliLog, TrainWritesOnePlainLinePerEpochWhenStderrIsAFile) {
