@@ -62,6 +62,7 @@ void register_tune(CLI::App& app);
 void register_study(CLI::App& app);
 void register_report(CLI::App& app);
 void register_calibrate(CLI::App& app);
+void register_serve(CLI::App& app);
 
 /// Runs `body`; a DataError whose hint says "pass --skip-bad" is re-worded
 /// for `command`, where that flag does not apply (calibrate and evaluate

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   cxr::cli::register_study(app);
   cxr::cli::register_report(app);
   cxr::cli::register_calibrate(app);
+  cxr::cli::register_serve(app);
   cxr::cli::set_command_line(argc, argv);
   try {
     app.parse(argc, argv);
