@@ -389,9 +389,19 @@ class Browser {
     page("DOM.setFileInputFiles", {{"nodeId", node}, {"files", paths}});
   }
 
-  /// A PNG of the viewport, written to `path`.
-  void screenshot(const std::filesystem::path& path) {
-    const json r = page("Page.captureScreenshot", {{"format", "png"}});
+  /// A PNG of the viewport, or of the whole page, written to `path`.
+  void screenshot(const std::filesystem::path& path, bool full_page = false) {
+    json params = {{"format", "png"}};
+    if (full_page) {
+      const json size = page("Page.getLayoutMetrics").at("cssContentSize");
+      params["captureBeyondViewport"] = true;
+      params["clip"] = {{"x", 0},
+                        {"y", 0},
+                        {"width", size.at("width")},
+                        {"height", size.at("height")},
+                        {"scale", 1}};
+    }
+    const json r = page("Page.captureScreenshot", params);
     if (path.has_parent_path()) {
       std::filesystem::create_directories(path.parent_path());
     }
