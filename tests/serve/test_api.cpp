@@ -273,6 +273,31 @@ TEST_F(ServeApi, MapsAndPreviewArePngs) {
             1.0f / 255 + 1e-6f);
 }
 
+TEST_F(ServeApi, PreviewOfALargeImageIsAtMost1024Px) {
+  Running s(options());
+  torch::manual_seed(3);
+  const auto png = cxr::data::encode_png(torch::rand({1000, 2000}));
+  auto r = s.client()->Post("/api/v1/predict?preview=1&name=wide.png",
+                            std::string(png.begin(), png.end()), "image/png");
+  json j = body_of(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json& x = j["results"][0];
+  EXPECT_EQ(x["width"], 2000);
+  EXPECT_EQ(x["height"], 1000);
+  const auto preview =
+      cxr::data::decode_gray(from_data_url(x["preview"]), "preview");
+  EXPECT_EQ(preview.info.width, 1024);
+  EXPECT_EQ(preview.info.height, 512);
+}
+
+TEST_F(ServeApi, ABatchWhereEveryFileFailsIs422) {
+  Running s(options());
+  httplib::MultipartFormDataItems bad = {
+      {"file", "not an image", "x.png", "image/png"},
+      {"file", "nor this", "y.jpg", "image/jpeg"}};
+  expect_error(s.client()->Post("/api/v1/predict", bad), 422, "x.png");
+}
+
 TEST_F(ServeApi, ErrorStatusesHaveOneLineJsonBodies) {
   auto o = options();
   o.max_body_bytes = 4000;
