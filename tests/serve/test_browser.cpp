@@ -526,6 +526,8 @@ TEST(ServeBrowser, DocsScreenshot) {
     s.dispatchEvent(new Event('input', {bubbles: true}));
     return 1;
   })())");
+  // The worklist and the detail rather than the page's header.
+  b.evaluate("document.querySelector('#worklist-heading').scrollIntoView(); 1");
   std::this_thread::sleep_for(milliseconds(500));  // let the overlay draw
   b.screenshot(out);
   std::printf("screenshot: %s\n", out);
