@@ -308,10 +308,13 @@ nlohmann::json tune_locked(const TuneOptions& o,
       if (kept.insert(trial_key(p)).second) trials.push_back(std::move(p));
     }
     if (trials.size() < generated.size()) {
+      const size_t dropped = generated.size() - trials.size();
       std::cerr << "cxr tune: momentum applies to optimizer sgd only; "
-                << generated.size() - trials.size()
-                << " trials that differed from another only in momentum "
-                   "are not run ("
+                << dropped
+                << (dropped == 1 ? " trial that differs"
+                                 : " trials that differ")
+                << " from another only in momentum "
+                << (dropped == 1 ? "is" : "are") << " not run ("
                 << generated.size() << " -> " << trials.size() << " trials)\n";
     }
     for (size_t k = 0; k < trials.size(); ++k) {
