@@ -150,6 +150,17 @@ std::string folder_name(const std::string& dir) {
   return name.empty() ? "model" : name;
 }
 
+/// Error bodies are one line: messages from below (a c10::Error carries a
+/// backtrace) and client-sent file names keep their first line only, with
+/// control characters replaced.
+std::string one_line(const std::string& s) {
+  std::string out = s.substr(0, s.find('\n'));
+  for (auto& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  }
+  return out;
+}
+
 bool is_limit_error(const std::string& what) {
   // data::decode_gray's messages for images over DecodeLimits.
   return what.find("; the limit is ") != std::string::npos ||
@@ -447,10 +458,10 @@ json Server::Impl::predict(const httplib::Request& req,
           files[i].name, o.limits);
       ok.push_back(i);
     } catch (const Error& e) {
-      errors[i] = e.what();
+      errors[i] = one_line(e.what());
       if (is_limit_error(errors[i])) fail_status = 413;
     } catch (const std::exception& e) {
-      errors[i] = "image '" + files[i].name + "': " + e.what();
+      errors[i] = one_line("image '" + files[i].name + "': " + e.what());
     }
   }
   if (ok.empty()) {
@@ -523,10 +534,10 @@ void Server::Impl::routes() {
         body(req, res);
       } catch (const HttpError& e) {
         if (e.status == 503) res.set_header("Retry-After", "1");
-        answer(res, e.status, {{"error", e.message}});
+        answer(res, e.status, {{"error", one_line(e.message)}});
       } catch (const std::exception& e) {
         answer(res, 500,
-               {{"error", std::string("internal error: ") + e.what() +
+               {{"error", one_line(std::string("internal error: ") + e.what()) +
                               "; please report it"}});
       } catch (...) {
         answer(res, 500, {{"error", "internal error; please report it"}});
@@ -636,7 +647,7 @@ void Server::Impl::routes() {
       msg = "request to " + req.path + " failed with HTTP " +
             std::to_string(status);
     }
-    answer(res, status, {{"error", msg}});
+    answer(res, status, {{"error", one_line(msg)}});
   });
   http.set_exception_handler([this](const httplib::Request&,
                                     httplib::Response& res,
@@ -649,7 +660,8 @@ void Server::Impl::routes() {
     } catch (...) {
     }
     answer(res, 500,
-           {{"error", "internal error: " + what + "; please report it"}});
+           {{"error",
+             one_line("internal error: " + what) + "; please report it"}});
   });
 }
 

@@ -330,6 +330,10 @@ TEST_F(ServeApi, ErrorStatusesHaveOneLineJsonBodies) {
   expect_error(c->Post("/api/v1/predict?name=cut.png",
                        png.substr(0, png.size() / 2), "image/png"),
                422, "cut.png");
+  // A client's file name cannot break the one-line error.
+  expect_error(
+      c->Post("/api/v1/predict?name=two%0Alines.png", "junk", "image/png"), 422,
+      "two");
   // A batch with one bad file: 200, the error on that file only.
   httplib::MultipartFormDataItems mixed = {
       {"file", "not an image", "bad.png", "image/png"},
