@@ -50,6 +50,18 @@
     return (100 * x).toFixed(0) + ' %';
   }
 
+  // What the run's threshold means, from its test split (GET /models).
+  function thresholdMeaning(m) {
+    if (m.test && m.test.sensitivity !== null && m.test.specificity !== null) {
+      return 'On the run\'s test split (n = ' + m.test.n + ') this threshold ' +
+        'found ' + pct(m.test.sensitivity) + ' of ' + m.positive +
+        ' images (sensitivity) and cleared ' + pct(m.test.specificity) +
+        ' of ' + m.negative + ' images (specificity).';
+    }
+    return 'No test-split evaluation at this threshold (cxr evaluate RUN ' +
+      'measures it).';
+  }
+
   function showModel() {
     const m = model();
     if (!m) return;
@@ -58,16 +70,8 @@
     });
     let text = 'Decision: ' + m.positive + ' when P(' + m.positive + ') \u2265 ' +
       m.threshold.toFixed(3) + (m.calibrated ? ' (calibrated probability)' :
-        ' (uncalibrated probability)') + ', otherwise ' + m.negative + '. ';
-    if (m.test && m.test.sensitivity !== null && m.test.specificity !== null) {
-      text += 'On the run\'s test split (n = ' + m.test.n + ') this threshold ' +
-        'found ' + pct(m.test.sensitivity) + ' of ' + m.positive +
-        ' images (sensitivity) and cleared ' + pct(m.test.specificity) +
-        ' of ' + m.negative + ' images (specificity).';
-    } else {
-      text += 'No test-split evaluation at this threshold (cxr evaluate RUN ' +
-        'measures it).';
-    }
+        ' (uncalibrated probability)') + ', otherwise ' + m.negative + '. ' +
+      thresholdMeaning(m);
     if (!m.has_detector) {
       text += ' This run has no out-of-distribution detector; only the ' +
         'input checks can warn.';
@@ -226,7 +230,8 @@
       $('detail-summary').textContent = 'P(' + m.positive + ') = ' +
         r.p.toFixed(4) + ' (raw ' + r.p_raw.toFixed(4) + '): ' + r.decision +
         ' at the threshold ' + r.threshold.toFixed(3) + '. Image ' + r.width +
-        ' \u00d7 ' + r.height + ' ' + r.format + '; model ' + entry.model + '.';
+        ' \u00d7 ' + r.height + ' ' + r.format + '; model ' + entry.model + '. ' +
+        thresholdMeaning(m);
     } else {
       $('detail-summary').textContent =
         entry.state === 'pending' ? 'Waiting for the server\u2026' : '';
