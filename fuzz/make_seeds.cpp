@@ -2,7 +2,8 @@
 /// (build-fuzz/fuzz/make_seeds ROOT; scripts/fuzz.sh does it). Seeds are
 /// small valid inputs, so the fuzzers start past the magic numbers: images
 /// in each PNG colour type and depth the decoder handles (libpng), JPEG
-/// baseline and progressive (libjpeg), a 24-bit BMP (by hand); Keras files
+/// baseline and progressive (libjpeg), a 24-bit BMP (by hand), DICOM files
+/// in the layouts and transfer syntaxes DCMTK decodes (with DCMTK); Keras files
 /// from write_keras_h5, a run folder from save_run, search spaces by hand.
 #include <png.h>
 // jpeglib.h needs FILE and size_t first.
@@ -14,6 +15,20 @@
 #include <iostream>
 #include <string>
 #include <vector>
+
+#ifdef CXR_HAVE_DCMTK
+#include <dcmtk/config/osconfig.h>
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmjpeg/djencode.h>
+#include <dcmtk/dcmjpeg/djrplol.h>
+#include <dcmtk/dcmjpeg/djrploss.h>
+#include <dcmtk/dcmjpls/djencode.h>
+#include <dcmtk/dcmjpls/djrparam.h>
+#endif
 
 #include "cxr/data/image_io.h"
 #include "cxr/models/classifier.h"
@@ -141,6 +156,91 @@ std::vector<std::vector<uint8_t>> rows_of(int h, size_t bytes_per_row) {
   return rows;
 }
 
+#ifdef CXR_HAVE_DCMTK
+/// An 8x6 DICOM (with preamble) in `xfer`; `bits` 8 or 16 allocated;
+/// `with_window`: signed 12-bit with rescale and a VOI window.
+void write_dicom(const fs::path& p,
+                 int bits,
+                 const char* photometric,
+                 int spp,
+                 int frames,
+                 bool with_window,
+                 E_TransferSyntax xfer,
+                 const DcmRepresentationParameter* rp = nullptr) {
+  const int w = 8, h = 6;
+  DcmFileFormat ff;
+  DcmDataset* ds = ff.getDataset();
+  char uid[100];
+  ds->putAndInsertString(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(
+                                                 uid, SITE_INSTANCE_UID_ROOT));
+  ds->putAndInsertString(DCM_Modality, "CR");
+  ds->putAndInsertUint16(DCM_Rows, h);
+  ds->putAndInsertUint16(DCM_Columns, w);
+  ds->putAndInsertUint16(DCM_BitsAllocated, Uint16(bits));
+  ds->putAndInsertUint16(DCM_BitsStored, Uint16(bits == 8 ? 8 : 12));
+  ds->putAndInsertUint16(DCM_HighBit, Uint16(bits == 8 ? 7 : 11));
+  // Signed with the rescaled window only: the JPEG-LS encoder expects
+  // unsigned samples.
+  ds->putAndInsertUint16(DCM_PixelRepresentation, with_window ? 1 : 0);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, Uint16(spp));
+  ds->putAndInsertString(DCM_PhotometricInterpretation, photometric);
+  if (spp > 1) ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+  if (frames > 1) {
+    ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(frames).c_str());
+  }
+  if (with_window) {
+    ds->putAndInsertString(DCM_RescaleSlope, "2");
+    ds->putAndInsertString(DCM_RescaleIntercept, "-100");
+    ds->putAndInsertString(DCM_WindowCenter, "300");
+    ds->putAndInsertString(DCM_WindowWidth, "500");
+  }
+  const size_t n = size_t(w) * h * size_t(spp) * size_t(frames);
+  if (bits == 8) {
+    std::vector<Uint8> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = Uint8(i * 7);
+    ds->putAndInsertUint8Array(DCM_PixelData, v.data(), Uint32(n));
+  } else {
+    std::vector<Uint16> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = Uint16((i * 61) % 4096);
+    ds->putAndInsertUint16Array(DCM_PixelData, v.data(), Uint32(n));
+  }
+  if (DcmXfer(xfer).isEncapsulated()) ds->chooseRepresentation(xfer, rp);
+  fs::create_directories(p.parent_path());
+  if (ff.saveFile(p.c_str(), xfer).bad()) {
+    std::cerr << "make_seeds: cannot write " << p << "\n";
+  }
+}
+
+void write_dicom_seeds(const fs::path& dir) {
+  DJEncoderRegistration::registerCodecs();
+  DJLSEncoderRegistration::registerCodecs();
+  DcmRLEEncoderRegistration::registerCodecs();
+  const DJ_RPLossless lossless;
+  const DJ_RPLossy lossy(80);
+  const DJLSRepresentationParameter jpls;
+  write_dicom(dir / "mono2_8.dcm", 8, "MONOCHROME2", 1, 1, false,
+              EXS_LittleEndianExplicit);
+  write_dicom(dir / "mono1_12s_window.dcm", 16, "MONOCHROME1", 1, 1, true,
+              EXS_LittleEndianExplicit);
+  write_dicom(dir / "implicit_16.dcm", 16, "MONOCHROME2", 1, 1, true,
+              EXS_LittleEndianImplicit);
+  write_dicom(dir / "bigendian_16.dcm", 16, "MONOCHROME2", 1, 1, false,
+              EXS_BigEndianExplicit);
+  write_dicom(dir / "rgb_2frames.dcm", 8, "RGB", 3, 2, false,
+              EXS_LittleEndianExplicit);
+  write_dicom(dir / "rle_16.dcm", 16, "MONOCHROME2", 1, 1, false,
+              EXS_RLELossless);
+  write_dicom(dir / "rle_rgb.dcm", 8, "RGB", 3, 1, false, EXS_RLELossless);
+  write_dicom(dir / "jpeg_baseline.dcm", 8, "MONOCHROME2", 1, 1, false,
+              EXS_JPEGProcess1, &lossy);
+  write_dicom(dir / "jpeg_lossless_16.dcm", 16, "MONOCHROME2", 1, 1, false,
+              EXS_JPEGProcess14SV1, &lossless);
+  write_dicom(dir / "jpegls_16.dcm", 16, "MONOCHROME2", 1, 1, false,
+              EXS_JPEGLSLossless, &jpls);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,6 +272,9 @@ int main(int argc, char** argv) {
   write_jpeg(img / "rgb.jpg", 3, false);
   write_jpeg(img / "progressive.jpg", 3, true);
   put(img / "rgb24.bmp", bmp24(5, 3));
+#ifdef CXR_HAVE_DCMTK
+  write_dicom_seeds(img);
+#endif
 
   // Keras weights: a conv, a batch norm, a weightless and a dense layer, in
   // both string layouts and both group layouts.

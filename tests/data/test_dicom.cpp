@@ -3,6 +3,10 @@
 // colour, frames, compressed syntaxes, broken files) and checks the decoded
 // pixel values, not only that nothing throws. docs/data-input.md says what
 // the pixels are meant to be.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
 
 #include "cxr/common/error.h"
@@ -443,6 +447,44 @@ TEST(Dicom, BadFilesAreOneLineDataErrorsWithoutPatientData) {
   SCOPED_TRACE("magic.png");
   const std::string m = decode_error(magic, "magic.png");
   expect_refusal(m, "magic.png", "");
+}
+
+TEST(Dicom, AClaimedLengthIsNotAllocatedBeforeItIsRead) {
+  // fuzz/regressions/fuzz_decode_image/dicom-oom-claimed-length: 503
+  // bytes whose last element claims ~2 GiB. DCMTK used to allocate the
+  // claimed length before reading; under a 1 GiB address-space cap that
+  // failed as "Virtual Memory exhausted". Now the value is skipped while
+  // parsing and found too long for the file.
+  const auto bytes = slurp(fs::path(CXR_SOURCE_DIR) / "fuzz" / "regressions" /
+                           "fuzz_decode_image" / "dicom-oom-claimed-length");
+  ASSERT_EQ(bytes.size(), 503u);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    rlimit cap{};
+    ::getrlimit(RLIMIT_AS, &cap);
+    // Room for what is mapped already (LibTorch) plus 1 GiB.
+    std::ifstream statm("/proc/self/statm");
+    size_t pages = 0;
+    statm >> pages;
+    cap.rlim_cur = pages * size_t(::sysconf(_SC_PAGESIZE)) + (1ULL << 30);
+    ::setrlimit(RLIMIT_AS, &cap);
+    const std::string m = decode_error(bytes, "oom.dcm");
+    (void)!::write(fds[1], m.data(), m.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string m;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) m.append(buf, n);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  expect_refusal(m, "oom.dcm", "corrupt or truncated");
+  EXPECT_FALSE(contains(m, "emory")) << m;
 }
 
 TEST(Dicom, JpegTwoThousandIsRefusedByName) {
