@@ -10,9 +10,15 @@
 #include "cxr/common/error.h"
 #include "cxr/common/vectors.h"
 #include "cxr/models/layout.h"
+#include "internal.h"
 
 namespace cxr::explain {
 
+using detail::nan_mean;
+using detail::num;
+using detail::nums;
+using detail::predicted_maps;
+using detail::shares_json;
 using infer::as_unit_float;
 using infer::CamResult;
 using infer::GradCam;
@@ -54,23 +60,6 @@ torch::Tensor average_ranks(const torch::Tensor& v) {
   return ranks;
 }
 
-double nan_mean(const std::vector<double>& v) {
-  double s = 0;
-  int64_t n = 0;
-  for (double x : v) {
-    if (std::isfinite(x)) {
-      s += x;
-      ++n;
-    }
-  }
-  return n ? s / static_cast<double>(n) : NAN;
-}
-
-/// Maps of the predicted class: [N, H, W].
-torch::Tensor predicted_maps(const CamResult& r, const torch::Tensor& pred) {
-  return torch::where(pred.view({-1, 1, 1}), r.positive_maps, r.negative_maps);
-}
-
 /// P(positive) of float images [N, 1, H, W], no graph, batched.
 torch::Tensor probabilities(models::ClassifierImpl& model,
                             const torch::Tensor& x,
@@ -84,20 +73,6 @@ torch::Tensor probabilities(models::ClassifierImpl& model,
     out.push_back(torch::sigmoid(model.forward(b)).to(torch::kFloat32).cpu());
   }
   return torch::cat(out);
-}
-
-nlohmann::json num(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
-
-nlohmann::json nums(const std::vector<double>& v) {
-  auto j = nlohmann::json::array();
-  for (double x : v) j.push_back(num(x));
-  return j;
-}
-
-nlohmann::json shares_json(const EnergyShares& e) {
-  return {{"lung", num(e.lung)}, {"border", num(e.border)}};
 }
 
 }  // namespace
@@ -168,87 +143,17 @@ double spearman(const torch::Tensor& a, const torch::Tensor& b) {
   return (ra * rb).sum().item<double>() / std::sqrt(va * vb);
 }
 
-std::vector<std::string> top_modules(models::ClassifierImpl& model, int count) {
-  if (count < 0) {
-    throw ConfigError("--randomize-modules " + std::to_string(count) +
-                      ": use 0 (head and last convolution) or a count >= 1");
-  }
-  struct Owner {
-    std::string name;
-    bool conv;
-  };
-  auto owner = [](const std::string& name, torch::nn::Module& m) {
-    bool conv = false;
-    for (const auto& p : m.parameters(/*recurse=*/false)) {
-      conv = conv || p.dim() == 4;
-    }
-    return Owner{name, conv};
-  };
-  std::vector<Owner> owners;
-  if (!model.parameters(/*recurse=*/false).empty()) {
-    owners.push_back(owner("", model));
-  }
-  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    if (!item.value()->parameters(/*recurse=*/false).empty()) {
-      owners.push_back(owner(item.key(), *item.value()));
-    }
-  }
-  if (owners.empty()) {
-    throw ConfigError("the model has no parameters to randomise");
-  }
-  std::vector<std::string> out;
-  for (auto it = owners.rbegin(); it != owners.rend(); ++it) {
-    out.push_back(it->name);
-    if (count > 0 ? static_cast<int>(out.size()) == count : it->conv) break;
-  }
-  return out;
-}
-
-void reinitialize_modules(models::ClassifierImpl& model,
-                          const std::vector<std::string>& modules,
-                          uint64_t seed) {
-  auto all = model.named_modules("", /*include_self=*/false);
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  torch::NoGradGuard no_grad;
-  for (const auto& name : modules) {
-    torch::nn::Module* m = &model;
-    if (!name.empty()) {
-      const auto* found = all.find(name);
-      if (!found) {
-        throw ConfigError("cannot randomise module '" + name +
-                          "': the model has no such module");
-      }
-      m = found->get();
-    }
-    auto params = m->named_parameters(/*recurse=*/false);
-    int64_t fan_in = 0;
-    for (const auto& p : params) {
-      if (p.value().dim() >= 2) {
-        fan_in = p.value().numel() / p.value().size(0);
-        break;
-      }
-    }
-    for (auto& p : params) {
-      auto& t = p.value();
-      torch::Tensor fresh;
-      if (fan_in > 0) {
-        const int64_t fi = t.dim() >= 2 ? t.numel() / t.size(0) : fan_in;
-        const double bound = 1.0 / std::sqrt(static_cast<double>(fi));
-        fresh =
-            (torch::rand(t.sizes(), gen, torch::kFloat64) * 2.0 - 1.0) * bound;
-      } else {
-        // Normalisation layers: scale 1, shift 0, as constructed.
-        fresh = p.key() == "weight" ? torch::ones(t.sizes(), torch::kFloat64)
-                                    : torch::zeros(t.sizes(), torch::kFloat64);
-      }
-      t.copy_(fresh.to(t.device(), t.scalar_type()));
-    }
-  }
-}
-
 void TrustOptions::validate() const {
   if (randomize_modules < 0) {
-    throw ConfigError("--randomize-modules must be >= 0 (0 = automatic)");
+    throw ConfigError(
+        "--randomize-modules must be >= 0 (0 = the whole cascade, down to "
+        "the first layer)");
+  }
+  if (cascade_steps < 1) {
+    throw ConfigError("the randomisation cascade needs >= 1 step");
+  }
+  if (!(cascade_tolerance >= 0 && cascade_tolerance < 1)) {
+    throw ConfigError("the cascade tolerance must be in [0, 1)");
   }
   if (!(untrustworthy_correlation >= -1 && untrustworthy_correlation <= 1)) {
     throw ConfigError(
@@ -274,6 +179,158 @@ void TrustOptions::validate() const {
   if (batch_size < 1) throw ConfigError("--batch-size must be >= 1");
   check_regions(regions);
 }
+
+namespace {
+
+/// Deletion by regions (Samek et al.'s region perturbation): square cells
+/// ranked by their mean map value vs cells in random order. Scattered single
+/// pixels would not do: on real radiographs blanking 10 % random pixels
+/// swings a trained baseline to P(COVID) ~ 1 by itself (the noise is the
+/// signal), so the random baseline would measure that, not the map. Ties in
+/// the map (large zero areas) are broken at random, so guided deletion never
+/// degenerates into a raster scan.
+class Deletion {
+ public:
+  Deletion(const models::Classifier& model,
+           const torch::Tensor& x,
+           const torch::Tensor& maps,
+           const torch::Tensor& pred,
+           const torch::Tensor& prob,
+           int64_t cell,
+           const TrustOptions& o)
+      : model_(model),
+        x_(x),
+        pred_(pred),
+        cell_(cell),
+        o_(o),
+        n_(x.size(0)),
+        h_(x.size(2)),
+        w_(x.size(3)),
+        gh_((h_ + cell - 1) / cell),
+        gw_((w_ + cell - 1) / cell),
+        cells_(gh_ * gw_),
+        fill_(x.mean({1, 2, 3}).view({n_, 1, 1, 1})),
+        before_(p_pred(prob)) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 1);
+    // Partial cells at the right/bottom edge average over their own pixels.
+    auto cell_scores =
+        torch::avg_pool2d(maps.unsqueeze(1), {cell, cell}, {cell, cell},
+                          /*padding=*/0, /*ceil_mode=*/true)
+            .reshape({n_, cells_});
+    auto shuffle = std::get<1>(torch::rand({n_, cells_}, gen).sort(1));
+    auto by_map =
+        std::get<1>(cell_scores.gather(1, shuffle)
+                        .sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
+    guided_order_ = shuffle.gather(1, by_map);
+    for (int r = 0; r < o.random_repeats; ++r) {
+      random_orders_.push_back(
+          std::get<1>(torch::rand({n_, cells_}, gen).sort(1)));
+    }
+  }
+
+  /// Adds the drops for one fraction to the report.
+  void run(double fraction, TrustReport& rep) const {
+    const int64_t k = std::max<int64_t>(
+        1, static_cast<int64_t>(
+               std::llround(fraction * static_cast<double>(cells_))));
+    auto guided = drop_after(guided_order_, k);
+    auto random = torch::zeros({n_}, torch::kFloat64);
+    for (const auto& order : random_orders_) random += drop_after(order, k);
+    random /= static_cast<double>(o_.random_repeats);
+    std::vector<double> g, rnd;
+    for (int64_t i = 0; i < n_; ++i) {
+      auto& r = rep.images[static_cast<size_t>(i)];
+      r.drop_guided.push_back(guided[i].item<double>());
+      r.drop_random.push_back(random[i].item<double>());
+      g.push_back(r.drop_guided.back());
+      rnd.push_back(r.drop_random.back());
+    }
+    rep.mean_drop_guided.push_back(nan_mean(g));
+    rep.mean_drop_random.push_back(nan_mean(rnd));
+  }
+
+ private:
+  torch::Tensor p_pred(const torch::Tensor& p) const {
+    return torch::where(pred_, p.to(torch::kFloat64),
+                        1.0 - p.to(torch::kFloat64));
+  }
+
+  torch::Tensor drop_after(const torch::Tensor& order, int64_t k) const {
+    auto chosen = torch::zeros({n_, cells_}, torch::kBool)
+                      .scatter_(1, order.slice(1, 0, k), true)
+                      .view({n_, gh_, gw_})
+                      .repeat_interleave(cell_, 1)
+                      .repeat_interleave(cell_, 2)
+                      .slice(1, 0, h_)
+                      .slice(2, 0, w_)
+                      .unsqueeze(1);
+    auto blanked = torch::where(chosen, fill_, x_);
+    auto p = probabilities(*model_, blanked, o_.batch_size);
+    return before_ - p_pred(p);
+  }
+
+  const models::Classifier& model_;
+  const torch::Tensor& x_;
+  const torch::Tensor& pred_;
+  const int64_t cell_;
+  const TrustOptions& o_;
+  const int64_t n_, h_, w_, gh_, gw_, cells_;
+  const torch::Tensor fill_, before_;
+  torch::Tensor guided_order_;
+  std::vector<torch::Tensor> random_orders_;
+};
+
+/// Where the evidence lies: the maps' shares in the lung box and the border
+/// frame, per image and averaged (all, correct, wrong).
+void energy_check(const torch::Tensor& maps,
+                  const EnergyRegions& regions,
+                  TrustReport& rep) {
+  auto shares = energy_shares(maps, regions);
+  std::vector<double> lung, border, lung_ok, border_ok, lung_bad, border_bad;
+  for (size_t i = 0; i < rep.images.size(); ++i) {
+    auto& r = rep.images[i];
+    r.energy = shares[i];
+    lung.push_back(r.energy.lung);
+    border.push_back(r.energy.border);
+    if (r.label >= 0) {
+      auto& l = r.label == r.predicted ? lung_ok : lung_bad;
+      auto& b = r.label == r.predicted ? border_ok : border_bad;
+      l.push_back(r.energy.lung);
+      b.push_back(r.energy.border);
+    }
+  }
+  rep.mean_energy = {nan_mean(lung), nan_mean(border)};
+  rep.mean_energy_correct = {nan_mean(lung_ok), nan_mean(border_ok)};
+  rep.mean_energy_wrong = {nan_mean(lung_bad), nan_mean(border_bad)};
+}
+
+/// The report's settings and each image's prediction and label.
+TrustReport start_report(const std::string& layer,
+                         const torch::Tensor& prob,
+                         const torch::Tensor& pred,
+                         const torch::Tensor& labels,
+                         int64_t cell,
+                         const TrustOptions& o) {
+  TrustReport rep;
+  rep.layer = layer;
+  rep.deletion_fractions = o.deletion_fractions;
+  rep.untrustworthy_correlation = o.untrustworthy_correlation;
+  rep.cascade_tolerance = o.cascade_tolerance;
+  rep.regions = o.regions;
+  rep.random_repeats = o.random_repeats;
+  rep.deletion_cell = static_cast<int>(cell);
+  const int64_t n = prob.size(0);
+  rep.images.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    auto& r = rep.images[static_cast<size_t>(i)];
+    r.probability = prob[i].item<double>();
+    r.predicted = pred[i].item<bool>() ? 1 : 0;
+    if (labels.defined()) r.label = labels[i].item<double>() > 0.5 ? 1 : 0;
+  }
+  return rep;
+}
+
+}  // namespace
 
 TrustReport trust_checks(const models::Classifier& model,
                          const torch::Tensor& images,
@@ -302,134 +359,12 @@ TrustReport trust_checks(const models::Classifier& model,
   auto prob = base.probabilities.to(torch::kFloat64).cpu();
   auto pred = prob >= o.threshold;
   auto maps = predicted_maps(base, pred);
-
-  TrustReport rep;
-  rep.layer = cam.layer();
-  rep.deletion_fractions = o.deletion_fractions;
-  rep.untrustworthy_correlation = o.untrustworthy_correlation;
-  rep.regions = o.regions;
-  rep.random_repeats = o.random_repeats;
-  rep.deletion_cell = static_cast<int>(cell);
-  rep.images.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    auto& r = rep.images[static_cast<size_t>(i)];
-    r.probability = prob[i].item<double>();
-    r.predicted = pred[i].item<bool>() ? 1 : 0;
-    if (labels.defined()) r.label = labels[i].item<double>() > 0.5 ? 1 : 0;
-  }
-
-  // Model randomisation: top modules re-initialised in place, weights
-  // restored afterwards (also when computing the maps throws).
-  rep.randomized_modules = top_modules(*model, o.randomize_modules);
+  TrustReport rep = start_report(cam.layer(), prob, pred, labels, cell, o);
+  detail::randomization_cascade(model, cam, x, pred, maps, o, rep);
   if (n == 0) return rep;  // e.g. a split without a misclassified image
-  CamResult random_cams;
-  {
-    const auto saved = models::snapshot(*model);
-    try {
-      reinitialize_modules(*model, rep.randomized_modules, o.seed);
-      random_cams = cam.compute(x);
-    } catch (...) {
-      models::restore(*model, saved);
-      throw;
-    }
-    models::restore(*model, saved);
-  }
-  auto random_maps = predicted_maps(random_cams, pred);
-  std::vector<double> correlations;
-  for (int64_t i = 0; i < n; ++i) {
-    double c = spearman(maps[i], random_maps[i]);
-    if (std::isnan(c)) {
-      const bool a_flat = (maps[i].max() == maps[i].min()).item<bool>();
-      const bool b_flat =
-          (random_maps[i].max() == random_maps[i].min()).item<bool>();
-      c = a_flat && b_flat ? 1.0 : 0.0;
-    }
-    rep.images[static_cast<size_t>(i)].rank_correlation = c;
-    correlations.push_back(c);
-  }
-  rep.mean_rank_correlation = nan_mean(correlations);
-  rep.untrustworthy = rep.mean_rank_correlation > o.untrustworthy_correlation;
-
-  // Deletion by regions (Samek et al.'s region perturbation): square cells
-  // ranked by their mean map value vs cells in random order. Scattered
-  // single pixels would not do: on real radiographs blanking 10 % random
-  // pixels swings a trained baseline to P(COVID) ~ 1 by itself (the noise is
-  // the signal), so the random baseline would measure that, not the map.
-  // Ties in the map (large zero areas) are broken at random, so guided
-  // deletion never degenerates into a raster scan.
-  const int64_t gh = (h + cell - 1) / cell, gw = (w + cell - 1) / cell;
-  const int64_t cells = gh * gw;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 1);
-  auto fill = x.mean({1, 2, 3}).view({n, 1, 1, 1});
-  // Partial cells at the right/bottom edge average over their own pixels.
-  auto cell_scores =
-      torch::avg_pool2d(maps.unsqueeze(1), {cell, cell}, {cell, cell},
-                        /*padding=*/0, /*ceil_mode=*/true)
-          .reshape({n, cells});
-  auto shuffle = std::get<1>(torch::rand({n, cells}, gen).sort(1));
-  auto by_map =
-      std::get<1>(cell_scores.gather(1, shuffle)
-                      .sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
-  auto guided_order = shuffle.gather(1, by_map);
-  std::vector<torch::Tensor> random_orders;
-  for (int r = 0; r < o.random_repeats; ++r) {
-    random_orders.push_back(std::get<1>(torch::rand({n, cells}, gen).sort(1)));
-  }
-  auto p_pred = [&](const torch::Tensor& p) {
-    return torch::where(pred, p.to(torch::kFloat64),
-                        1.0 - p.to(torch::kFloat64));
-  };
-  const auto before = p_pred(prob);
-  auto drop_after = [&](const torch::Tensor& order, int64_t k) {
-    auto chosen = torch::zeros({n, cells}, torch::kBool)
-                      .scatter_(1, order.slice(1, 0, k), true)
-                      .view({n, gh, gw})
-                      .repeat_interleave(cell, 1)
-                      .repeat_interleave(cell, 2)
-                      .slice(1, 0, h)
-                      .slice(2, 0, w)
-                      .unsqueeze(1);
-    auto blanked = torch::where(chosen, fill, x);
-    auto p = probabilities(*model, blanked, o.batch_size);
-    return before - p_pred(p);
-  };
-  for (double f : o.deletion_fractions) {
-    const int64_t k = std::max<int64_t>(
-        1, static_cast<int64_t>(std::llround(f * static_cast<double>(cells))));
-    auto guided = drop_after(guided_order, k);
-    auto random = torch::zeros({n}, torch::kFloat64);
-    for (const auto& order : random_orders) random += drop_after(order, k);
-    random /= static_cast<double>(o.random_repeats);
-    std::vector<double> g, rnd;
-    for (int64_t i = 0; i < n; ++i) {
-      auto& r = rep.images[static_cast<size_t>(i)];
-      r.drop_guided.push_back(guided[i].item<double>());
-      r.drop_random.push_back(random[i].item<double>());
-      g.push_back(r.drop_guided.back());
-      rnd.push_back(r.drop_random.back());
-    }
-    rep.mean_drop_guided.push_back(nan_mean(g));
-    rep.mean_drop_random.push_back(nan_mean(rnd));
-  }
-
-  // Where the evidence lies.
-  auto shares = energy_shares(maps, o.regions);
-  std::vector<double> lung, border, lung_ok, border_ok, lung_bad, border_bad;
-  for (int64_t i = 0; i < n; ++i) {
-    auto& r = rep.images[static_cast<size_t>(i)];
-    r.energy = shares[static_cast<size_t>(i)];
-    lung.push_back(r.energy.lung);
-    border.push_back(r.energy.border);
-    if (r.label >= 0) {
-      auto& l = r.label == r.predicted ? lung_ok : lung_bad;
-      auto& b = r.label == r.predicted ? border_ok : border_bad;
-      l.push_back(r.energy.lung);
-      b.push_back(r.energy.border);
-    }
-  }
-  rep.mean_energy = {nan_mean(lung), nan_mean(border)};
-  rep.mean_energy_correct = {nan_mean(lung_ok), nan_mean(border_ok)};
-  rep.mean_energy_wrong = {nan_mean(lung_bad), nan_mean(border_bad)};
+  const Deletion deletion(model, x, maps, pred, prob, cell, o);
+  for (double f : o.deletion_fractions) deletion.run(f, rep);
+  energy_check(maps, o.regions, rep);
   return rep;
 }
 
@@ -437,12 +372,30 @@ nlohmann::json TrustReport::to_json() const {
   const auto& r = regions;
   nlohmann::json j;
   j["layer"] = layer;
+  auto steps = nlohmann::json::array();
+  for (const auto& s : cascade) {
+    steps.push_back(
+        {{"layer", s.layer},
+         {"modules", s.modules},
+         {"mean_rank_correlation", num(s.mean_rank_correlation)},
+         {"mean_abs_rank_correlation", num(s.mean_abs_rank_correlation)}});
+  }
   j["randomization"] = {
       {"method",
-       "Adebayo et al. 2018: re-initialise the top modules, Spearman rank "
-       "correlation of the predicted-class map before and after"},
+       "Adebayo et al. 2018, cascading: re-initialise the network from the "
+       "output back to the first layer (weights and batch-norm statistics), "
+       "cumulatively; after each step the Spearman rank correlation of the "
+       "predicted-class map with the original one"},
+      {"rule",
+       "passes when the mean |rank correlation| after the deepest step is "
+       "below untrustworthy_above and no step of the second half of the "
+       "cascade is above the first step by more than tolerance"},
       {"modules", randomized_modules},
+      {"cascade", steps},
+      {"tolerance", cascade_tolerance},
       {"mean_rank_correlation", num(mean_rank_correlation)},
+      {"mean_abs_rank_correlation",
+       num(cascade.empty() ? NAN : cascade.back().mean_abs_rank_correlation)},
       {"untrustworthy_above", untrustworthy_correlation},
       {"untrustworthy", untrustworthy}};
   j["deletion"] = {
@@ -468,12 +421,14 @@ nlohmann::json TrustReport::to_json() const {
       {"wrong", shares_json(mean_energy_wrong)}};
   auto imgs = nlohmann::json::array();
   for (const auto& im : images) {
-    nlohmann::json e = {{"p_positive", num(im.probability)},
-                        {"predicted", im.predicted},
-                        {"rank_correlation", num(im.rank_correlation)},
-                        {"drop_guided", nums(im.drop_guided)},
-                        {"drop_random", nums(im.drop_random)},
-                        {"energy", shares_json(im.energy)}};
+    nlohmann::json e = {
+        {"p_positive", num(im.probability)},
+        {"predicted", im.predicted},
+        {"rank_correlation", num(im.rank_correlation)},
+        {"cascade_rank_correlations", nums(im.cascade_correlations)},
+        {"drop_guided", nums(im.drop_guided)},
+        {"drop_random", nums(im.drop_random)},
+        {"energy", shares_json(im.energy)}};
     e["label"] = im.label >= 0 ? nlohmann::json(im.label) : nlohmann::json();
     imgs.push_back(e);
   }

@@ -196,6 +196,8 @@ TEST_F(TrustTest, RandomizationFlagsMapsThatIgnoreTheWeights) {
   EXPECT_EQ(rep.randomized_modules, (std::vector<std::string>{"fc"}));
   EXPECT_NEAR(rep.mean_rank_correlation, 1.0, 1e-9);
   EXPECT_TRUE(rep.untrustworthy);
+  ASSERT_EQ(rep.cascade.size(), 1u);
+  EXPECT_NEAR(rep.cascade[0].mean_abs_rank_correlation, 1.0, 1e-9);
   auto none =
       cxr::explain::trust_checks(model, torch::rand({0, 1, 32, 32}), {}, o);
   EXPECT_TRUE(none.images.empty());
@@ -219,6 +221,18 @@ TEST_F(TrustTest, RandomizationPassesATrainedModel) {
                  std::to_string(rep.mean_rank_correlation));
   EXPECT_LT(rep.mean_rank_correlation, 0.5);
   EXPECT_FALSE(rep.untrustworthy);
+  // The cascade: head, block 2, block 1; the maps decorrelate going down.
+  ASSERT_EQ(rep.cascade.size(), 3u);
+  EXPECT_EQ(rep.cascade[0].layer, "fc");
+  EXPECT_EQ(rep.cascade[2].layer, "block1_conv");
+  for (const auto& s : rep.cascade) {
+    RecordProperty("cascade_" + s.layer,
+                   std::to_string(s.mean_abs_rank_correlation));
+  }
+  EXPECT_LT(rep.cascade.back().mean_abs_rank_correlation,
+            rep.cascade.front().mean_abs_rank_correlation);
+  EXPECT_LT(rep.cascade.back().mean_abs_rank_correlation, 0.5);
+  EXPECT_EQ(rep.images[0].cascade_correlations.size(), 3u);
   auto after = cxr::train::snapshot(*model);
   for (size_t i = 0; i < weights.size(); ++i) {
     EXPECT_TRUE(torch::equal(weights[i], after[i])) << i;
@@ -233,6 +247,66 @@ TEST_F(TrustTest, RandomizationPassesATrainedModel) {
   EXPECT_EQ(j["images"].size(), 16u);
   EXPECT_EQ(j["randomization"]["untrustworthy"], false);
   EXPECT_NEAR(j["energy"]["uniform_map"]["lung"].get<double>(), 0.525, 1e-12);
+}
+
+TEST(TrustRandomization, CascadeGoesFromTheOutputToTheFirstLayer) {
+  auto bn = std::make_shared<cxr::models::BaselineCnnImpl>(
+      cxr::testing::tiny_config());
+  using Groups = std::vector<std::vector<std::string>>;
+  EXPECT_EQ(
+      cxr::explain::cascade_groups(*bn),
+      (Groups{
+          {"fc"}, {"block2_bn", "block2_conv"}, {"block1_bn", "block1_conv"}}));
+  EXPECT_EQ(cxr::explain::cascade_groups(*bn, 3),
+            cxr::explain::cascade_groups(*bn));
+  // Capped: the head alone, the rest in contiguous groups.
+  EXPECT_EQ(cxr::explain::cascade_groups(*bn, 2),
+            (Groups{{"fc"},
+                    {"block2_bn", "block2_conv", "block1_bn", "block1_conv"}}));
+  EXPECT_EQ(
+      cxr::explain::cascade_groups(*bn, 1),
+      (Groups{{"fc", "block2_bn", "block2_conv", "block1_bn", "block1_conv"}}));
+  EXPECT_THROW(cxr::explain::cascade_groups(*bn, -1), cxr::ConfigError);
+
+  // The cascade resets batch-norm running statistics too, never the model's
+  // normalisation constants.
+  auto bn_module = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(
+      bn->named_modules()["block1_bn"]);
+  ASSERT_TRUE(bn_module);
+  {
+    torch::NoGradGuard no_grad;
+    bn_module->running_mean.fill_(3.0);
+    bn_module->running_var.fill_(5.0);
+  }
+  std::map<std::string, torch::Tensor> buffers;
+  for (const auto& b : bn->named_buffers())
+    buffers[b.key()] = b.value().clone();
+  cxr::explain::reinitialize_modules(*bn, {"block1_bn"}, 1);
+  EXPECT_TRUE(
+      torch::equal(bn_module->running_mean, buffers["block1_bn.running_mean"]));
+  cxr::explain::reinitialize_modules(*bn, {"block1_bn"}, 1,
+                                     /*reset_statistics=*/true);
+  EXPECT_TRUE(torch::all(bn_module->running_mean == 0).item<bool>());
+  EXPECT_TRUE(torch::all(bn_module->running_var == 1).item<bool>());
+  for (const auto& b : bn->named_buffers()) {
+    if (b.key().rfind("block1_bn.", 0) == 0) continue;
+    EXPECT_TRUE(torch::equal(b.value(), buffers[b.key()])) << b.key();
+  }
+}
+
+TEST(TrustRandomization, TheRuleWantsMapsThatDecorrelateAndStaySo) {
+  using cxr::explain::cascade_decorrelates;
+  EXPECT_TRUE(cascade_decorrelates({0.9, 0.6, 0.3, 0.1}, 0.5, 0.05));
+  EXPECT_TRUE(cascade_decorrelates({0.2, 0.22, 0.1}, 0.5, 0.05));
+  EXPECT_TRUE(cascade_decorrelates({0.3}, 0.5, 0.05));
+  // A map the weights do not touch.
+  EXPECT_FALSE(cascade_decorrelates({1.0, 1.0, 1.0}, 0.5, 0.05));
+  EXPECT_FALSE(cascade_decorrelates({0.7}, 0.5, 0.05));
+  // Low at the end but the maps came back deeper down (edge-detector-like
+  // maps of a random network).
+  EXPECT_FALSE(cascade_decorrelates({0.1, 0.6, 0.4, 0.3}, 0.5, 0.05));
+  EXPECT_FALSE(cascade_decorrelates({}, 0.5, 0.05));
+  EXPECT_FALSE(cascade_decorrelates({0.1, NAN}, 0.5, 0.05));
 }
 
 TEST_F(TrustTest, DeletionGuidedByTheMapHurtsMoreThanRandom) {
@@ -342,8 +416,11 @@ TEST(ExplainCli, FolderWithTrustChecks) {
   EXPECT_EQ(s["labelled"], 4);  // from the COVID/Normal folder names
   EXPECT_EQ(s["layer"], "block2_relu");
   ASSERT_TRUE(s.contains("trust"));
+  // The cascade runs from the output down to the first layer.
   EXPECT_EQ(s["trust"]["randomization"]["modules"],
-            nlohmann::json({"fc", "block2_bn", "block2_conv"}));
+            nlohmann::json({"fc", "block2_bn", "block2_conv", "block1_bn",
+                            "block1_conv"}));
+  EXPECT_EQ(s["trust"]["randomization"]["cascade"].size(), 3u);
   EXPECT_TRUE(fs::exists(out / "trust.json"));
   int records = 0;
   for (const auto& e : fs::directory_iterator(out / "records")) {

@@ -1,0 +1,50 @@
+#pragma once
+// Shared by the explain sources only (not installed): the randomisation
+// cascade and the JSON helpers of the trust report.
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "cxr/explain/trust.h"
+#include "cxr/infer/gradcam.h"
+
+namespace cxr::explain::detail {
+
+/// NaN-aware JSON number (NaN and infinities as null).
+inline nlohmann::json num(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
+
+inline nlohmann::json nums(const std::vector<double>& v) {
+  auto j = nlohmann::json::array();
+  for (double x : v) j.push_back(num(x));
+  return j;
+}
+
+inline nlohmann::json shares_json(const EnergyShares& e) {
+  return {{"lung", num(e.lung)}, {"border", num(e.border)}};
+}
+
+/// Maps of the predicted class: [N, H, W] (pred [N] bool).
+inline torch::Tensor predicted_maps(const infer::CamResult& r,
+                                    const torch::Tensor& pred) {
+  return torch::where(pred.view({-1, 1, 1}), r.positive_maps, r.negative_maps);
+}
+
+/// Mean of the finite values; NaN when there are none.
+double nan_mean(const std::vector<double>& v);
+
+/// Runs the randomisation cascade on float images `x` [N, 1, H, W] whose
+/// predicted-class maps are `maps` [N, H, W] (pred [N] bool: positive
+/// predicted): fills report.randomized_modules, report.cascade, the images'
+/// rank correlations, mean_rank_correlation and untrustworthy. Weights and
+/// buffers are restored before returning, also when it throws.
+void randomization_cascade(const models::Classifier& model,
+                           infer::GradCam& cam,
+                           const torch::Tensor& x,
+                           const torch::Tensor& pred,
+                           const torch::Tensor& maps,
+                           const TrustOptions& options,
+                           TrustReport& report);
+
+}  // namespace cxr::explain::detail
