@@ -1,0 +1,463 @@
+// Line charts (curves, ROC, histograms as steps) with axes, ticks, grid
+// and legend.
+#include <cairo.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include "canvas.h"
+#include "cxr/common/error.h"
+#include "cxr/viz/plot.h"
+
+namespace cxr::viz {
+namespace {
+
+using namespace detail;
+
+struct Pt {
+  double x, y;
+};
+
+// The drawable pieces of a series: runs of finite points (a NaN breaks the
+// line), with the corners of a step function inserted.
+std::vector<std::vector<Pt>> polylines(const Series& s) {
+  std::vector<std::vector<Pt>> out;
+  std::vector<Pt> cur;
+  for (size_t i = 0; i < s.x.size(); ++i) {
+    if (std::isfinite(s.x[i]) && std::isfinite(s.y[i])) {
+      if (s.steps && !cur.empty()) cur.push_back({s.x[i], cur.back().y});
+      cur.push_back({s.x[i], s.y[i]});
+    } else if (!cur.empty()) {
+      out.push_back(std::move(cur));
+      cur.clear();
+    }
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
+// Points every few pixels along a pixel-space polyline; used to find the
+// legend position that hides the least of the data.
+void sample_polyline(const std::vector<Pt>& line, std::vector<Pt>* out) {
+  if (line.size() == 1) out->push_back(line[0]);
+  for (size_t i = 1; i < line.size(); ++i) {
+    const double dx = line[i].x - line[i - 1].x;
+    const double dy = line[i].y - line[i - 1].y;
+    const int n = std::min(
+        2000, 1 + static_cast<int>(std::sqrt(dx * dx + dy * dy) / 3.0));
+    for (int k = 0; k <= n; ++k) {
+      const double t = static_cast<double>(k) / n;
+      out->push_back({line[i - 1].x + t * dx, line[i - 1].y + t * dy});
+    }
+  }
+}
+
+void rounded_rect(
+    cairo_t* cr, double x, double y, double w, double h, double r) {
+  cairo_new_sub_path(cr);
+  cairo_arc(cr, x + w - r, y + r, r, -kPi / 2, 0);
+  cairo_arc(cr, x + w - r, y + h - r, r, 0, kPi / 2);
+  cairo_arc(cr, x + r, y + h - r, r, kPi / 2, kPi);
+  cairo_arc(cr, x + r, y + r, r, kPi, 3 * kPi / 2);
+  cairo_close_path(cr);
+}
+
+void draw_legend(cairo_t* cr,
+                 const LineChart& chart,
+                 const std::vector<std::vector<Pt>>& pixel_lines,
+                 double left,
+                 double top,
+                 double right,
+                 double bottom) {
+  std::vector<size_t> named;
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    if (!chart.series[i].name.empty()) named.push_back(i);
+  }
+  if (named.empty()) return;
+  set_font(cr, 11.5);
+  const double pad = 8, row = 18, swatch = 26, margin = 8;
+  const double max_text =
+      std::max(40.0, right - left - 2 * margin - 2 * pad - swatch - 7);
+  std::vector<std::string> names;
+  double text_w = 0;
+  for (size_t i : named) {
+    names.push_back(fit_text(cr, chart.series[i].name, max_text));
+    text_w = std::max(text_w, text_width(cr, names.back()));
+  }
+  const double box_w = pad + swatch + 7 + text_w + pad;
+  const double box_h = 2 * pad + named.size() * row - 6;
+
+  // matplotlib's "best": fewest covered data samples, corners in the order
+  // upper right, upper left, lower left, lower right.
+  const std::array<Pt, 4> corners = {
+      {{right - margin - box_w, top + margin},
+       {left + margin, top + margin},
+       {left + margin, bottom - margin - box_h},
+       {right - margin - box_w, bottom - margin - box_h}}};
+  std::vector<Pt> samples;
+  for (const auto& line : pixel_lines) sample_polyline(line, &samples);
+  Pt best = corners[0];
+  size_t best_hits = std::numeric_limits<size_t>::max();
+  for (const Pt& c : corners) {
+    size_t hits = 0;
+    for (const Pt& p : samples) {
+      hits += p.x >= c.x - 3 && p.x <= c.x + box_w + 3 && p.y >= c.y - 3 &&
+              p.y <= c.y + box_h + 3;
+    }
+    if (hits < best_hits) {
+      best_hits = hits;
+      best = c;
+    }
+  }
+
+  rounded_rect(cr, crisp(best.x), crisp(best.y), std::round(box_w),
+               std::round(box_h), 4);
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.88);
+  cairo_fill_preserve(cr);
+  set_color(cr, {0.8, 0.8, 0.8});
+  cairo_set_line_width(cr, 1);
+  cairo_stroke(cr);
+  for (size_t k = 0; k < named.size(); ++k) {
+    const Series& s = chart.series[named[k]];
+    const double cy = best.y + pad + row * k + 6;
+    set_color(cr, kPalette[named[k] % std::size(kPalette)]);
+    cairo_set_line_width(cr, 2.2);
+    if (s.dashed) {
+      const double dash[] = {6, 3};
+      cairo_set_dash(cr, dash, 2, 0);
+    }
+    cairo_move_to(cr, best.x + pad, cy);
+    cairo_line_to(cr, best.x + pad + swatch, cy);
+    cairo_stroke(cr);
+    cairo_set_dash(cr, nullptr, 0, 0);
+    set_color(cr, kText);
+    draw_text(cr, names[k], best.x + pad + swatch + 7, cy, Align::kStart,
+              Align::kCenter);
+  }
+}
+
+// ---- line chart, step by step
+
+// The finite data's extent, and whether all values are whole numbers.
+struct DataRange {
+  double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo;
+  double y_lo = x_lo, y_hi = -x_lo;
+  bool x_integer = true, y_integer = true;
+  bool has_data() const { return x_lo <= x_hi; }
+};
+
+DataRange data_range(const LineChart& chart, const std::string& what) {
+  DataRange d;
+  for (const Series& s : chart.series) {
+    if (s.x.size() != s.y.size()) {
+      throw ConfigError(what + ": series '" + s.name + "' has " +
+                        std::to_string(s.x.size()) + " x values but " +
+                        std::to_string(s.y.size()) + " y values");
+    }
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
+      d.x_lo = std::min(d.x_lo, s.x[i]);
+      d.x_hi = std::max(d.x_hi, s.x[i]);
+      d.y_lo = std::min(d.y_lo, s.y[i]);
+      d.y_hi = std::max(d.y_hi, s.y[i]);
+      d.x_integer = d.x_integer && s.x[i] == std::round(s.x[i]);
+      d.y_integer = d.y_integer && s.y[i] == std::round(s.y[i]);
+    }
+  }
+  return d;
+}
+
+constexpr double kChartPad = 14, kTickFont = 11, kLabelFont = 12.5;
+
+// The plot area (frame) of a chart in figure pixels and its two axes.
+struct PlotArea {
+  double left = 0, top = 0, right = 0, bottom = 0;
+  Axis xa, ya;
+  // Where the axis limits land: explicit limits map to a few pixels inside
+  // the frame, so curves along them (ROC curves at 0 and 1) are not hidden
+  // by it; free sides already have a margin.
+  double dl = 0, dr = 0, dt = 0, db = 0;
+  double px(double x) const {
+    return dl + (x - xa.lo) / (xa.hi - xa.lo) * (dr - dl);
+  }
+  double py(double y) const {
+    return db - (y - ya.lo) / (ya.hi - ya.lo) * (db - dt);
+  }
+};
+
+// The x axis with as many ticks as fit: fewer until the widest label
+// leaves 12 px to its neighbours.
+Axis fit_x_axis(cairo_t* cr,
+                const LineChart& chart,
+                const DataRange& d,
+                const PlotArea& a,
+                const std::string& what) {
+  const double left = a.left, right = a.right;
+  int x_ticks = std::clamp(static_cast<int>((right - left) / 65), 3, 10);
+  Axis xa;
+  for (;;) {
+    xa = make_axis(
+        {d.x_lo, d.x_hi, chart.x_min, chart.x_max, x_ticks, d.x_integer}, what);
+    double widest = 0;
+    for (double t : xa.ticks) {
+      widest = std::max(widest, text_width(cr, format_tick(t, xa.step)));
+    }
+    const double spacing = xa.step / (xa.hi - xa.lo) * (right - left);
+    if (widest + 12 <= spacing || x_ticks <= 2) break;
+    --x_ticks;
+  }
+  return xa;
+}
+
+// Places the plot area in the box (ox, oy, chart.width, chart.height),
+// leaving room for the title, the axis labels and the tick labels.
+PlotArea layout_plot(cairo_t* cr,
+                     const LineChart& chart,
+                     const DataRange& d,
+                     Pt origin,
+                     const std::string& what) {
+  const double ox = origin.x, oy = origin.y;
+  const double w = chart.width, h = chart.height;
+  PlotArea a;
+  a.top = oy + kChartPad + (chart.title.empty() ? 4 : 28);
+  a.bottom =
+      oy + h - kChartPad - 20 - (chart.x_label.empty() ? 0 : kLabelFont + 9);
+  const int y_ticks =
+      std::clamp(static_cast<int>((a.bottom - a.top) / 38), 3, 9);
+  a.ya = make_axis(
+      {d.y_lo, d.y_hi, chart.y_min, chart.y_max, y_ticks, d.y_integer}, what);
+  set_font(cr, kTickFont);
+  double y_tick_w = 0;
+  for (double t : a.ya.ticks) {
+    y_tick_w = std::max(y_tick_w, text_width(cr, format_tick(t, a.ya.step)));
+  }
+  a.left = ox + kChartPad + (chart.y_label.empty() ? 0 : kLabelFont + 9) +
+           y_tick_w + 9;
+  a.right = ox + w - kChartPad - 4;
+  a.xa = fit_x_axis(cr, chart, d, a, what);
+  if (!a.xa.ticks.empty()) {
+    // The last x label is centred on its tick; keep it inside the figure.
+    const double half =
+        text_width(cr, format_tick(a.xa.ticks.back(), a.xa.step)) / 2;
+    a.right = std::min(a.right, ox + w - 4 - half);
+  }
+  if (a.right - a.left < 40 || a.bottom - a.top < 40) {
+    throw ConfigError(what + ": " + std::to_string(chart.width) + "x" +
+                      std::to_string(chart.height) +
+                      " px leaves no room for the plot; make it larger");
+  }
+  const double inset = 6;
+  a.dl = a.left + (chart.x_min ? inset : 0);
+  a.dr = a.right - (chart.x_max ? inset : 0);
+  a.dt = a.top + (chart.y_max ? inset : 0);
+  a.db = a.bottom - (chart.y_min ? inset : 0);
+  return a;
+}
+
+void draw_grid(cairo_t* cr, const PlotArea& a) {
+  cairo_set_line_width(cr, 1);
+  set_color(cr, kGrid);
+  for (double t : a.xa.ticks) {
+    cairo_move_to(cr, crisp(a.px(t)), a.top);
+    cairo_line_to(cr, crisp(a.px(t)), a.bottom);
+  }
+  for (double t : a.ya.ticks) {
+    cairo_move_to(cr, a.left, crisp(a.py(t)));
+    cairo_line_to(cr, a.right, crisp(a.py(t)));
+  }
+  cairo_stroke(cr);
+}
+
+// The dashed y = x diagonal and the dotted vertical markers.
+void draw_guides(cairo_t* cr,
+                 const LineChart& chart,
+                 const PlotArea& a,
+                 std::vector<std::vector<Pt>>* pixel_lines) {
+  if (chart.diagonal) {
+    const double lo = std::max(a.xa.lo, a.ya.lo);
+    const double hi = std::min(a.xa.hi, a.ya.hi);
+    if (lo < hi) {
+      const double dash[] = {5, 4};
+      cairo_set_dash(cr, dash, 2, 0);
+      cairo_set_line_width(cr, 1.2);
+      set_color(cr, {0.62, 0.62, 0.62});
+      cairo_move_to(cr, a.px(lo), a.py(lo));
+      cairo_line_to(cr, a.px(hi), a.py(hi));
+      cairo_stroke(cr);
+      pixel_lines->push_back({{a.px(lo), a.py(lo)}, {a.px(hi), a.py(hi)}});
+    }
+  }
+  for (double m : chart.x_markers) {
+    if (!std::isfinite(m) || m < a.xa.lo || m > a.xa.hi) continue;
+    const double dash[] = {2, 3};
+    cairo_set_dash(cr, dash, 2, 0);
+    cairo_set_line_width(cr, 1.2);
+    set_color(cr, {0.35, 0.35, 0.35});
+    cairo_move_to(cr, crisp(a.px(m)), a.top);
+    cairo_line_to(cr, crisp(a.px(m)), a.bottom);
+    cairo_stroke(cr);
+  }
+}
+
+// Each series in its palette colour; appends the drawn pixel-space lines
+// for the legend placement.
+void draw_series(cairo_t* cr,
+                 const LineChart& chart,
+                 const PlotArea& a,
+                 std::vector<std::vector<Pt>>* pixel_lines) {
+  cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const Series& s = chart.series[i];
+    set_color(cr, kPalette[i % std::size(kPalette)]);
+    if (s.dashed) {
+      const double dash[] = {7, 4};
+      cairo_set_dash(cr, dash, 2, 0);
+    } else {
+      cairo_set_dash(cr, nullptr, 0, 0);
+    }
+    cairo_set_line_width(cr, 2);
+    for (const auto& line : polylines(s)) {
+      std::vector<Pt> pl;
+      for (const Pt& p : line) pl.push_back({a.px(p.x), a.py(p.y)});
+      if (pl.size() == 1) {
+        // A point between two NaNs would otherwise be invisible.
+        cairo_arc(cr, pl[0].x, pl[0].y, 2.6, 0, 2 * kPi);
+        cairo_fill(cr);
+      } else {
+        cairo_move_to(cr, pl[0].x, pl[0].y);
+        for (size_t k = 1; k < pl.size(); ++k) {
+          cairo_line_to(cr, pl[k].x, pl[k].y);
+        }
+        cairo_stroke(cr);
+      }
+      pixel_lines->push_back(std::move(pl));
+    }
+  }
+  cairo_set_dash(cr, nullptr, 0, 0);
+}
+
+// Guides and series, clipped to the plot area; returns their pixel lines.
+std::vector<std::vector<Pt>> draw_data(cairo_t* cr,
+                                       const LineChart& chart,
+                                       const PlotArea& a) {
+  std::vector<std::vector<Pt>> pixel_lines;
+  cairo_save(cr);
+  cairo_rectangle(cr, a.left, a.top, a.right - a.left, a.bottom - a.top);
+  cairo_clip(cr);
+  draw_guides(cr, chart, a, &pixel_lines);
+  draw_series(cr, chart, a, &pixel_lines);
+  cairo_restore(cr);
+  return pixel_lines;
+}
+
+// The frame, tick marks and tick labels.
+void draw_axes(cairo_t* cr, const PlotArea& a) {
+  cairo_set_line_width(cr, 1);
+  set_color(cr, kFrame);
+  cairo_rectangle(cr, crisp(a.left), crisp(a.top),
+                  std::round(a.right) - std::round(a.left),
+                  std::round(a.bottom) - std::round(a.top));
+  for (double t : a.xa.ticks) {
+    cairo_move_to(cr, crisp(a.px(t)), crisp(a.bottom));
+    cairo_line_to(cr, crisp(a.px(t)), crisp(a.bottom) + 4);
+  }
+  for (double t : a.ya.ticks) {
+    cairo_move_to(cr, crisp(a.left), crisp(a.py(t)));
+    cairo_line_to(cr, crisp(a.left) - 4, crisp(a.py(t)));
+  }
+  cairo_stroke(cr);
+
+  set_font(cr, kTickFont);
+  set_color(cr, kText);
+  for (double t : a.xa.ticks) {
+    draw_text(cr, format_tick(t, a.xa.step), a.px(t), a.bottom + 8,
+              Align::kCenter, Align::kStart);
+  }
+  for (double t : a.ya.ticks) {
+    draw_text(cr, format_tick(t, a.ya.step), a.left - 7, a.py(t), Align::kEnd,
+              Align::kCenter);
+  }
+}
+
+// Axis labels and the title, shortened to fit.
+void draw_titles(cairo_t* cr,
+                 const LineChart& chart,
+                 const PlotArea& a,
+                 double ox,
+                 double oy) {
+  set_font(cr, kLabelFont);
+  if (!chart.x_label.empty()) {
+    draw_text(cr, fit_text(cr, chart.x_label, a.right - a.left),
+              (a.left + a.right) / 2, a.bottom + 8 + kTickFont + 10,
+              Align::kCenter, Align::kStart);
+  }
+  if (!chart.y_label.empty()) {
+    draw_text_vertical(cr, fit_text(cr, chart.y_label, a.bottom - a.top),
+                       ox + kChartPad + kLabelFont / 2, (a.top + a.bottom) / 2);
+  }
+  if (!chart.title.empty()) {
+    set_font(cr, 14.5, true);
+    draw_text(cr, fit_text(cr, chart.title, chart.width - 2 * kChartPad),
+              (a.left + a.right) / 2, oy + kChartPad, Align::kCenter,
+              Align::kStart);
+  }
+}
+
+// Draws `chart` into the box (ox, oy, chart.width, chart.height).
+void draw_line_chart(cairo_t* cr,
+                     const LineChart& chart,
+                     double ox,
+                     double oy,
+                     const std::string& png_path) {
+  const std::string what =
+      "line chart '" + (chart.title.empty() ? png_path : chart.title) + "'";
+  if (chart.width < 160 || chart.width > 8000 || chart.height < 160 ||
+      chart.height > 8000) {
+    throw ConfigError(what + ": size " + std::to_string(chart.width) + "x" +
+                      std::to_string(chart.height) +
+                      " px is outside 160..8000 px per side");
+  }
+  const DataRange d = data_range(chart, what);
+  const PlotArea a = layout_plot(cr, chart, d, {ox, oy}, what);
+  draw_grid(cr, a);
+  const std::vector<std::vector<Pt>> pixel_lines = draw_data(cr, chart, a);
+  if (!d.has_data()) {
+    set_font(cr, 13);
+    set_color(cr, kMuted);
+    draw_text(cr, "no data", (a.left + a.right) / 2, (a.top + a.bottom) / 2,
+              Align::kCenter, Align::kCenter);
+  }
+  draw_axes(cr, a);
+  draw_titles(cr, chart, a, ox, oy);
+  draw_legend(cr, chart, pixel_lines, a.left, a.top, a.right, a.bottom);
+}
+
+}  // namespace
+
+void save_line_chart(const LineChart& chart, const std::string& png_path) {
+  save_line_charts({chart}, png_path);
+}
+
+void save_line_charts(const std::vector<LineChart>& charts,
+                      const std::string& png_path) {
+  if (charts.empty()) {
+    throw ConfigError("figure '" + png_path + "': no charts to draw");
+  }
+  int width = 0, height = 0;
+  for (const LineChart& c : charts) {
+    width += std::max(c.width, 0);
+    height = std::max(height, c.height);
+  }
+  Surface surface = new_surface(width, height, png_path);
+  Context cr = new_context(surface.get());
+  double x = 0;
+  for (const LineChart& c : charts) {
+    draw_line_chart(cr.get(), c, x, 0, png_path);
+    x += c.width;
+  }
+  write_png_atomic(cr.get(), surface.get(), png_path);
+}
+
+}  // namespace cxr::viz

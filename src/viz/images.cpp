@@ -1,0 +1,487 @@
+// Image grids (tiles with captions and an optional colour bar), the viridis
+// colour map and heat-map overlays.
+#include <cairo.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "canvas.h"
+#include "cxr/common/error.h"
+#include "cxr/common/text.h"
+#include "cxr/common/vectors.h"
+#include "cxr/viz/plot.h"
+
+namespace cxr::viz {
+namespace {
+
+using namespace detail;
+
+// matplotlib's viridis (CC0, van der Walt & Smith), 256 RGB entries, two
+// triples per line.
+// clang-format off
+constexpr double kViridis[256 * 3] = {
+    0.267004, 0.004874, 0.329415, 0.268510, 0.009605, 0.335427,
+    0.269944, 0.014625, 0.341379, 0.271305, 0.019942, 0.347269,
+    0.272594, 0.025563, 0.353093, 0.273809, 0.031497, 0.358853,
+    0.274952, 0.037752, 0.364543, 0.276022, 0.044167, 0.370164,
+    0.277018, 0.050344, 0.375715, 0.277941, 0.056324, 0.381191,
+    0.278791, 0.062145, 0.386592, 0.279566, 0.067836, 0.391917,
+    0.280267, 0.073417, 0.397163, 0.280894, 0.078907, 0.402329,
+    0.281446, 0.084320, 0.407414, 0.281924, 0.089666, 0.412415,
+    0.282327, 0.094955, 0.417331, 0.282656, 0.100196, 0.422160,
+    0.282910, 0.105393, 0.426902, 0.283091, 0.110553, 0.431554,
+    0.283197, 0.115680, 0.436115, 0.283229, 0.120777, 0.440584,
+    0.283187, 0.125848, 0.444960, 0.283072, 0.130895, 0.449241,
+    0.282884, 0.135920, 0.453427, 0.282623, 0.140926, 0.457517,
+    0.282290, 0.145912, 0.461510, 0.281887, 0.150881, 0.465405,
+    0.281412, 0.155834, 0.469201, 0.280868, 0.160771, 0.472899,
+    0.280255, 0.165693, 0.476498, 0.279574, 0.170599, 0.479997,
+    0.278826, 0.175490, 0.483397, 0.278012, 0.180367, 0.486697,
+    0.277134, 0.185228, 0.489898, 0.276194, 0.190074, 0.493001,
+    0.275191, 0.194905, 0.496005, 0.274128, 0.199721, 0.498911,
+    0.273006, 0.204520, 0.501721, 0.271828, 0.209303, 0.504434,
+    0.270595, 0.214069, 0.507052, 0.269308, 0.218818, 0.509577,
+    0.267968, 0.223549, 0.512008, 0.266580, 0.228262, 0.514349,
+    0.265145, 0.232956, 0.516599, 0.263663, 0.237631, 0.518762,
+    0.262138, 0.242286, 0.520837, 0.260571, 0.246922, 0.522828,
+    0.258965, 0.251537, 0.524736, 0.257322, 0.256130, 0.526563,
+    0.255645, 0.260703, 0.528312, 0.253935, 0.265254, 0.529983,
+    0.252194, 0.269783, 0.531579, 0.250425, 0.274290, 0.533103,
+    0.248629, 0.278775, 0.534556, 0.246811, 0.283237, 0.535941,
+    0.244972, 0.287675, 0.537260, 0.243113, 0.292092, 0.538516,
+    0.241237, 0.296485, 0.539709, 0.239346, 0.300855, 0.540844,
+    0.237441, 0.305202, 0.541921, 0.235526, 0.309527, 0.542944,
+    0.233603, 0.313828, 0.543914, 0.231674, 0.318106, 0.544834,
+    0.229739, 0.322361, 0.545706, 0.227802, 0.326594, 0.546532,
+    0.225863, 0.330805, 0.547314, 0.223925, 0.334994, 0.548053,
+    0.221989, 0.339161, 0.548752, 0.220057, 0.343307, 0.549413,
+    0.218130, 0.347432, 0.550038, 0.216210, 0.351535, 0.550627,
+    0.214298, 0.355619, 0.551184, 0.212395, 0.359683, 0.551710,
+    0.210503, 0.363727, 0.552206, 0.208623, 0.367752, 0.552675,
+    0.206756, 0.371758, 0.553117, 0.204903, 0.375746, 0.553533,
+    0.203063, 0.379716, 0.553925, 0.201239, 0.383670, 0.554294,
+    0.199430, 0.387607, 0.554642, 0.197636, 0.391528, 0.554969,
+    0.195860, 0.395433, 0.555276, 0.194100, 0.399323, 0.555565,
+    0.192357, 0.403199, 0.555836, 0.190631, 0.407061, 0.556089,
+    0.188923, 0.410910, 0.556326, 0.187231, 0.414746, 0.556547,
+    0.185556, 0.418570, 0.556753, 0.183898, 0.422383, 0.556944,
+    0.182256, 0.426184, 0.557120, 0.180629, 0.429975, 0.557282,
+    0.179019, 0.433756, 0.557430, 0.177423, 0.437527, 0.557565,
+    0.175841, 0.441290, 0.557685, 0.174274, 0.445044, 0.557792,
+    0.172719, 0.448791, 0.557885, 0.171176, 0.452530, 0.557965,
+    0.169646, 0.456262, 0.558030, 0.168126, 0.459988, 0.558082,
+    0.166617, 0.463708, 0.558119, 0.165117, 0.467423, 0.558141,
+    0.163625, 0.471133, 0.558148, 0.162142, 0.474838, 0.558140,
+    0.160665, 0.478540, 0.558115, 0.159194, 0.482237, 0.558073,
+    0.157729, 0.485932, 0.558013, 0.156270, 0.489624, 0.557936,
+    0.154815, 0.493313, 0.557840, 0.153364, 0.497000, 0.557724,
+    0.151918, 0.500685, 0.557587, 0.150476, 0.504369, 0.557430,
+    0.149039, 0.508051, 0.557250, 0.147607, 0.511733, 0.557049,
+    0.146180, 0.515413, 0.556823, 0.144759, 0.519093, 0.556572,
+    0.143343, 0.522773, 0.556295, 0.141935, 0.526453, 0.555991,
+    0.140536, 0.530132, 0.555659, 0.139147, 0.533812, 0.555298,
+    0.137770, 0.537492, 0.554906, 0.136408, 0.541173, 0.554483,
+    0.135066, 0.544853, 0.554029, 0.133743, 0.548535, 0.553541,
+    0.132444, 0.552216, 0.553018, 0.131172, 0.555899, 0.552459,
+    0.129933, 0.559582, 0.551864, 0.128729, 0.563265, 0.551229,
+    0.127568, 0.566949, 0.550556, 0.126453, 0.570633, 0.549841,
+    0.125394, 0.574318, 0.549086, 0.124395, 0.578002, 0.548287,
+    0.123463, 0.581687, 0.547445, 0.122606, 0.585371, 0.546557,
+    0.121831, 0.589055, 0.545623, 0.121148, 0.592739, 0.544641,
+    0.120565, 0.596422, 0.543611, 0.120092, 0.600104, 0.542530,
+    0.119738, 0.603785, 0.541400, 0.119512, 0.607464, 0.540218,
+    0.119423, 0.611141, 0.538982, 0.119483, 0.614817, 0.537692,
+    0.119699, 0.618490, 0.536347, 0.120081, 0.622161, 0.534946,
+    0.120638, 0.625828, 0.533488, 0.121380, 0.629492, 0.531973,
+    0.122312, 0.633153, 0.530398, 0.123444, 0.636809, 0.528763,
+    0.124780, 0.640461, 0.527068, 0.126326, 0.644107, 0.525311,
+    0.128087, 0.647749, 0.523491, 0.130067, 0.651384, 0.521608,
+    0.132268, 0.655014, 0.519661, 0.134692, 0.658636, 0.517649,
+    0.137339, 0.662252, 0.515571, 0.140210, 0.665859, 0.513427,
+    0.143303, 0.669459, 0.511215, 0.146616, 0.673050, 0.508936,
+    0.150148, 0.676631, 0.506589, 0.153894, 0.680203, 0.504172,
+    0.157851, 0.683765, 0.501686, 0.162016, 0.687316, 0.499129,
+    0.166383, 0.690856, 0.496502, 0.170948, 0.694384, 0.493803,
+    0.175707, 0.697900, 0.491033, 0.180653, 0.701402, 0.488189,
+    0.185783, 0.704891, 0.485273, 0.191090, 0.708366, 0.482284,
+    0.196571, 0.711827, 0.479221, 0.202219, 0.715272, 0.476084,
+    0.208030, 0.718701, 0.472873, 0.214000, 0.722114, 0.469588,
+    0.220124, 0.725509, 0.466226, 0.226397, 0.728888, 0.462789,
+    0.232815, 0.732247, 0.459277, 0.239374, 0.735588, 0.455688,
+    0.246070, 0.738910, 0.452024, 0.252899, 0.742211, 0.448284,
+    0.259857, 0.745492, 0.444467, 0.266941, 0.748751, 0.440573,
+    0.274149, 0.751988, 0.436601, 0.281477, 0.755203, 0.432552,
+    0.288921, 0.758394, 0.428426, 0.296479, 0.761561, 0.424223,
+    0.304148, 0.764704, 0.419943, 0.311925, 0.767822, 0.415586,
+    0.319809, 0.770914, 0.411152, 0.327796, 0.773980, 0.406640,
+    0.335885, 0.777018, 0.402049, 0.344074, 0.780029, 0.397381,
+    0.352360, 0.783011, 0.392636, 0.360741, 0.785964, 0.387814,
+    0.369214, 0.788888, 0.382914, 0.377779, 0.791781, 0.377939,
+    0.386433, 0.794644, 0.372886, 0.395174, 0.797475, 0.367757,
+    0.404001, 0.800275, 0.362552, 0.412913, 0.803041, 0.357269,
+    0.421908, 0.805774, 0.351910, 0.430983, 0.808473, 0.346476,
+    0.440137, 0.811138, 0.340967, 0.449368, 0.813768, 0.335384,
+    0.458674, 0.816363, 0.329727, 0.468053, 0.818921, 0.323998,
+    0.477504, 0.821444, 0.318195, 0.487026, 0.823929, 0.312321,
+    0.496615, 0.826376, 0.306377, 0.506271, 0.828786, 0.300362,
+    0.515992, 0.831158, 0.294279, 0.525776, 0.833491, 0.288127,
+    0.535621, 0.835785, 0.281908, 0.545524, 0.838039, 0.275626,
+    0.555484, 0.840254, 0.269281, 0.565498, 0.842430, 0.262877,
+    0.575563, 0.844566, 0.256415, 0.585678, 0.846661, 0.249897,
+    0.595839, 0.848717, 0.243329, 0.606045, 0.850733, 0.236712,
+    0.616293, 0.852709, 0.230052, 0.626579, 0.854645, 0.223353,
+    0.636902, 0.856542, 0.216620, 0.647257, 0.858400, 0.209861,
+    0.657642, 0.860219, 0.203082, 0.668054, 0.861999, 0.196293,
+    0.678489, 0.863742, 0.189503, 0.688944, 0.865448, 0.182725,
+    0.699415, 0.867117, 0.175971, 0.709898, 0.868751, 0.169257,
+    0.720391, 0.870350, 0.162603, 0.730889, 0.871916, 0.156029,
+    0.741388, 0.873449, 0.149561, 0.751884, 0.874951, 0.143228,
+    0.762373, 0.876424, 0.137064, 0.772852, 0.877868, 0.131109,
+    0.783315, 0.879285, 0.125405, 0.793760, 0.880678, 0.120005,
+    0.804182, 0.882046, 0.114965, 0.814576, 0.883393, 0.110347,
+    0.824940, 0.884720, 0.106217, 0.835270, 0.886029, 0.102646,
+    0.845561, 0.887322, 0.099702, 0.855810, 0.888601, 0.097452,
+    0.866013, 0.889868, 0.095953, 0.876168, 0.891125, 0.095250,
+    0.886271, 0.892374, 0.095374, 0.896320, 0.893616, 0.096335,
+    0.906311, 0.894855, 0.098125, 0.916242, 0.896091, 0.100717,
+    0.926106, 0.897330, 0.104071, 0.935904, 0.898570, 0.108131,
+    0.945636, 0.899815, 0.112838, 0.955300, 0.901065, 0.118128,
+    0.964894, 0.902323, 0.123941, 0.974417, 0.903590, 0.130215,
+    0.983868, 0.904867, 0.136897, 0.993248, 0.906157, 0.143936,
+};
+// clang-format on
+
+// [H, W], [1, H, W] or [3, H, W] (float in [0, 1] or uint8) as an opaque
+// cairo surface of the image's own size.
+Surface tensor_to_surface(const torch::Tensor& image,
+                          const std::string& what,
+                          const std::string& png_path) {
+  if (!image.defined()) throw ConfigError(what + " has no image");
+  torch::Tensor t = image.detach().to(torch::kCPU);
+  t = t.scalar_type() == torch::kByte ? t.to(torch::kFloat).div(255)
+                                      : t.to(torch::kFloat);
+  if (t.dim() == 2) t = t.unsqueeze(0);
+  if (t.dim() != 3 || (t.size(0) != 1 && t.size(0) != 3) || t.size(1) < 1 ||
+      t.size(2) < 1) {
+    throw ConfigError(what +
+                      ": expected an [H, W] gray or [3, H, W] RGB "
+                      "image, got " +
+                      shape_of(image));
+  }
+  t = t.expand({3, t.size(1), t.size(2)});
+  const torch::Tensor bytes = torch::nan_to_num(t, 0.0)
+                                  .clamp(0, 1)
+                                  .mul(255)
+                                  .round()
+                                  .to(torch::kByte)
+                                  .permute({1, 2, 0})
+                                  .contiguous();
+  const int h = static_cast<int>(bytes.size(0));
+  const int w = static_cast<int>(bytes.size(1));
+  Surface s = new_surface(w, h, png_path);
+  cairo_surface_flush(s.get());
+  unsigned char* data = cairo_image_surface_get_data(s.get());
+  const int stride = cairo_image_surface_get_stride(s.get());
+  const uint8_t* src = bytes.data_ptr<uint8_t>();
+  for (int y = 0; y < h; ++y) {
+    // ARGB32 is a native-endian 32-bit word per pixel.
+    auto* row =
+        reinterpret_cast<uint32_t*>(data + static_cast<ptrdiff_t>(y) * stride);
+    for (int x = 0; x < w; ++x) {
+      const uint8_t* p = src + (static_cast<ptrdiff_t>(y) * w + x) * 3;
+      row[x] = 0xFF000000u | (uint32_t{p[0]} << 16) | (uint32_t{p[1]} << 8) |
+               uint32_t{p[2]};
+    }
+  }
+  cairo_surface_mark_dirty(s.get());
+  return s;
+}
+
+// Paints `image` scaled into the rectangle (x, y, w, h).
+void paint_scaled(cairo_t* cr,
+                  cairo_surface_t* image,
+                  double x,
+                  double y,
+                  double w,
+                  double h) {
+  const int iw = cairo_image_surface_get_width(image);
+  const int ih = cairo_image_surface_get_height(image);
+  cairo_save(cr);
+  cairo_rectangle(cr, x, y, w, h);
+  cairo_clip(cr);
+  cairo_translate(cr, x, y);
+  cairo_scale(cr, w / iw, h / ih);
+  cairo_set_source_surface(cr, image, 0, 0);
+  cairo_pattern_t* pattern = cairo_get_source(cr);
+  // GOOD filters properly when shrinking (no aliasing of X-ray texture) and
+  // interpolates when enlarging small heat maps; PAD avoids dark borders.
+  cairo_pattern_set_filter(pattern, CAIRO_FILTER_GOOD);
+  cairo_pattern_set_extend(pattern, CAIRO_EXTEND_PAD);
+  cairo_paint(cr);
+  cairo_restore(cr);
+}
+
+std::vector<std::string> caption_lines(const std::string& caption) {
+  std::vector<std::string> lines;
+  std::stringstream ss(caption);
+  std::string line;
+  while (std::getline(ss, line)) {
+    if (lines.size() < 2) {
+      lines.push_back(line);
+    } else {
+      lines[1] += " " + line;  // more than two lines: the rest is elided
+    }
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  return lines;
+}
+
+const torch::Tensor& viridis_table_cpu() {
+  static const torch::Tensor table =
+      torch::from_blob(const_cast<double*>(kViridis), {256, 3}, torch::kDouble)
+          .to(torch::kFloat);
+  return table;
+}
+
+void check_unit_range(const torch::Tensor& t, const std::string& name) {
+  const torch::Tensor f = t.detach().to(torch::kFloat);
+  if (f.numel() == 0) {
+    throw ConfigError("overlay_heatmap: the " + name + " is empty");
+  }
+  if (f.isnan().any().item<bool>()) {
+    throw ConfigError("overlay_heatmap: the " + name +
+                      " contains NaN; check the model output");
+  }
+  const double lo = f.min().item<double>(), hi = f.max().item<double>();
+  // A little slack for values such as 1.0000001 from normalisation.
+  if (lo < -1e-5 || hi > 1 + 1e-5) {
+    throw ConfigError("overlay_heatmap: the " + name + " has values in [" +
+                      shortest(lo) + ", " + shortest(hi) +
+                      "], expected [0, 1]; normalise it first");
+  }
+}
+
+torch::Tensor as_plane(const torch::Tensor& t, const std::string& name) {
+  if (!t.defined()) {
+    throw ConfigError("overlay_heatmap: the " + name + " is undefined");
+  }
+  if (t.dim() == 3 && t.size(0) == 1) return t[0];
+  if (t.dim() != 2) {
+    throw ConfigError("overlay_heatmap: the " + name +
+                      " must be [H, W] (or [1, H, W]), got " + shape_of(t));
+  }
+  return t;
+}
+
+void check_grid_options(const std::vector<Tile>& tiles,
+                        const GridOptions& options,
+                        const std::string& what) {
+  if (tiles.empty()) throw ConfigError(what + ": no tiles to draw");
+  if (options.columns < 1) {
+    throw ConfigError(what + ": columns is " + std::to_string(options.columns) +
+                      "; use at least 1");
+  }
+  if (options.tile_size < 16 || options.tile_size > 4096) {
+    throw ConfigError(what + ": tile_size " +
+                      std::to_string(options.tile_size) +
+                      " px is outside 16..4096");
+  }
+}
+
+// Where everything of a grid figure goes, in px.
+struct GridLayout {
+  int n = 0, cols = 0, rows = 0;
+  double ts = 0;  // tile side
+  double gap = 12, pad = 14, line_h = 14.5;
+  double caption_font = 11.5, title_font = 15;
+  double caption_h = 0, title_h = 0, grid_w = 0, grid_h = 0;
+  // Colour bar: gap, bar, tick marks and labels, optional rotated label.
+  double bar_w = 16, bar_gap = 18, bar_label_w = 0;
+  int width = 0, height = 0;
+  double x0 = 0, y0 = 0;  // top left corner of the first tile
+};
+
+GridLayout grid_layout(size_t n_tiles,
+                       size_t caption_rows,
+                       const GridOptions& options,
+                       const std::string& png_path) {
+  GridLayout g;
+  g.n = static_cast<int>(n_tiles);
+  g.cols = std::min(options.columns, g.n);
+  g.rows = (g.n + g.cols - 1) / g.cols;
+  g.ts = options.tile_size;
+  g.caption_h = caption_rows ? 5 + caption_rows * g.line_h : 0;
+  g.title_h = options.title.empty() ? 0 : g.title_font + 16;
+  g.grid_w = g.cols * g.ts + (g.cols - 1) * g.gap;
+  g.grid_h = g.rows * (g.ts + g.caption_h) + (g.rows - 1) * g.gap;
+
+  Surface scratch = new_surface(1, 1, png_path);
+  Context measure = new_context(scratch.get());
+  set_font(measure.get(), g.title_font, true);
+  const double title_w = text_width(measure.get(), options.title);
+  set_font(measure.get(), 11);
+  g.bar_label_w = text_width(measure.get(), "0.75");
+  const double cbar_w = options.colorbar
+                            ? g.bar_gap + g.bar_w + 7 + g.bar_label_w +
+                                  (options.colorbar_label.empty() ? 0 : 24)
+                            : 0;
+  const double block_w = g.grid_w + cbar_w;
+  g.width = static_cast<int>(std::ceil(std::max(block_w, title_w) + 2 * g.pad));
+  g.height = static_cast<int>(std::ceil(g.pad + g.title_h + g.grid_h + g.pad));
+  g.x0 = std::round((g.width - block_w) / 2);
+  g.y0 = g.pad + g.title_h;
+  return g;
+}
+
+// Each image fitted into its tile (aspect kept, thin frame), captions
+// below it.
+void draw_tiles(cairo_t* cr,
+                const std::vector<Surface>& images,
+                const std::vector<std::vector<std::string>>& captions,
+                const GridLayout& g) {
+  const double ts = g.ts;
+  set_font(cr, g.caption_font);
+  for (int i = 0; i < g.n; ++i) {
+    const double tx = g.x0 + (i % g.cols) * (ts + g.gap);
+    const double ty = g.y0 + (i / g.cols) * (ts + g.caption_h + g.gap);
+    cairo_surface_t* img = images[i].get();
+    const double iw = cairo_image_surface_get_width(img);
+    const double ih = cairo_image_surface_get_height(img);
+    const double scale = std::min(ts / iw, ts / ih);
+    const double dw = iw * scale, dh = ih * scale;
+    const double dx = tx + (ts - dw) / 2, dy = ty + (ts - dh) / 2;
+    paint_scaled(cr, img, dx, dy, dw, dh);
+    set_color(cr, {0.78, 0.78, 0.78});
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, std::round(dx) - 0.5, std::round(dy) - 0.5,
+                    std::round(dw) + 1, std::round(dh) + 1);
+    cairo_stroke(cr);
+    set_color(cr, kText);
+    for (size_t l = 0; l < captions[i].size(); ++l) {
+      draw_text(cr, fit_text(cr, captions[i][l], ts + g.gap - 4), tx + ts / 2,
+                ty + ts + 7 + l * g.line_h, Align::kCenter, Align::kStart);
+    }
+  }
+}
+
+// The viridis ramp right of the tiles, 1 at the top like every colour bar
+// readers know, with ticks and an optional rotated label.
+void draw_colorbar(cairo_t* cr,
+                   const GridLayout& g,
+                   const GridOptions& options,
+                   const std::string& what,
+                   const std::string& png_path) {
+  const double bar_w = g.bar_w;
+  const double bx = g.x0 + g.grid_w + g.bar_gap;
+  const double by = g.y0;
+  const double bh = g.rows == 1 ? g.ts : g.grid_h - g.caption_h;
+  const torch::Tensor ramp =
+      colormap_viridis(torch::linspace(1, 0, 256).unsqueeze(1));
+  Surface bar = tensor_to_surface(ramp, what + " colour bar", png_path);
+  paint_scaled(cr, bar.get(), bx, by, bar_w, bh);
+  set_color(cr, kFrame);
+  cairo_set_line_width(cr, 1);
+  cairo_rectangle(cr, crisp(bx), crisp(by), std::round(bar_w),
+                  std::round(bh) - 1);
+  const std::vector<double> ticks =
+      bh >= 100 ? std::vector<double>{0, 0.25, 0.5, 0.75, 1}
+                : std::vector<double>{0, 0.5, 1};
+  for (double t : ticks) {
+    const double y = crisp(by + (1 - t) * (bh - 1));
+    cairo_move_to(cr, bx + bar_w, y);
+    cairo_line_to(cr, bx + bar_w + 4, y);
+  }
+  cairo_stroke(cr);
+  set_color(cr, kText);
+  set_font(cr, 11);
+  for (double t : ticks) {
+    draw_text(cr, format_tick(t, 0.25), bx + bar_w + 7, by + (1 - t) * (bh - 1),
+              Align::kStart, Align::kCenter);
+  }
+  if (!options.colorbar_label.empty()) {
+    set_font(cr, 12);
+    draw_text_vertical(cr,
+                       fit_text(cr, options.colorbar_label, std::max(bh, 60.0)),
+                       bx + bar_w + 7 + g.bar_label_w + 14, by + bh / 2);
+  }
+}
+
+}  // namespace
+
+void save_image_grid(const std::vector<Tile>& tiles,
+                     const GridOptions& options,
+                     const std::string& png_path) {
+  const std::string what = "image grid '" + png_path + "'";
+  check_grid_options(tiles, options, what);
+  std::vector<Surface> images;
+  std::vector<std::vector<std::string>> captions;
+  size_t caption_rows = 0;
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    images.push_back(tensor_to_surface(
+        tiles[i].image, what + " tile " + std::to_string(i), png_path));
+    captions.push_back(caption_lines(tiles[i].caption));
+    caption_rows = std::max(caption_rows, captions.back().size());
+  }
+  const GridLayout g =
+      grid_layout(tiles.size(), caption_rows, options, png_path);
+  Surface surface = new_surface(g.width, g.height, png_path);
+  Context ctx = new_context(surface.get());
+  cairo_t* cr = ctx.get();
+  if (!options.title.empty()) {
+    set_color(cr, kText);
+    set_font(cr, g.title_font, true);
+    draw_text(cr, options.title, g.width / 2.0, g.pad, Align::kCenter,
+              Align::kStart);
+  }
+  draw_tiles(cr, images, captions, g);
+  if (options.colorbar) draw_colorbar(cr, g, options, what, png_path);
+  write_png_atomic(cr, surface.get(), png_path);
+}
+
+torch::Tensor colormap_viridis(const torch::Tensor& values) {
+  if (!values.defined()) {
+    throw ConfigError("colormap_viridis: the values tensor is undefined");
+  }
+  const torch::Tensor v =
+      torch::nan_to_num(values.detach().to(torch::kFloat), 0.0).clamp(0, 1);
+  const torch::Tensor table = viridis_table_cpu().to(v.device());
+  // Linear interpolation between the 256 entries, gathered with index
+  // tensors so that it runs on whatever device the values live on.
+  const torch::Tensor pos = v.reshape({-1}) * 255;
+  const torch::Tensor i0 = pos.floor().clamp(0, 254).to(torch::kLong);
+  const torch::Tensor frac = (pos - i0.to(torch::kFloat)).unsqueeze(1);
+  const torch::Tensor c0 = table.index_select(0, i0);
+  const torch::Tensor c1 = table.index_select(0, i0 + 1);
+  const torch::Tensor rgb = c0 + (c1 - c0) * frac;  // [N, 3]
+  std::vector<int64_t> shape = {3};
+  for (int64_t s : v.sizes()) shape.push_back(s);
+  return rgb.t().reshape(shape).contiguous();
+}
+
+torch::Tensor overlay_heatmap(const torch::Tensor& gray,
+                              const torch::Tensor& heat,
+                              double alpha) {
+  if (!(alpha >= 0.0 && alpha <= 1.0)) {
+    throw ConfigError("overlay_heatmap: alpha " + shortest(alpha) +
+                      " is not in [0, 1]");
+  }
+  const torch::Tensor g = as_plane(gray, "gray image");
+  const torch::Tensor hm = as_plane(heat, "heat map");
+  if (g.sizes() != hm.sizes()) {
+    throw ConfigError("overlay_heatmap: the heat map is " + shape_of(hm) +
+                      " but the gray image is " + shape_of(g) +
+                      "; resize the heat map to the image size first");
+  }
+  check_unit_range(g, "gray image");
+  check_unit_range(hm, "heat map");
+  const torch::Tensor base = g.detach()
+                                 .to(torch::kFloat)
+                                 .clamp(0, 1)
+                                 .unsqueeze(0)
+                                 .expand({3, g.size(0), g.size(1)});
+  const torch::Tensor colour = colormap_viridis(hm.to(g.device()));
+  return (base * (1 - alpha) + colour * alpha).clamp(0, 1);
+}
+
+}  // namespace cxr::viz
