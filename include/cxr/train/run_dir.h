@@ -70,9 +70,12 @@ void remove_resume_state(const std::string& dir);
 /// study folder): flock(2) on DIR/.cxr.lock, held until destruction (or the
 /// process ends, however it ends: the kernel drops the lock). Creates DIR.
 /// A second writer fails at once with IoError (exit 5): "'DIR' is in use by
-/// another cxr process (pid N); ...". Readers (predict, evaluate) do not
-/// lock. Locks are per open file, so one process cannot take the same
-/// folder twice either.
+/// another cxr process (pid N); ...". Every command that writes into a run
+/// folder takes it: train, tune and study, and calibrate, evaluate and
+/// explain when their output goes inside the run (the default; the CLI's
+/// lock_run_for_writing). Pure readers (predict, serve, evaluate or explain
+/// with --out elsewhere) do not lock. Locks are per open file, so one
+/// process cannot take the same folder twice either.
 class DirLock {
  public:
   explicit DirLock(const std::string& dir);
