@@ -1,4 +1,3 @@
-#include <filesystem>
 #include <iostream>
 
 #include "cli.h"
@@ -7,17 +6,6 @@
 #include "cxr/study/study.h"
 
 namespace cxr::cli {
-
-namespace {
-std::string default_weights() {
-  for (const char* c :
-       {"../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5",
-        "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5"}) {
-    if (std::filesystem::exists(c)) return c;
-  }
-  return "";
-}
-}  // namespace
 
 void register_study(CLI::App& app) {
   struct Flags {
@@ -73,13 +61,12 @@ void register_study(CLI::App& app) {
     s.data.threads = f->runtime.threads;
     // A missing default file is refused by run_study, not random init.
     s.random_init = f->no_weights;
-    if (!f->no_weights && s.weights.empty()) s.weights = default_weights();
+    if (!f->no_weights && s.weights.empty())
+      s.weights = study::default_weights();
     if (s.shared_dir.empty()) s.shared_dir = default_shared_dir();
     s.device = f->runtime.device;
     s.threads = f->runtime.threads;
-    auto sj = study::run_study(s);
-    std::cout << "study finished in " << sj["minutes"].get<double>()
-              << " min; report: " << s.out_dir << "/report.html\n";
+    std::cout << study::format_summary(study::run_study(s));
   });
 }
 

@@ -160,26 +160,7 @@ void register_train(CLI::App& app) {
     for (const auto* opt : cmd->get_options()) {
       if (opt->count() > 0) r.flags_given.insert(opt->get_name());
     }
-    auto cfg = train::train_run(r);
-    const auto& res = cfg["result"];
-    std::cout << "trained " << r.model.arch << " in "
-              << res["seconds"].get<double>() << " s ("
-              << res["images_per_second"].get<double>() << " img/s on "
-              << res["device"].get<std::string>() << "), best epoch "
-              << res["best_epoch"].get<int>() << " of "
-              << res["epochs_run"].get<int>();
-    if (res.contains("val")) {
-      std::cout << "; val accuracy " << res["val"]["accuracy"].get<double>()
-                << ", recall " << res["val"]["recall"].get<double>() << ", AUC "
-                << res["val"]["auc"].get<double>();
-    }
-    std::cout << "\ndecision threshold "
-              << cfg["threshold"]["value"].get<double>() << " ("
-              << cfg["threshold"]["rule"].get<std::string>() << ")";
-    std::cout << "\n" << calibration_summary(cfg);
-    std::cout << "wrote " << r.out_dir
-              << "/{config.json,model.pt,ood.pt,model-card.md,history.csv,"
-                 "curves.png}\n";
+    std::cout << train::format_summary(train::train_run(r));
   });
 }
 

@@ -6,15 +6,6 @@
 
 namespace cxr::cli {
 
-namespace {
-/// Defaults sized for about 15 minutes on a 2-core CPU at 128 px (see
-/// docs/tuning.md for the measured minutes per trial).
-std::vector<std::string> default_grid(const std::string& arch) {
-  if (arch == "baseline") return {"filters=16,32", "lr=1e-3,3e-4"};
-  return {"dropout=0.3,0.5", "lr=1e-3,3e-4"};
-}
-}  // namespace
-
 void register_tune(CLI::App& app) {
   struct Flags {
     std::string data;
@@ -25,7 +16,7 @@ void register_tune(CLI::App& app) {
     tune::TuneOptions tune;
   };
   auto f = std::make_shared<Flags>();
-  f->tune.base.train.epochs = 25;
+  f->tune.base.train.epochs = tune::kDefaultEpochs;
   auto* cmd = app.add_subcommand(
       "tune",
       "Hyper-parameter search (grid, random, sequential), resumable, with "
@@ -70,9 +61,9 @@ void register_tune(CLI::App& app) {
     }
     t.space = !f->config.empty()
                   ? tune::read_space_file(f->config)
-                  : tune::parse_space(f->grid.empty()
-                                          ? default_grid(t.base.model.arch)
-                                          : f->grid);
+                  : tune::parse_space(
+                        f->grid.empty() ? tune::default_space(t.base.model.arch)
+                                        : f->grid);
     bool optimizer_varies = false;
     for (const auto& p : t.space.params) {
       optimizer_varies = optimizer_varies || p.name == "optimizer";
@@ -84,24 +75,7 @@ void register_tune(CLI::App& app) {
     t.base.data.threads = f->runtime.threads;
     t.base.model.input_size = t.base.data.size;
     t.base.device = f->runtime.device;
-    auto best = tune::run_tune(t);
-    const auto& b = best["best"];
-    std::cout << "best of " << best["trials"].get<int>() << " trials by "
-              << t.metric << ": " << b["key"].get<std::string>()
-              << "  (val loss " << b["val_loss"] << ", acc "
-              << b["val_accuracy"] << ", AUC " << b["val_auc"]
-              << ", best epoch " << b["best_epoch"] << ")\n";
-    if (best.contains("refit")) {
-      const auto& r = best["refit"];
-      std::cout << "refit " << r["run_dir"].get<std::string>()
-                << ": test accuracy " << r["test"]["accuracy"]["value"] << " ["
-                << r["test"]["accuracy"]["low"] << ", "
-                << r["test"]["accuracy"]["high"] << "], recall "
-                << r["test"]["recall"]["value"] << ", AUC "
-                << r["test"]["auc"]["value"] << "\n";
-    }
-    std::cout << "wrote " << t.out_dir
-              << "/{trials.csv,results.md,best.json,trials.jsonl}\n";
+    std::cout << tune::format_summary(tune::run_tune(t));
   });
 }
 

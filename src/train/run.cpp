@@ -249,15 +249,10 @@ data::DatasetOptions data_options_from(const nlohmann::json& d,
 
 namespace {
 
-// Trains `o` into o.out_dir (the run folder, or its .partial sibling that
-// replaces `target` when complete); the caller holds the locks.
-nlohmann::json train_locked(const RunOptions& o,
-                            const fs::path& target,
-                            bool replace,
-                            const std::optional<ChosenThreshold>& carried,
-                            const data::Dataset* preloaded) {
-  const torch::Device device = resolve_device(o.device);
-  data::Dataset owned;
+/// The dataset a run trains on: `preloaded`, or loaded into `owned`.
+const data::Dataset& run_data(const RunOptions& o,
+                              const data::Dataset* preloaded,
+                              data::Dataset& owned) {
   if (!preloaded) {
     owned = data::load_dataset(o.data);
     // --skip-bad: one line per file left out, as explore and predict list
@@ -274,10 +269,16 @@ nlohmann::json train_locked(const RunOptions& o,
         " px but the model expects " + std::to_string(o.model.input_size) +
         " px (--size)");
   }
+  return ds;
+}
 
-  seed_everything(o.train.seed);
+/// The model with its normalisation (train+val pixel statistics, recorded
+/// in `meta`) and, for a transfer backbone, its ImageNet weights.
+models::Classifier build_model(const RunOptions& o,
+                               const data::Dataset& ds,
+                               const data::ImageSet& tv,
+                               RunMeta& meta) {
   models::ModelConfig mc = o.model;
-  const data::ImageSet tv = ds.train_val();
   const auto norm = data::pixel_stats(tv.images);
   mc.mean = norm.mean;
   mc.std = norm.std;
@@ -291,8 +292,6 @@ nlohmann::json train_locked(const RunOptions& o,
     }
     models::load_keras_backbone(*model, o.weights);
   }
-
-  RunMeta meta;
   meta.model = mc;
   meta.train = o.train;
   meta.positive = ds.index.positive;
@@ -300,29 +299,22 @@ nlohmann::json train_locked(const RunOptions& o,
   meta.data = describe_data(ds, o.data);
   meta.data["normalization"] = {
       {"mean", norm.mean}, {"std", norm.std}, {"source", "train+val"}};
+  return model;
+}
 
-  ResumeState resume;
-  const bool resuming =
-      o.resume && load_resume_state(o.out_dir, *model, &resume);
-  ensure_dir(o.out_dir);
-  // Write the config first so an interrupted run is recognisable.
-  write_json_atomic(fs::path(o.out_dir) / "config.json", [&] {
-    auto j = meta.to_json();
-    j["status"] = "training";
-    j["created"] = utc_now();
-    return j;
-  }());
-
-  const data::ImageSet& train_set =
-      o.train.train_on == "train+val" ? tv : ds.split(data::Split::kTrain);
-  const data::ImageSet* val =
-      o.train.train_on == "train+val" ? nullptr : &ds.split(data::Split::kVal);
-
-  // A refit that follows a trial's schedule ends where the trial kept its
-  // weights: the callback stops fit after that epoch (its state is saved).
+/// Runs the fit loop with a checkpoint (history.csv, state.pt) after every
+/// epoch. A refit that follows a trial's schedule ends where the trial kept
+/// its weights: the callback stops fit after that epoch (its state saved).
+FitResult fit_with_checkpoints(const RunOptions& o,
+                               models::Classifier& model,
+                               const data::ImageSet& train_set,
+                               const data::ImageSet* val,
+                               const torch::Device& device,
+                               const ResumeState* resume) {
   struct StopHere {};
-  std::optional<TrainResult> stopped;
+  std::optional<FitResult> stopped;
   std::vector<torch::Tensor> best_for_state;
+  if (resume) best_for_state = resume->best_state;
   auto on_epoch = [&](const TrainState& st) {
     write_history_csv((fs::path(o.out_dir) / "history.csv").string(),
                       st.result->history);
@@ -338,72 +330,96 @@ nlohmann::json train_locked(const RunOptions& o,
       throw StopHere{};
     }
   };
-  if (resuming) best_for_state = resume.best_state;
   if (o.stop_after_epoch > 0 && val) {
     throw ConfigError(
         "stopping part-way through the schedule is for a refit on "
         "train+val (with validation, the kept epoch is chosen on it)");
   }
-  TrainResult r;
   try {
-    r = fit(*model, train_set, val, o.train, device, on_epoch,
-            resuming ? &resume : nullptr);
+    return fit(*model, train_set, val, o.train, device, on_epoch, resume);
   } catch (const StopHere&) {
     // Without validation the model holds the last epoch's weights.
-    r = *stopped;
+    FitResult r = *stopped;
     r.best_epoch = static_cast<int>(r.history.size());
     model->eval();
+    return r;
   }
+}
 
-  meta.result = {{"best_epoch", r.best_epoch},
-                 {"epochs_run", r.history.size()},
-                 {"best_val_loss", std::isnan(r.best_val_loss)
-                                       ? nlohmann::json(nullptr)
-                                       : nlohmann::json(r.best_val_loss)},
-                 {"stopped_early", r.stopped_early},
-                 {"stopped_after_epoch",
-                  o.stop_after_epoch > 0 ? nlohmann::json(o.stop_after_epoch)
-                                         : nlohmann::json(nullptr)},
-                 {"seconds", r.seconds},
-                 {"images_per_second", r.images_per_second()},
-                 {"device", device.str()},
-                 {"threads", torch::get_num_threads()},
-                 {"parameters", models::count_parameters(*model)}};
+/// config.json's "result": what the fit did, where and how fast.
+nlohmann::json result_json(const RunOptions& o,
+                           const FitResult& r,
+                           const torch::Device& device,
+                           models::ClassifierImpl& model) {
+  return {{"best_epoch", r.best_epoch},
+          {"epochs_run", r.history.size()},
+          {"best_val_loss", std::isnan(r.best_val_loss)
+                                ? nlohmann::json(nullptr)
+                                : nlohmann::json(r.best_val_loss)},
+          {"stopped_early", r.stopped_early},
+          {"stopped_after_epoch", o.stop_after_epoch > 0
+                                      ? nlohmann::json(o.stop_after_epoch)
+                                      : nlohmann::json(nullptr)},
+          {"seconds", r.seconds},
+          {"images_per_second", r.images_per_second()},
+          {"device", device.str()},
+          {"threads", torch::get_num_threads()},
+          {"parameters", models::count_parameters(model)}};
+}
+
+/// The decision threshold (carried over, chosen on validation by the
+/// requested rule, or 0.5) and the validation scores at it.
+void choose_threshold(const RunOptions& o,
+                      const std::optional<ChosenThreshold>& carried,
+                      models::ClassifierImpl& model,
+                      const data::ImageSet* val,
+                      const torch::Device& device,
+                      RunMeta& meta) {
   if (carried) {
     meta.threshold = carried->value;
     meta.threshold_rule = carried->rule;
   }
-  if (val) {
-    auto probs = predict_proba(*model, val->images, device);
-    auto sc = to_doubles(probs);
-    auto lab = to_ints(val->labels);
-    if (o.target_sensitivity > 0) {
-      meta.threshold =
-          metrics::threshold_for_sensitivity(sc, lab, o.target_sensitivity);
-      meta.threshold_rule =
-          "sensitivity >= " + std::to_string(o.target_sensitivity) +
-          " on validation";
-    } else if (o.balanced_threshold) {
-      meta.threshold = metrics::threshold_youden(sc, lab);
-      meta.threshold_rule =
-          "balanced on validation (max sensitivity + specificity)";
-    }
-    auto m = metrics::rates(metrics::confusion(sc, lab, meta.threshold));
-    meta.result["val"] = {{"accuracy", m.accuracy},
-                          {"precision", m.precision},
-                          {"recall", m.recall},
-                          {"specificity", m.specificity},
-                          {"auc", metrics::roc_auc(sc, lab)},
-                          {"threshold", meta.threshold}};
+  if (!val) return;
+  auto probs = predict_proba(model, val->images, device);
+  auto sc = to_doubles(probs);
+  auto lab = to_ints(val->labels);
+  if (o.target_sensitivity > 0) {
+    meta.threshold =
+        metrics::threshold_for_sensitivity(sc, lab, o.target_sensitivity);
+    meta.threshold_rule =
+        "sensitivity >= " + std::to_string(o.target_sensitivity) +
+        " on validation";
+  } else if (o.balanced_threshold) {
+    meta.threshold = metrics::threshold_youden(sc, lab);
+    meta.threshold_rule =
+        "balanced on validation (max sensitivity + specificity)";
   }
-  if (!o.command.empty()) meta.result["command"] = o.command;
-  save_run(o.out_dir, *model, meta);
+  auto m = metrics::rates(metrics::confusion(sc, lab, meta.threshold));
+  meta.result["val"] = {{"accuracy", m.accuracy},
+                        {"precision", m.precision},
+                        {"recall", m.recall},
+                        {"specificity", m.specificity},
+                        {"auc", metrics::roc_auc(sc, lab)},
+                        {"threshold", meta.threshold}};
+}
+
+/// Writes the finished run (model, config, history, curves), fits its
+/// calibration, OOD detector and model card (infer/fit_trust.h), and swaps
+/// a replacement into `target`. Returns config.json's content.
+nlohmann::json write_finished_run(const RunOptions& o,
+                                  const fs::path& target,
+                                  bool replace,
+                                  models::ClassifierImpl& model,
+                                  const RunMeta& meta,
+                                  const FitResult& r,
+                                  bool validated,
+                                  const data::Dataset& ds) {
+  save_run(o.out_dir, model, meta);
   write_history_csv((fs::path(o.out_dir) / "history.csv").string(), r.history);
-  plot_history(r.history, mc.arch,
+  plot_history(r.history, meta.model.arch,
                (fs::path(o.out_dir) / "curves.png").string(),
-               val ? r.best_epoch : 0);
+               validated ? r.best_epoch : 0);
   remove_resume_state(o.out_dir);
-  // Calibration, OOD detector and model card (infer/fit_trust.h).
   infer::TrustOptions to;
   to.from = o.train.train_on == "train" ? "" : o.threshold_from;
   to.ood = o.ood;
@@ -417,10 +433,51 @@ nlohmann::json train_locked(const RunOptions& o,
   return cfg;
 }
 
+// Trains `o` into o.out_dir (the run folder, or its .partial sibling that
+// replaces `target` when complete); the caller holds the locks.
+nlohmann::json train_locked(const RunOptions& o,
+                            const fs::path& target,
+                            bool replace,
+                            const std::optional<ChosenThreshold>& carried,
+                            const data::Dataset* preloaded,
+                            FitResult& fitted) {
+  const torch::Device device = resolve_device(o.device);
+  data::Dataset owned;
+  const data::Dataset& ds = run_data(o, preloaded, owned);
+  seed_everything(o.train.seed);
+  const data::ImageSet tv = ds.train_val();
+  RunMeta meta;
+  models::Classifier model = build_model(o, ds, tv, meta);
+
+  ResumeState resume;
+  const bool resuming =
+      o.resume && load_resume_state(o.out_dir, *model, &resume);
+  ensure_dir(o.out_dir);
+  // Write the config first so an interrupted run is recognisable.
+  write_json_atomic(fs::path(o.out_dir) / "config.json", [&] {
+    auto j = meta.to_json();
+    j["status"] = "training";
+    j["created"] = utc_now();
+    return j;
+  }());
+
+  const bool on_train_val = o.train.train_on == "train+val";
+  const data::ImageSet& train_set =
+      on_train_val ? tv : ds.split(data::Split::kTrain);
+  const data::ImageSet* val =
+      on_train_val ? nullptr : &ds.split(data::Split::kVal);
+  fitted = fit_with_checkpoints(o, model, train_set, val, device,
+                                resuming ? &resume : nullptr);
+  meta.result = result_json(o, fitted, device, *model);
+  choose_threshold(o, carried, *model, val, device, meta);
+  if (!o.command.empty()) meta.result["command"] = o.command;
+  return write_finished_run(o, target, replace, *model, meta, fitted,
+                            val != nullptr, ds);
+}
+
 }  // namespace
 
-nlohmann::json train_run(const RunOptions& given,
-                         const data::Dataset* preloaded) {
+TrainResult train_run(const RunOptions& given, const data::Dataset* preloaded) {
   given.train.validate();
   given.ood.validate();
   check_threshold_options(given);
@@ -481,7 +538,15 @@ nlohmann::json train_run(const RunOptions& given,
     o.out_dir = target.string();
   }
   try {
-    return train_locked(o, target, work_lock.has_value(), carried, preloaded);
+    FitResult fitted;
+    auto r =
+        TrainResult::from_config(train_locked(o, target, work_lock.has_value(),
+                                              carried, preloaded, fitted),
+                                 given.out_dir);
+    for (const auto& e : fitted.history) {
+      if (e.phase == "frozen") ++r.frozen_epochs;
+    }
+    return r;
   } catch (...) {
     clean_up(o.out_dir);
     throw;

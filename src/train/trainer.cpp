@@ -198,7 +198,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
-TrainResult fit(models::ClassifierImpl& model,
+FitResult fit(models::ClassifierImpl& model,
                 const data::ImageSet& train,
                 const data::ImageSet* val,
                 const TrainOptions& o,
@@ -228,7 +228,7 @@ TrainResult fit(models::ClassifierImpl& model,
     phases.push_back({"train", o.epochs, o.lr, true});
   }
 
-  TrainResult result;
+  FitResult result;
   std::vector<torch::Tensor> best_state;
   int start_phase = 0, start_epoch = 0, bad_epochs = 0;
   double resume_lr = 0;

@@ -94,11 +94,10 @@ train::RunOptions refit_options(const train::RunOptions& base,
 }
 
 namespace {
-nlohmann::json tune_locked(const TuneOptions& o,
-                           const data::Dataset* preloaded);
+TuneResult tune_locked(const TuneOptions& o, const data::Dataset* preloaded);
 }  // namespace
 
-nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
+TuneResult run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.metric != "val_loss" && o.metric != "val_accuracy" &&
       o.metric != "val_auc" && o.metric != "val_recall") {
     throw ConfigError("--metric " + o.metric +
@@ -126,23 +125,20 @@ nlohmann::json run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
 
 namespace {
 
-nlohmann::json tune_locked(const TuneOptions& o,
-                           const data::Dataset* preloaded) {
-  const fs::path out(o.out_dir);
-  const fs::path store = out / "trials.jsonl";
-  if (o.overwrite) {
-    std::error_code ec;
-    for (const char* f : {"trials.jsonl", "trials.csv", "results.md",
-                          "best.json", "trials", "refit"}) {
-      fs::remove_all(out / f, ec);
-    }
+/// --overwrite: the previous search's files go before anything is read.
+void clear_outputs(const fs::path& out) {
+  std::error_code ec;
+  for (const char* f : {"trials.jsonl", "trials.csv", "results.md", "best.json",
+                        "trials", "refit"}) {
+    fs::remove_all(out / f, ec);
   }
-  std::vector<TrialResult> done = read_store(store);
-  data::Dataset owned;
-  if (!preloaded) owned = data::load_dataset(o.base.data);
-  const data::Dataset& ds = preloaded ? *preloaded : owned;
-  // Reuse a stored trial only if everything that shaped it matches: a
-  // changed --epochs, --size or data set makes other trials, not the same.
+}
+
+/// Reuse a stored trial only if everything that shaped it matches: a
+/// changed --epochs, --size or data set makes other trials, not the same.
+void check_stored_trials(const TuneOptions& o,
+                         const std::vector<TrialResult>& done,
+                         const data::Dataset& ds) {
   for (const auto& r : done) {
     if (r.settings.is_null()) {
       throw ConfigError("'" + o.out_dir +
@@ -159,113 +155,49 @@ nlohmann::json tune_locked(const TuneOptions& o,
                         "; use another --out or --overwrite");
     }
   }
-  if (fs::exists(store)) {
-    // Drop a torn last line (interrupted write) so appends stay parseable.
-    std::string clean;
-    for (const auto& r : done) clean += r.to_json().dump() + "\n";
-    write_text_atomic(store, clean);
+}
+
+/// Grid or random trials, with those that differ only in a momentum their
+/// optimizer ignores made one (the first), and a note saying so.
+std::vector<Params> listed_trials(const TuneOptions& o) {
+  const auto generated = o.mode == "grid"
+                             ? grid_trials(o.space)
+                             : random_trials(o.space, o.trials, o.seed);
+  std::vector<Params> trials;
+  std::set<std::string> kept;
+  for (const auto& g : generated) {
+    Params p = without_unused_params(g, o.base.train.optimizer);
+    if (kept.insert(trial_key(p)).second) trials.push_back(std::move(p));
   }
-  std::map<std::string, TrialResult> by_key;
-  for (const auto& r : done) by_key[r.key] = r;
-  int next_index = 0;
-  for (const auto& r : done) next_index = std::max(next_index, r.index + 1);
+  if (trials.size() < generated.size()) {
+    const size_t dropped = generated.size() - trials.size();
+    std::cerr << "cxr tune: momentum applies to optimizer sgd only; " << dropped
+              << (dropped == 1 ? " trial that differs" : " trials that differ")
+              << " from another only in momentum "
+              << (dropped == 1 ? "is" : "are") << " not run ("
+              << generated.size() << " -> " << trials.size() << " trials)\n";
+  }
+  return trials;
+}
 
-  const auto t0 = std::chrono::steady_clock::now();
-  auto elapsed_min = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-               .count() /
-           60.0;
-  };
-  bool budget_hit = false;
-  int ran_now = 0;
-  double ran_seconds = 0;
-  std::vector<TrialResult> session;  // every trial of this search, in order
+/// One search: the trials it visits (stored ones reused, new ones trained
+/// into OUT/trials/trial-NNN and appended to the store) and the budget.
+class Search {
+ public:
+  Search(const TuneOptions& o,
+         const data::Dataset& ds,
+         const std::vector<TrialResult>& done)
+      : o_(o), ds_(ds), out_(o.out_dir), store_(out_ / "trials.jsonl") {
+    for (const auto& r : done) {
+      by_key_[r.key] = r;
+      next_index_ = std::max(next_index_, r.index + 1);
+    }
+  }
 
-  auto run_trial = [&](const Params& given, int k,
-                       int total) -> const TrialResult* {
-    // Sequential mode varies momentum under adam too: the same trial.
-    const Params p = without_unused_params(given, o.base.train.optimizer);
-    const std::string key = trial_key(p);
-    if (auto it = by_key.find(key); it != by_key.end()) {
-      session.push_back(it->second);
-      return &it->second;
-    }
-    if (o.budget_minutes > 0 && elapsed_min() >= o.budget_minutes) {
-      budget_hit = true;
-      return nullptr;
-    }
-    train::RunOptions ro = o.base;
-    apply_params(p, ro);
-    // A terminal shows the trial lines alone (a bar per epoch would scroll
-    // them away); a log (stderr not a terminal) also gets the trainer's one
-    // plain line per epoch, prefixed with the trial, so a long trial is
-    // not silent.
-    const bool epoch_lines = o.progress && ::isatty(STDERR_FILENO) == 0;
-    ro.train.progress = epoch_lines;
-    TrialResult r;
-    r.index = next_index++;
-    r.params = p;
-    r.key = key;
-    r.settings = trial_settings(ro, ds);
-    char name[32];
-    std::snprintf(name, sizeof name, "trial-%03d", r.index);
-    r.run_dir = (out / "trials" / name).string();
-    // An interrupted trial left a partial folder: it is redone from scratch.
-    std::error_code ec;
-    fs::remove_all(r.run_dir, ec);
-    ro.out_dir = r.run_dir;
-    ro.resume = false;
-    const double eta = ran_now > 0 ? ran_seconds / ran_now * (total - k) : NAN;
-    if (o.progress) {
-      std::cerr << "trial " << k + 1 << "/" << total << "  " << key
-                << (ran_now > 0 ? "  (ETA " + format_duration(eta) + ")" : "")
-                << "\n";
-    }
-    const auto ts = std::chrono::steady_clock::now();
-    nlohmann::json cfg;
-    {
-      std::optional<CerrLinePrefix> prefix;
-      if (epoch_lines) {
-        prefix.emplace("trial " + std::to_string(k + 1) + "/" +
-                       std::to_string(total) + " ");
-      }
-      cfg = train::train_run(ro, &ds);
-    }
-    r.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
-            .count();
-    const auto& res = cfg["result"];
-    r.best_epoch = res["best_epoch"].get<int>();
-    r.val_loss = res["best_val_loss"].is_number()
-                     ? res["best_val_loss"].get<double>()
-                     : NAN;
-    r.val_accuracy = res["val"]["accuracy"].get<double>();
-    r.val_precision = res["val"]["precision"].is_number()
-                          ? res["val"]["precision"].get<double>()
-                          : NAN;
-    r.val_recall = res["val"]["recall"].get<double>();
-    r.val_auc = res["val"]["auc"].get<double>();
-    for (const auto& e : train::read_history_csv(
-             (fs::path(r.run_dir) / "history.csv").string())) {
-      if (e.phase == "frozen") ++r.frozen_epochs;
-    }
-    append_store(store, r);
-    ++ran_now;
-    ran_seconds += r.seconds;
-    if (o.progress) {
-      std::cerr << "  -> val loss " << fmt(r.val_loss) << "  acc "
-                << fmt(r.val_accuracy, 3) << "  recall " << fmt(r.val_recall, 3)
-                << "  AUC " << fmt(r.val_auc, 3) << "  best epoch "
-                << r.best_epoch << "  " << format_duration(r.seconds) << "\n";
-    }
-    by_key[key] = r;
-    session.push_back(r);
-    return &by_key[key];
-  };
-
-  if (o.mode == "sequential") {
+  /// Every value of each parameter in turn, the others at their best so far.
+  void sequential() {
     Params current;
-    for (const auto& p : o.space.params) {
+    for (const auto& p : o_.space.params) {
       if (p.is_range) {
         throw ConfigError("search-space parameter '" + p.name +
                           "' is a low..high range: --mode sequential needs "
@@ -274,18 +206,19 @@ nlohmann::json tune_locked(const TuneOptions& o,
       current[p.name] = p.values.front();
     }
     int total = 0;
-    for (const auto& p : o.space.params)
+    for (const auto& p : o_.space.params) {
       total += static_cast<int>(p.values.size());
+    }
     int k = 0;
-    for (const auto& p : o.space.params) {
+    for (const auto& p : o_.space.params) {
       const TrialResult* best = nullptr;
       std::string best_value;
       for (const auto& v : p.values) {
         Params q = current;
         q[p.name] = v;
-        const TrialResult* r = run_trial(q, k++, total);
+        const TrialResult* r = trial(q, k++, total);
         if (!r) break;
-        if (!best || r->score(o.metric) > best->score(o.metric)) {
+        if (!best || r->score(o_.metric) > best->score(o_.metric)) {
           best = r;
           // Not best->params: a momentum a trial does not use was dropped
           // from them.
@@ -293,100 +226,232 @@ nlohmann::json tune_locked(const TuneOptions& o,
         }
       }
       if (best) current[p.name] = best_value;
-      if (budget_hit) break;
+      if (budget_hit_) break;
     }
-  } else {
-    const auto generated = o.mode == "grid"
-                               ? grid_trials(o.space)
-                               : random_trials(o.space, o.trials, o.seed);
-    // Trials that differ only in a momentum their optimizer ignores are
-    // one trial: run it once (the first), and say so.
-    std::vector<Params> trials;
-    std::set<std::string> kept;
-    for (const auto& g : generated) {
-      Params p = without_unused_params(g, o.base.train.optimizer);
-      if (kept.insert(trial_key(p)).second) trials.push_back(std::move(p));
-    }
-    if (trials.size() < generated.size()) {
-      const size_t dropped = generated.size() - trials.size();
-      std::cerr << "cxr tune: momentum applies to optimizer sgd only; "
-                << dropped
-                << (dropped == 1 ? " trial that differs"
-                                 : " trials that differ")
-                << " from another only in momentum "
-                << (dropped == 1 ? "is" : "are") << " not run ("
-                << generated.size() << " -> " << trials.size() << " trials)\n";
-    }
+  }
+
+  /// The trials in order, until the budget stops new ones.
+  void listed(const std::vector<Params>& trials) {
     for (size_t k = 0; k < trials.size(); ++k) {
-      if (!run_trial(trials[k], static_cast<int>(k),
-                     static_cast<int>(trials.size()))) {
+      if (!trial(trials[k], static_cast<int>(k),
+                 static_cast<int>(trials.size()))) {
         break;
       }
     }
   }
-  if (session.empty()) {
+
+  /// The distinct trials visited, in order (sequential revisits the
+  /// current best).
+  std::vector<TrialResult> distinct() const {
+    std::vector<TrialResult> unique;
+    std::set<std::string> keys;
+    for (const auto& r : session_) {
+      if (keys.insert(r.key).second) unique.push_back(r);
+    }
+    return unique;
+  }
+  bool budget_hit() const { return budget_hit_; }
+  int ran_now() const { return ran_now_; }
+  double elapsed_minutes() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_)
+               .count() /
+           60.0;
+  }
+
+ private:
+  /// Trial k of `total`: the stored result, a new run, or null when the
+  /// budget allows no new trial.
+  const TrialResult* trial(const Params& given, int k, int total) {
+    // Sequential mode varies momentum under adam too: the same trial.
+    const Params p = without_unused_params(given, o_.base.train.optimizer);
+    const std::string key = trial_key(p);
+    if (auto it = by_key_.find(key); it != by_key_.end()) {
+      session_.push_back(it->second);
+      return &it->second;
+    }
+    if (o_.budget_minutes > 0 && elapsed_minutes() >= o_.budget_minutes) {
+      budget_hit_ = true;
+      return nullptr;
+    }
+    TrialResult r = train_trial(p, key, k, total);
+    append_store(store_, r);
+    ++ran_now_;
+    ran_seconds_ += r.seconds;
+    if (o_.progress) {
+      std::cerr << "  -> val loss " << fmt(r.val_loss) << "  acc "
+                << fmt(r.val_accuracy, 3) << "  recall " << fmt(r.val_recall, 3)
+                << "  AUC " << fmt(r.val_auc, 3) << "  best epoch "
+                << r.best_epoch << "  " << format_duration(r.seconds) << "\n";
+    }
+    by_key_[key] = r;
+    session_.push_back(r);
+    return &by_key_[key];
+  }
+
+  TrialResult train_trial(const Params& p,
+                          const std::string& key,
+                          int k,
+                          int total) {
+    train::RunOptions ro = o_.base;
+    apply_params(p, ro);
+    // A terminal shows the trial lines alone (a bar per epoch would scroll
+    // them away); a log (stderr not a terminal) also gets the trainer's one
+    // plain line per epoch, prefixed with the trial, so a long trial is
+    // not silent.
+    const bool epoch_lines = o_.progress && ::isatty(STDERR_FILENO) == 0;
+    ro.train.progress = epoch_lines;
+    TrialResult r;
+    r.index = next_index_++;
+    r.params = p;
+    r.key = key;
+    r.settings = trial_settings(ro, ds_);
+    char name[32];
+    std::snprintf(name, sizeof name, "trial-%03d", r.index);
+    r.run_dir = (out_ / "trials" / name).string();
+    // An interrupted trial left a partial folder: it is redone from scratch.
+    std::error_code ec;
+    fs::remove_all(r.run_dir, ec);
+    ro.out_dir = r.run_dir;
+    ro.resume = false;
+    if (o_.progress) {
+      const double eta =
+          ran_now_ > 0 ? ran_seconds_ / ran_now_ * (total - k) : NAN;
+      std::cerr << "trial " << k + 1 << "/" << total << "  " << key
+                << (ran_now_ > 0 ? "  (ETA " + format_duration(eta) + ")" : "")
+                << "\n";
+    }
+    const auto ts = std::chrono::steady_clock::now();
+    std::optional<CerrLinePrefix> prefix;
+    if (epoch_lines) {
+      prefix.emplace("trial " + std::to_string(k + 1) + "/" +
+                     std::to_string(total) + " ");
+    }
+    const train::TrainResult t = train::train_run(ro, &ds_);
+    prefix.reset();
+    r.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
+            .count();
+    r.best_epoch = t.best_epoch;
+    r.val_loss = t.best_val_loss;
+    if (t.val) {
+      r.val_accuracy = t.val->accuracy;
+      r.val_precision = t.val->precision;
+      r.val_recall = t.val->recall;
+      r.val_auc = t.val->auc;
+    }
+    r.frozen_epochs = t.frozen_epochs;
+    return r;
+  }
+
+  const TuneOptions& o_;
+  const data::Dataset& ds_;
+  const fs::path out_;
+  const fs::path store_;
+  std::map<std::string, TrialResult> by_key_;
+  int next_index_ = 0;
+  const std::chrono::steady_clock::time_point t0_ =
+      std::chrono::steady_clock::now();
+  bool budget_hit_ = false;
+  int ran_now_ = 0;
+  double ran_seconds_ = 0;
+  std::vector<TrialResult> session_;  // every trial of this search, in order
+};
+
+/// `--refit`: the best trial's recipe on train+val into OUT/refit, then
+/// evaluated on test.
+RefitResult refit_and_evaluate(const TuneOptions& o,
+                               const TrialResult& best,
+                               const data::Dataset& ds) {
+  train::RunOptions ro = refit_options(o.base, best);
+  RefitResult rr;
+  rr.epochs =
+      ro.stop_after_epoch > 0
+          ? ro.stop_after_epoch
+          : ro.train.epochs +
+                (ro.model.arch == "baseline" ? 0 : ro.train.fine_tune_epochs);
+  ro.out_dir = (fs::path(o.out_dir) / "refit").string();
+  ro.resume = false;
+  std::error_code ec;
+  fs::remove_all(ro.out_dir, ec);
+  ro.train.progress = o.progress;
+  if (o.progress) {
+    std::cerr << "refit on train+val: " << best.key << " for " << rr.epochs
+              << " epochs\n";
+  }
+  train::train_run(ro, &ds);
+  evaluate::EvalOptions eo;
+  eo.run_dir = ro.out_dir;
+  eo.split = "test";
+  eo.device = ro.device;
+  eo.cache_dir = o.base.data.cache_dir;
+  eo.data_root = o.base.data.root;
+  const nlohmann::json m = evaluate::evaluate_run(eo);
+  rr.run_dir = ro.out_dir;
+  auto interval = [&](const char* name) {
+    auto num = [](const nlohmann::json& v) {
+      return v.is_number() ? v.get<double>() : static_cast<double>(NAN);
+    };
+    const auto& j = m.at(name);
+    return metrics::Interval{num(j.at("value")), num(j.at("low")),
+                             num(j.at("high"))};
+  };
+  rr.accuracy = interval("accuracy");
+  rr.recall = interval("recall");
+  rr.specificity = interval("specificity");
+  rr.auc = interval("auc");
+  return rr;
+}
+
+TuneResult tune_locked(const TuneOptions& o, const data::Dataset* preloaded) {
+  const fs::path out(o.out_dir);
+  const fs::path store = out / "trials.jsonl";
+  if (o.overwrite) clear_outputs(out);
+  const std::vector<TrialResult> done = read_store(store);
+  data::Dataset owned;
+  if (!preloaded) owned = data::load_dataset(o.base.data);
+  const data::Dataset& ds = preloaded ? *preloaded : owned;
+  check_stored_trials(o, done, ds);
+  if (fs::exists(store)) {
+    // Drop a torn last line (interrupted write) so appends stay parseable.
+    std::string clean;
+    for (const auto& r : done) clean += r.to_json().dump() + "\n";
+    write_text_atomic(store, clean);
+  }
+
+  Search search(o, ds, done);
+  if (o.mode == "sequential") {
+    search.sequential();
+  } else {
+    search.listed(listed_trials(o));
+  }
+  const std::vector<TrialResult> unique = search.distinct();
+  if (unique.empty()) {
     throw ConfigError("--budget-minutes " + fmt(o.budget_minutes, 1) +
                       ": no trial could start; raise the budget");
   }
-  // De-duplicate (sequential revisits the current best) keeping order.
-  std::vector<TrialResult> unique;
-  std::set<std::string> keys;
-  for (const auto& r : session) {
-    if (keys.insert(r.key).second) unique.push_back(r);
-  }
   write_tables(out, unique, o.metric, o.mode);
-  const TrialResult best =
+  TuneResult result;
+  result.metric = o.metric;
+  result.mode = o.mode;
+  result.trials = static_cast<int>(unique.size());
+  result.trials_run_now = search.ran_now();
+  result.budget_minutes = o.budget_minutes;
+  result.budget_exhausted = search.budget_hit();
+  result.minutes = search.elapsed_minutes();
+  result.best =
       *std::max_element(unique.begin(), unique.end(),
                         [&](const TrialResult& a, const TrialResult& b) {
                           return a.score(o.metric) < b.score(o.metric);
                         });
-  nlohmann::json j = {{"metric", o.metric},
-                      {"mode", o.mode},
-                      {"trials", unique.size()},
-                      {"trials_run_now", ran_now},
-                      {"budget_minutes", o.budget_minutes},
-                      {"budget_exhausted", budget_hit},
-                      {"minutes", elapsed_min()},
-                      {"best", best.to_json()}};
-  if (budget_hit && o.progress) {
+  result.out_dir = o.out_dir;
+  if (search.budget_hit() && o.progress) {
     std::cerr << "cxr tune: --budget-minutes " << o.budget_minutes
               << " reached; " << unique.size()
               << " trials done, the rest not started\n";
   }
-  if (o.refit) {
-    train::RunOptions ro = refit_options(o.base, best);
-    const int refit_epochs =
-        ro.stop_after_epoch > 0
-            ? ro.stop_after_epoch
-            : ro.train.epochs +
-                  (ro.model.arch == "baseline" ? 0 : ro.train.fine_tune_epochs);
-    ro.out_dir = (out / "refit").string();
-    ro.resume = false;
-    std::error_code ec;
-    fs::remove_all(ro.out_dir, ec);
-    ro.train.progress = o.progress;
-    if (o.progress) {
-      std::cerr << "refit on train+val: " << best.key << " for " << refit_epochs
-                << " epochs\n";
-    }
-    train::train_run(ro, &ds);
-    evaluate::EvalOptions eo;
-    eo.run_dir = ro.out_dir;
-    eo.split = "test";
-    eo.device = ro.device;
-    eo.cache_dir = o.base.data.cache_dir;
-    eo.data_root = o.base.data.root;
-    auto m = evaluate::evaluate_run(eo);
-    j["refit"] = {{"run_dir", ro.out_dir},
-                  {"epochs", refit_epochs},
-                  {"test",
-                   {{"accuracy", m["accuracy"]},
-                    {"recall", m["recall"]},
-                    {"specificity", m["specificity"]},
-                    {"auc", m["auc"]}}}};
-  }
-  write_json_atomic(out / "best.json", j);
-  return j;
+  if (o.refit) result.refit = refit_and_evaluate(o, result.best, ds);
+  write_json_atomic(out / "best.json", result.to_json());
+  return result;
 }
 
 }  // namespace

@@ -325,7 +325,7 @@ TEST(PredictorRefit, CarriesTheTemperatureAndThresholdOver) {
   auto o = tiny_run(s.data, dir / "refit");
   o.train.train_on = "train+val";
   o.threshold_from = s.run;
-  const auto j = cxr::train::train_run(o);
+  const nlohmann::json j = cxr::train::train_run(o);
   EXPECT_EQ(j["train"]["train_on"], "train+val");
   EXPECT_EQ(j["calibration"]["method"], "temperature");
   EXPECT_DOUBLE_EQ(j["calibration"]["temperature"].get<double>(),

@@ -3,6 +3,7 @@
 // held out. Also evaluate's threshold rules. On a tiny PNG dataset.
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/text.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/train/run.h"
@@ -35,7 +36,7 @@ TEST(RunThreshold, BalancedOnValidationThenCarriedToTheRefit) {
   auto o = tiny_run(dir.path(), "train");
   o.balanced_threshold = true;
   o.train.keep = "last";
-  auto cfg = cxr::train::train_run(o);
+  auto cfg = cxr::train::train_run(o).to_json();
   const double t = cfg["threshold"]["value"].get<double>();
   EXPECT_NE(cfg["threshold"]["rule"].get<std::string>().find("balanced"),
             std::string::npos);
@@ -60,7 +61,7 @@ TEST(RunThreshold, BalancedOnValidationThenCarriedToTheRefit) {
   auto r = tiny_run(dir.path(), "refit");
   r.train.train_on = "train+val";
   r.threshold_from = o.out_dir;
-  auto rc = cxr::train::train_run(r);
+  auto rc = cxr::train::train_run(r).to_json();
   EXPECT_DOUBLE_EQ(rc["threshold"]["value"].get<double>(), t);
   const auto rule = rc["threshold"]["rule"].get<std::string>();
   EXPECT_NE(rule.find("balanced"), std::string::npos) << rule;
@@ -129,6 +130,43 @@ TEST(RunThreshold, BadChoicesAreRefusedBeforeTraining) {
   cxr::write_json_atomic(dir / "other" / "config.json", j);
   expect_config_error([&] { cxr::train::train_run(o); }, "not finished");
   EXPECT_FALSE(fs::exists(dir / "never"));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(RunResult, TypedFieldsAreWhatConfigJsonRecords) {
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  auto o = tiny_run(dir.path(), "train");
+  o.balanced_threshold = true;
+  const auto r = cxr::train::train_run(o);
+  const auto cfg = cxr::read_json(dir / "train" / "config.json");
+  EXPECT_EQ(r.to_json(), cfg);
+  EXPECT_EQ(r.run_dir, o.out_dir);
+  EXPECT_EQ(r.arch, "baseline");
+  EXPECT_EQ(r.best_epoch, cfg["result"]["best_epoch"].get<int>());
+  EXPECT_EQ(r.epochs_run, cfg["result"]["epochs_run"].get<int>());
+  EXPECT_EQ(r.frozen_epochs, 0);  // the baseline has no frozen phase
+  EXPECT_DOUBLE_EQ(r.best_val_loss,
+                   cfg["result"]["best_val_loss"].get<double>());
+  ASSERT_TRUE(r.val.has_value());
+  EXPECT_DOUBLE_EQ(r.val->auc, cfg["result"]["val"]["auc"].get<double>());
+  EXPECT_DOUBLE_EQ(r.threshold, cfg["threshold"]["value"].get<double>());
+  EXPECT_EQ(r.calibration.method, cfg["calibration"]["method"]);
+  EXPECT_DOUBLE_EQ(r.ood_threshold, cfg["ood"]["threshold"].get<double>());
+
+  const std::string s = cxr::train::format_summary(r);
+  for (const std::string& line :
+       {std::string("trained baseline in "), std::string("; val accuracy "),
+        "\ndecision threshold " + cxr::shortest(r.threshold) + " (" +
+            r.threshold_rule + ")\n",
+        std::string("\ncalibration: "),
+        std::string("\nout-of-distribution warning: score > "),
+        "\nwrote " + o.out_dir + "/{config.json,"}) {
+    EXPECT_NE(s.find(line), std::string::npos) << line << "\n" << s;
+  }
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ TEST(RunFolderOverwrite, FinishedRunIsRefusedThenReplacedWhole) {
   EXPECT_FALSE(fs::exists(dir / "fresh"));
 
   // --overwrite that completes: the new run, whole, under the old name.
-  auto cfg = cxr::train::train_run(again, &ds);
+  auto cfg = cxr::train::train_run(again, &ds).to_json();
   EXPECT_EQ(cfg["train"]["epochs"], 1);
   const auto now = cxr::read_json(fs::path(o.out_dir) / "config.json");
   EXPECT_EQ(now["train"]["epochs"], 1);
@@ -139,7 +139,7 @@ void make_interrupted(const cxr::train::RunOptions& o) {
   auto run = cxr::train::load_run(o.out_dir, torch::kCPU);
   torch::optim::Adam opt(run.model->parameters(),
                          torch::optim::AdamOptions(run.meta.train.lr));
-  cxr::train::TrainResult res;
+  cxr::train::FitResult res;
   res.history = cxr::train::read_history_csv((d / "history.csv").string());
   res.history.resize(1);
   res.best_epoch = 1;
@@ -195,7 +195,7 @@ TEST(RunFolderResume, GivenFlagsMustMatchTheSavedRunOthersAreTakenFromIt) {
   // config.json records what was trained.
   r.flags_given = {"--lr"};
   r.train.lr = 1e-3;
-  auto cfg = cxr::train::train_run(r);
+  auto cfg = cxr::train::train_run(r).to_json();
   EXPECT_EQ(cfg["train"]["lr"], 1e-3);
   EXPECT_EQ(cfg["model"]["filters"], nlohmann::json({4, 8}));
   EXPECT_EQ(cfg["model"]["input_size"], 16);

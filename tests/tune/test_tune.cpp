@@ -118,23 +118,23 @@ TEST(Tune, ResumesWithoutRedoingOrDuplicatingTrials) {
   auto o = tiny_search(dir.path());
   o.space = parse_space({"lr=1e-2,1e-3", "dropout=0.1,0.2"});
   auto first = cxr::tune::run_tune(o);
-  EXPECT_EQ(first["trials"], 4);
-  EXPECT_EQ(first["trials_run_now"], 4);
+  EXPECT_EQ(first.trials, 4);
+  EXPECT_EQ(first.trials_run_now, 4);
   // Simulate an interruption during the last trial: its line is torn.
   const auto store = dir / "tune" / "trials.jsonl";
   std::string text = cxr::read_text(store);
   text = text.substr(0, text.size() - 30);
   cxr::testing::write_bytes(store, text);
   auto second = cxr::tune::run_tune(o);
-  EXPECT_EQ(second["trials"], 4);
-  EXPECT_EQ(second["trials_run_now"], 1);
+  EXPECT_EQ(second.trials, 4);
+  EXPECT_EQ(second.trials_run_now, 1);
   std::string csv = cxr::read_text(dir / "tune" / "trials.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);  // header + 4
   EXPECT_TRUE(fs::exists(dir / "tune" / "results.md"));
   // A third run does nothing new.
   auto third = cxr::tune::run_tune(o);
-  EXPECT_EQ(third["trials_run_now"], 0);
-  EXPECT_EQ(third["best"]["key"], second["best"]["key"]);
+  EXPECT_EQ(third.trials_run_now, 0);
+  EXPECT_EQ(third.best.key, second.best.key);
 }
 
 TEST(Tune, SequentialModeAndRefit) {
@@ -146,8 +146,8 @@ TEST(Tune, SequentialModeAndRefit) {
   o.refit = true;
   auto best = cxr::tune::run_tune(o);
   // lr values (2), then dropout values with the best lr (one is a repeat).
-  EXPECT_EQ(best["trials"], 3);
-  ASSERT_TRUE(best.contains("refit"));
+  EXPECT_EQ(best.trials, 3);
+  ASSERT_TRUE(best.refit.has_value());
   EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.pt"));
   EXPECT_TRUE(
       fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
@@ -161,8 +161,8 @@ TEST(Tune, RefitCarriesTheThresholdTheBestTrialChoseOnValidation) {
   o.base.balanced_threshold = true;
   o.refit = true;
   auto best = cxr::tune::run_tune(o);
-  const auto trial = cxr::read_json(
-      fs::path(best["best"]["run_dir"].get<std::string>()) / "config.json");
+  const auto trial =
+      cxr::read_json(fs::path(best.best.run_dir) / "config.json");
   const auto refit = cxr::read_json(dir / "tune" / "refit" / "config.json");
   EXPECT_EQ(refit["threshold"]["value"], trial["threshold"]["value"]);
   EXPECT_NE(refit["threshold"]["rule"].get<std::string>().find("balanced"),
@@ -207,8 +207,8 @@ TEST(Tune, AdamTrialsDifferingOnlyInMomentumRunOnce) {
   o.space = parse_space({"optimizer=adam,sgd", "momentum=0.5,0.9"});
   auto best = cxr::tune::run_tune(o);
   // sgd x 2 momentum values, adam once.
-  EXPECT_EQ(best["trials"], 3);
-  EXPECT_EQ(best["trials_run_now"], 3);
+  EXPECT_EQ(best.trials, 3);
+  EXPECT_EQ(best.trials_run_now, 3);
   const std::string csv = cxr::read_text(dir / "tune" / "trials.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
   // The adam row leaves momentum empty: it did not use one.
@@ -216,21 +216,76 @@ TEST(Tune, AdamTrialsDifferingOnlyInMomentumRunOnce) {
   EXPECT_EQ(csv.find("0.5,adam"), std::string::npos) << csv;
 }
 
-TEST(Tune, BudgetStopsNewTrials) {
+TEST(Tune, ABudgetSpentBeforeTheFirstTrialIsRefused) {
   cxr::testing::TempDir dir;
   make_tiny_dataset(dir / "data");
-  cxr::tune::TuneOptions o;
+  auto o = tiny_search(dir.path());
   o.space = parse_space({"lr=1e-2,1e-3,1e-4"});
-  o.out_dir = (dir / "tune").string();
-  o.progress = false;
-  o.budget_minutes = 1e-9;  // the first trial starts, then the budget is gone
-  o.base.data.root = (dir / "data").string();
-  o.base.data.size = 16;
-  o.base.model.input_size = 16;
-  o.base.model.filters = {4};
   o.base.train.epochs = 1;
-  o.base.device = "cpu";
-  EXPECT_THROW(cxr::tune::run_tune(o), cxr::ConfigError);
+  o.budget_minutes = 1e-12;  // gone before the first trial can start
+  const auto why =
+      cxr::testing::error_of<cxr::ConfigError>([&] { cxr::tune::run_tune(o); });
+  EXPECT_NE(why.find("no trial could start"), std::string::npos) << why;
+}
+
+TEST(Tune, ABudgetStopsNewTrialsMidSearch) {
+  cxr::testing::TempDir dir;
+  make_tiny_dataset(dir / "data");
+  auto o = tiny_search(dir.path());
+  o.base.train.epochs = 1;
+  // A search of one trial, stored ...
+  o.space = parse_space({"lr=1e-2"});
+  ASSERT_EQ(cxr::tune::run_tune(o).trials_run_now, 1);
+  // ... then a search of three whose first is that stored trial (reused,
+  // no training) and whose budget is spent by the time the second would
+  // start: the search stops there, with the one trial it has. Ignoring the
+  // budget would train the other two.
+  o.space = parse_space({"lr=1e-2,1e-3,1e-4"});
+  o.budget_minutes = 1e-12;
+  const auto r = cxr::tune::run_tune(o);
+  EXPECT_EQ(r.trials, 1);
+  EXPECT_EQ(r.trials_run_now, 0);
+  EXPECT_TRUE(r.budget_exhausted);
+  EXPECT_EQ(r.best.params.at("lr"), "1e-2");
+  const std::string csv = cxr::read_text(dir / "tune" / "trials.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2) << csv;
+  EXPECT_FALSE(fs::exists(dir / "tune" / "trials" / "trial-001"));
+  const auto best = cxr::read_json(dir / "tune" / "best.json");
+  EXPECT_EQ(best, r.to_json());
+  EXPECT_EQ(best["budget_exhausted"], true);
+}
+
+TEST(Tune, TheSummaryNamesTheBestTrialAndTheRefit) {
+  cxr::tune::TuneResult r;
+  r.metric = "val_auc";
+  r.trials = 4;
+  r.best.key = "lr=1e-3";
+  r.best.val_loss = 0.5;
+  r.best.val_accuracy = 0.75;
+  r.best.val_auc = NAN;  // written as best.json writes it: null
+  r.best.best_epoch = 3;
+  r.out_dir = "t";
+  std::string s = cxr::tune::format_summary(r);
+  EXPECT_NE(s.find("best of 4 trials by val_auc: lr=1e-3  (val loss 0.5, acc "
+                   "0.75, AUC null, best epoch 3)\n"),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(s.find("refit"), std::string::npos) << s;
+  r.refit = cxr::tune::RefitResult{"t/refit",   3,           {0.8, 0.7, 0.9},
+                                   {0.6, 0, 1}, {0.9, 0, 1}, {0.85, 0, 1}};
+  s = cxr::tune::format_summary(r);
+  EXPECT_NE(s.find("refit t/refit: test accuracy 0.8 [0.7, 0.9], recall 0.6, "
+                   "AUC 0.85\n"),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(r.to_json()["refit"]["test"]["auc"]["value"], 0.85);
+}
+
+TEST(Tune, TheDefaultSpaceParses) {
+  for (const char* arch : {"baseline", "mobilenetv2", "resnet50v2"}) {
+    const auto space = parse_space(cxr::tune::default_space(arch));
+    EXPECT_EQ(cxr::tune::grid_trials(space).size(), 4u) << arch;
+  }
 }
 
 }  // namespace

@@ -44,9 +44,9 @@ TEST(TuneFingerprint, ChangedSettingsAreRefusedNotMixed) {
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
   auto t = tiny_tune(dir.path());
-  EXPECT_EQ(cxr::tune::run_tune(t)["trials_run_now"], 1);
+  EXPECT_EQ(cxr::tune::run_tune(t).trials_run_now, 1);
   // Same settings: the stored trial is reused.
-  EXPECT_EQ(cxr::tune::run_tune(t)["trials_run_now"], 0);
+  EXPECT_EQ(cxr::tune::run_tune(t).trials_run_now, 0);
 
   auto epochs = t;
   epochs.base.train.epochs = 2;
@@ -72,9 +72,9 @@ TEST(TuneFingerprint, ChangedSettingsAreRefusedNotMixed) {
 
   // --overwrite starts afresh with the new settings.
   epochs.overwrite = true;
-  EXPECT_EQ(cxr::tune::run_tune(epochs)["trials_run_now"], 1);
+  EXPECT_EQ(cxr::tune::run_tune(epochs).trials_run_now, 1);
   epochs.overwrite = false;
-  EXPECT_EQ(cxr::tune::run_tune(epochs)["trials_run_now"], 0);
+  EXPECT_EQ(cxr::tune::run_tune(epochs).trials_run_now, 0);
 
   // A store written before trials recorded their settings is not trusted.
   const fs::path store = fs::path(t.out_dir) / "trials.jsonl";
@@ -135,7 +135,7 @@ TEST(TuneRefitRule, StoppingFollowsTheScheduleInsteadOfShorteningIt) {
   cxr::train::train_run(o);
   o.stop_after_epoch = 2;
   o.out_dir = (dir / "stopped").string();
-  auto cfg = cxr::train::train_run(o);
+  auto cfg = cxr::train::train_run(o).to_json();
   EXPECT_EQ(cfg["result"]["epochs_run"], 2);
   EXPECT_EQ(cfg["result"]["stopped_after_epoch"], 2);
   const auto full =

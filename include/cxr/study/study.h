@@ -7,6 +7,7 @@
 /// checks -> one HTML report. docs/study.md says how the recipes were chosen.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cxr/data/dataset.h"
 #include "cxr/train/run.h"
@@ -39,8 +40,52 @@ struct StudyOptions {
   bool progress = true;
 };
 
-/// Runs every step not yet done (study.json records finished steps) and
-/// returns study.json's content.
-nlohmann::json run_study(const StudyOptions& options);
+/// The study's recipes (docs/study.md): what each step trains and how
+/// long, chosen on validation in GPU sessions that tried each candidate
+/// with three seeds, sized to finish in about an hour on a 2-core CPU.
+struct Plan {
+  /// Baseline input size (px).
+  int size = 128;
+  /// Baseline search space (tune::parse_space tokens).
+  std::vector<std::string> baseline_grid;
+  std::vector<int> baseline_filters;
+  int baseline_epochs = 30;
+  /// Learning-rate schedule of every training step.
+  std::string schedule = "cosine";
+  /// The baseline search stops starting trials after this (0 = no limit).
+  double tune_budget_minutes = 0;
+  /// MobileNetV2 input size (px), frozen-head and fine-tuning epochs.
+  int transfer_size = 224;
+  int frozen_epochs = 3;
+  int fine_tune_epochs = 20;
+  /// Grad-CAM example images per model (both classes).
+  int explain_examples = 6;
+  /// Bootstrap replicates of the test CIs.
+  int bootstrap = 2000;
+};
+/// The plan for `options` (--quick, --full-grid, --size, --transfer-size).
+Plan make_plan(const StudyOptions& options);
+
+/// The MobileNetV2 ImageNet weights cxr study uses when --weights is not
+/// given: ../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5 (or
+/// shared/... from the repository root) when present, else "".
+std::string default_weights();
+
+/// What run_study did; study.json holds to_json().
+struct StudyResult {
+  std::string out_dir;
+  /// Study time over every run of it (resumed runs add up).
+  double minutes = 0;
+  std::string report_path;
+  /// study.json's content (steps, models, tuning, options).
+  nlohmann::json study;
+  nlohmann::json to_json() const { return study; }
+};
+
+/// What `cxr study` prints when it finishes.
+std::string format_summary(const StudyResult& result);
+
+/// Runs every step not yet done (study.json records finished steps).
+StudyResult run_study(const StudyOptions& options);
 
 }  // namespace cxr::study

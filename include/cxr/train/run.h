@@ -2,6 +2,7 @@
 /// `cxr train` end to end: load data, compute normalisation on train+val,
 /// build the model (optionally with ImageNet weights), fit with resumable
 /// checkpoints, choose the decision threshold on validation, write the run.
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -9,6 +10,7 @@
 
 #include "cxr/data/dataset.h"
 #include "cxr/infer/ood.h"
+#include "cxr/infer/run_config.h"
 #include "cxr/models/classifier.h"
 #include "cxr/train/trainer.h"
 
@@ -51,10 +53,52 @@ struct RunOptions {
   std::string command;
 };
 
-/// Trains and writes the run directory; returns config.json's content.
+/// Validation scores of the kept weights at the run's decision threshold.
+struct ValScores {
+  double accuracy = NAN, precision = NAN, recall = NAN, specificity = NAN,
+         auc = NAN;
+};
+
+/// What train_run made: the run folder and, typed, what its config.json
+/// records about the training (callers need not decode the JSON).
+struct TrainResult {
+  std::string run_dir;
+  std::string arch;
+  double seconds = 0;
+  double images_per_second = 0;
+  std::string device;
+  int best_epoch = 0;  ///< epoch whose weights the run kept
+  int epochs_run = 0;
+  /// Transfer: epochs of the frozen phase that ran (set by train_run from
+  /// the history; not in config.json).
+  int frozen_epochs = 0;
+  double best_val_loss = NAN;    ///< NaN without validation
+  std::optional<ValScores> val;  ///< with a validation split
+  double threshold = 0.5;
+  std::string threshold_rule;
+  infer::Calibration calibration;
+  double ood_threshold = NAN;
+  std::string ood_threshold_rule;
+  /// config.json as written (model, train, data, result, calibration, ood).
+  nlohmann::json config;
+
+  /// config.json's content (what train_run returned before it was typed).
+  nlohmann::json to_json() const { return config; }
+  /// Reads the fields above from a run's config.json.
+  static TrainResult from_config(const nlohmann::json& config,
+                                 const std::string& run_dir);
+};
+/// `nlohmann::json j = train_run(...)` keeps working (config.json).
+void to_json(nlohmann::json& j, const TrainResult& r);
+
+/// What `cxr train` prints when a run is written: time, speed, best epoch,
+/// validation scores, threshold, calibration, OOD warning, files.
+std::string format_summary(const TrainResult& result);
+
+/// Trains and writes the run directory.
 /// `preloaded` skips loading when the caller already has the dataset.
-nlohmann::json train_run(const RunOptions& options,
-                         const data::Dataset* preloaded = nullptr);
+TrainResult train_run(const RunOptions& options,
+                      const data::Dataset* preloaded = nullptr);
 
 /// Every setting that shapes a run's model, as JSON ({model, train,
 /// weights, data}): resume compares it with the saved run's, tune

@@ -77,7 +77,7 @@ struct EpochRecord {
   double seconds = 0;
 };
 
-struct TrainResult {
+struct FitResult {
   std::vector<EpochRecord> history;
   int best_epoch = 0;  ///< epoch whose weights were kept
   double best_val_loss = NAN;
@@ -92,7 +92,7 @@ struct TrainResult {
 /// Called after each epoch (e.g. to write a resumable checkpoint). The
 /// trainer's own state is passed so it can be saved.
 struct TrainState {
-  const TrainResult* result = nullptr;
+  const FitResult* result = nullptr;
   torch::optim::Optimizer* optimizer = nullptr;
   int phase_index = 0;  ///< 0 = phase 1, 1 = fine-tune
   int epoch_in_phase = 0;
@@ -103,7 +103,7 @@ using EpochCallback = std::function<void(const TrainState&)>;
 
 /// Where to resume from (filled from a checkpoint by RunDir).
 struct ResumeState {
-  TrainResult result;
+  FitResult result;
   int phase_index = 0;
   int epoch_in_phase = 0;
   int bad_epochs = 0;
@@ -117,7 +117,7 @@ struct ResumeState {
 /// Trains `model` in place on `train` (images uint8 [N,1,S,S], labels [N]),
 /// validating on `val` when given (required unless train_on=train+val).
 /// Restores the best weights when early stopping applies.
-TrainResult fit(models::ClassifierImpl& model,
+FitResult fit(models::ClassifierImpl& model,
                 const data::ImageSet& train,
                 const data::ImageSet* val,
                 const TrainOptions& options,

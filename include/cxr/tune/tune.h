@@ -4,10 +4,12 @@
 /// final refit on train+val for the best configuration's best epoch count.
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cxr/data/dataset.h"
+#include "cxr/metrics/metrics.h"
 #include "cxr/train/run.h"
 
 namespace cxr::tune {
@@ -113,10 +115,43 @@ struct TrialResult {
 train::RunOptions refit_options(const train::RunOptions& base,
                                 const TrialResult& best);
 
+/// `cxr tune --refit`: the best configuration trained on train+val and
+/// evaluated on test.
+struct RefitResult {
+  std::string run_dir;
+  int epochs = 0;
+  metrics::Interval accuracy, recall, specificity, auc;  ///< on test
+};
+
+/// What run_tune found; best.json holds to_json().
+struct TuneResult {
+  std::string metric;
+  std::string mode;
+  int trials = 0;          ///< distinct trials of this search
+  int trials_run_now = 0;  ///< of them, trained by this call (not reused)
+  double budget_minutes = 0;
+  bool budget_exhausted = false;
+  double minutes = 0;
+  TrialResult best;
+  std::optional<RefitResult> refit;
+  std::string out_dir;  ///< not in best.json
+
+  nlohmann::json to_json() const;
+};
+
+/// What `cxr tune` prints: the best trial, the refit's test scores, files.
+std::string format_summary(const TuneResult& result);
+
+/// The search space `cxr tune` explores when none is given: sized for about
+/// 15 minutes on a 2-core CPU at 128 px (docs/tuning.md has the measured
+/// minutes per trial).
+std::vector<std::string> default_space(const std::string& arch);
+/// The epochs per trial `cxr tune` uses unless --epochs is given.
+inline constexpr int kDefaultEpochs = 25;
+
 /// Runs the search (resuming finished trials from OUT/trials.jsonl) and
 /// writes trials.csv, results.md, best.json (and refit/ when asked).
-/// Returns best.json's content.
-nlohmann::json run_tune(const TuneOptions& options,
-                        const data::Dataset* preloaded = nullptr);
+TuneResult run_tune(const TuneOptions& options,
+                    const data::Dataset* preloaded = nullptr);
 
 }  // namespace cxr::tune
