@@ -1,0 +1,170 @@
+// The report from files alone: a study folder written by hand (study.json,
+// two run folders with config.json, one with eval-test/metrics.json), no
+// training and no images. Set CXR_TEST_REPORT_DIR to keep the HTML.
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "cxr/common/error.h"
+#include "cxr/report/report.h"
+#include "test_util.h"
+
+namespace cxr::report {
+namespace {
+
+namespace fs = std::filesystem;
+using cxr::testing::TempDir;
+using nlohmann::json;
+
+constexpr char kHostile[] = "<script>alert(1)</script>";
+
+void write(const fs::path& p, const json& j) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << j.dump(2);
+}
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json ci(double value, double low, double high) {
+  return {{"value", value}, {"low", low}, {"high", high}};
+}
+
+json config(const std::string& arch) {
+  return {{"model", {{"arch", arch}}},
+          {"train", {{"train_on", "train"}}},
+          {"result",
+           {{"epochs_run", 3},
+            {"best_epoch", 2},
+            {"seconds", 12.0},
+            {"images_per_second", 40.5},
+            {"device", "cpu"},
+            {"parameters", 1234}}}};
+}
+
+json metrics() {
+  return {{"n", 8},
+          {"accuracy", ci(0.875, 0.5294, 0.9776)},
+          {"precision", ci(0.8, 0.4, 1.0)},
+          {"recall", ci(1.0, 0.6, 1.0)},
+          {"specificity", ci(0.75, 0.3, 0.95)},
+          {"f1", ci(0.889, 0.5, 1.0)},
+          {"auc", ci(0.9375, 0.7, 1.0)},
+          {"threshold", 0.5},
+          {"threshold_rule", "fixed 0.5"},
+          {"roc", {{"fpr", {0.0, 0.25, 1.0}}, {"tpr", {0.0, 1.0, 1.0}}}}};
+}
+
+// <root>/study: "baseline" evaluated on the test split, and a run with a
+// hostile name that has nothing but config.json.
+fs::path write_study(const fs::path& root) {
+  const fs::path study = root / "study";
+  write(study / "study.json",
+        {{"data", "data/cxr-seed"},
+         {"finished", "2026-01-01 12:00"},
+         {"minutes", 1.25},
+         {"device", "cpu"},
+         {"models",
+          {{{"name", "baseline"}, {"run", "runs/baseline"}},
+           {{"name", kHostile}, {"run", "runs/hostile"}}}}});
+  write(study / "runs/baseline/config.json", config("baseline"));
+  write(study / "runs/baseline/eval-test/metrics.json", metrics());
+  write(study / "runs/hostile/config.json", config("mobilenetv2"));
+  return study;
+}
+
+// Where the HTML goes: kept in CXR_TEST_REPORT_DIR when set.
+fs::path out_dir(const TempDir& tmp) {
+  if (const char* keep = std::getenv("CXR_TEST_REPORT_DIR")) {
+    fs::create_directories(keep);
+    return keep;
+  }
+  return tmp.path();
+}
+
+bool has(const std::string& html, const std::string& part) {
+  return html.find(part) != std::string::npos;
+}
+
+TEST(Report, StudyFromFilesAlone) {
+  TempDir tmp;
+  ReportOptions o;
+  o.inputs = {write_study(out_dir(tmp)).string()};
+  o.out_path = (out_dir(tmp) / "report.html").string();
+  const json summary = write_report(o);
+  const std::string html = read(o.out_path);
+
+  EXPECT_TRUE(has(html, "<h3>baseline</h3>"));
+  EXPECT_TRUE(has(html,
+                  "<p>baseline, trained on train, 3 epochs (weights of "
+                  "epoch 2), 12 s at 40.5 images/s on cpu, 1234 "
+                  "parameters.</p>"));
+  // A metric with its CI, three decimals.
+  EXPECT_TRUE(has(html,
+                  "<td>baseline</td><td>8</td><td><b>0.875</b> <span "
+                  "class=\"ci\">[0.529, 0.978]</span></td>"));
+  EXPECT_TRUE(has(html, "data:image/png;base64,"));  // the ROC chart
+  // The hostile name is text, never markup.
+  EXPECT_FALSE(has(html, kHostile));
+  EXPECT_TRUE(has(html, "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>"));
+
+  ASSERT_EQ(summary["models"].size(), 1u);  // only the evaluated run
+  EXPECT_EQ(summary["models"][0]["name"], "baseline");
+  EXPECT_DOUBLE_EQ(summary["models"][0]["accuracy"].get<double>(), 0.875);
+  for (const char* id : {"results", "training", "roc", "calibration", "ood"}) {
+    EXPECT_NE(
+        std::find(summary["sections"].begin(), summary["sections"].end(), id),
+        summary["sections"].end())
+        << id;
+  }
+}
+
+TEST(Report, MissingOptionalFilesGiveTheirFallbacks) {
+  TempDir tmp;
+  ReportOptions o;
+  o.inputs = {write_study(tmp.path()).string()};
+  o.out_path = (tmp / "report.html").string();
+  write_report(o);
+  const std::string html = read(o.out_path);
+  // No eval-test/metrics.json: a row that says so.
+  EXPECT_TRUE(has(html,
+                  "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td "
+                  "colspan=8 class=missing>not evaluated on test</td>"));
+  // No curves.png, confusion.png, ood.json: named as missing.
+  EXPECT_TRUE(has(html, "<p class=\"missing\">(curves.png not found)</p>"));
+  EXPECT_TRUE(has(html, "<p class=\"missing\">(confusion.png not found)</p>"));
+  EXPECT_TRUE(has(html, "not scored on the OOD sets"));
+  // No explain folders: the gallery says none was produced.
+  EXPECT_TRUE(has(html, "No misclassification gallery was produced."));
+  // A split nobody was evaluated on: every run falls back.
+  o.split = "val";
+  write_report(o);
+  EXPECT_TRUE(has(read(o.out_path),
+                  "<td>baseline</td><td colspan=8 class=missing>not "
+                  "evaluated on val</td>"));
+}
+
+TEST(Report, RunFoldersAndBadInputs) {
+  TempDir tmp;
+  const fs::path study = write_study(tmp.path());
+  ReportOptions o;
+  o.inputs = {(study / "runs/baseline").string()};
+  o.out_path = (tmp / "runs.html").string();
+  const json summary = write_report(o);
+  ASSERT_EQ(summary["models"].size(), 1u);
+  EXPECT_EQ(summary["models"][0]["name"], "baseline");  // the folder name
+  EXPECT_FALSE(has(read(o.out_path), "study.json"));
+
+  o.inputs = {(tmp / "nothing").string()};
+  EXPECT_THROW(write_report(o), DataError);
+  o.inputs.clear();
+  EXPECT_THROW(write_report(o), ConfigError);
+}
+
+}  // namespace
+}  // namespace cxr::report
