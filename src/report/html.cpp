@@ -1,0 +1,83 @@
+#include "html.h"
+
+#include <sstream>
+
+#include "cxr/common/base64.h"
+#include "cxr/common/fs.h"
+#include "cxr/common/text.h"
+
+namespace fs = std::filesystem;
+
+namespace cxr::report::detail {
+
+std::string img(const fs::path& p,
+                const std::string& alt,
+                const std::string& style) {
+  if (!fs::exists(p)) {
+    return "<p class=\"missing\">(" + html_escape(p.filename().string()) +
+           " not found)</p>";
+  }
+  return "<img alt=\"" + html_escape(alt) + "\"" +
+         (style.empty() ? "" : " style=\"" + style + "\"") +
+         " src=\"data:image/png;base64," + base64(read_text(p)) + "\">";
+}
+
+std::string num(const nlohmann::json& v, int p) {
+  if (!v.is_number()) return "n/a";
+  return fixed(v.get<double>(), p, "nan");
+}
+
+std::string ci(const nlohmann::json& m) {
+  if (!m.is_object()) return "n/a";
+  const nlohmann::json none;  // a missing bound prints as n/a
+  return "<b>" + num(m.value("value", none)) + "</b> <span class=\"ci\">[" +
+         num(m.value("low", none)) + ", " + num(m.value("high", none)) +
+         "]</span>";
+}
+
+nlohmann::json maybe_json(const fs::path& p) {
+  if (!fs::exists(p)) return nullptr;
+  return read_json(p);
+}
+
+std::string table_from_csv(const std::string& text, size_t max_rows) {
+  std::istringstream in(text);
+  std::string line;
+  std::ostringstream h;
+  h << "<table>";
+  size_t row = 0;
+  while (std::getline(in, line) && row <= max_rows) {
+    std::stringstream ls(line);
+    std::string cell;
+    h << "<tr>";
+    while (std::getline(ls, cell, ',')) {
+      if (cell.find('/') != std::string::npos) {
+        cell = fs::path(cell).filename().string();  // run folders
+      }
+      h << (row == 0 ? "<th>" : "<td>") << html_escape(cell)
+        << (row == 0 ? "</th>" : "</td>");
+    }
+    h << "</tr>";
+    ++row;
+  }
+  h << "</table>";
+  return h.str();
+}
+
+void flatten(const nlohmann::json& j,
+             const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& out) {
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      flatten(v, prefix.empty() ? k : prefix + "." + k, out);
+    }
+  } else if (j.is_number_float()) {
+    out.emplace_back(prefix, num(j, 3));
+  } else if (j.is_array() && j.size() > 8) {
+    out.emplace_back(prefix, "(" + std::to_string(j.size()) + " values)");
+  } else {
+    out.emplace_back(prefix, j.is_string() ? j.get<std::string>() : j.dump());
+  }
+}
+
+}  // namespace cxr::report::detail

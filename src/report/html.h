@@ -1,0 +1,37 @@
+#pragma once
+// Internal to src/report: the HTML pieces the section writers share
+// (embedded images, numbers with CIs, tables from CSV or nested JSON).
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cxr::report::detail {
+
+/// `p` as an embedded <img> (data: URI), or a "(name not found)" line when
+/// the file is missing.
+std::string img(const std::filesystem::path& p,
+                const std::string& alt,
+                const std::string& style = "");
+
+/// A JSON number with `p` decimals; "n/a" for anything else (missing keys).
+std::string num(const nlohmann::json& v, int p = 3);
+
+/// {"value", "low", "high"} as "<b>value</b> [low, high]"; "n/a" when `m`
+/// is not an object.
+std::string ci(const nlohmann::json& m);
+
+/// The JSON file at `p`, or null when it does not exist.
+nlohmann::json maybe_json(const std::filesystem::path& p);
+
+/// A CSV text as an HTML table (header row + up to `max_rows` rows); cells
+/// holding paths show only the file name (run folders).
+std::string table_from_csv(const std::string& text, size_t max_rows);
+
+/// Nested JSON as (dotted.key, text) rows; long arrays as their size.
+void flatten(const nlohmann::json& j,
+             const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& out);
+
+}  // namespace cxr::report::detail
