@@ -6,8 +6,8 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/progress.h"
+#include "cxr/common/text.h"
 #include "cxr/metrics/metrics.h"
-#include "cxr/viz/plot.h"
 
 namespace cxr::train {
 namespace {
@@ -65,11 +65,10 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(
                     ": use adam, sgd or rmsprop");
 }
 
+/// Fixed-point text for the progress lines ("nan" where a metric is
+/// undefined, as the epoch lines have always shown it).
 std::string fmt(double v, int p = 4) {
-  if (std::isnan(v)) return "nan";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(p) << v;
-  return s.str();
+  return fixed(v, p, "nan");
 }
 
 /// Validation pass: loss and probabilities.
@@ -99,6 +98,132 @@ struct Phase {
   double lr;
   bool backbone_trainable;
 };
+
+/// A transfer model trains its head with the backbone frozen, then (with
+/// fine-tune epochs) everything; the baseline has one phase.
+std::vector<Phase> phases_of(const models::ClassifierImpl& model,
+                             const TrainOptions& o) {
+  std::vector<Phase> phases;
+  if (model.config().arch != "baseline") {
+    phases.push_back({"frozen", o.epochs, o.lr, false});
+    if (o.fine_tune_epochs > 0) {
+      phases.push_back({"fine-tune", o.fine_tune_epochs, o.fine_tune_lr, true});
+    }
+  } else {
+    phases.push_back({"train", o.epochs, o.lr, true});
+  }
+  return phases;
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& g : opt.param_groups()) g.options().set_lr(lr);
+}
+
+/// Where the loop is: what a checkpoint saves and a resume restores.
+struct LoopState {
+  FitResult result;
+  std::vector<torch::Tensor> best_state;
+  int start_phase = 0, start_epoch = 0, bad_epochs = 0;
+  double resume_lr = 0;
+};
+
+LoopState initial_state(const ResumeState* resume) {
+  LoopState s;
+  if (resume) {
+    s.result = resume->result;
+    s.best_state = resume->best_state;
+    s.start_phase = resume->phase_index;
+    s.start_epoch = resume->epoch_in_phase;
+    s.bad_epochs = resume->bad_epochs;
+    s.resume_lr = resume->lr;
+  }
+  return s;
+}
+
+/// The phase's optimizer over the parameters it trains; in the phase a
+/// resume starts in, with the saved optimizer state and learning rate.
+std::unique_ptr<torch::optim::Optimizer> phase_optimizer(
+    models::ClassifierImpl& model,
+    const TrainOptions& o,
+    const Phase& ph,
+    bool transfer,
+    const ResumeState* resume_here,
+    double resume_lr,
+    const torch::Device& device,
+    double* lr) {
+  if (transfer) {
+    model.set_backbone_trainable(ph.backbone_trainable);
+    if (ph.backbone_trainable && !o.unfreeze_from.empty()) {
+      model.set_trainable_from(o.unfreeze_from);
+    }
+  }
+  *lr = resume_here && resume_lr > 0 ? resume_lr : ph.lr;
+  auto opt = make_optimizer(o, model.trainable_parameters(), *lr);
+  if (resume_here && !resume_here->optimizer_archive.empty()) {
+    torch::serialize::InputArchive ar;
+    std::istringstream ss(resume_here->optimizer_archive);
+    ar.load_from(ss, device);
+    opt->load(ar);
+    set_lr(*opt, *lr);
+  }
+  return opt;
+}
+
+/// One pass over the shuffled training set (seeded per epoch, so that a
+/// resumed run repeats an uninterrupted one); fills the train columns of
+/// `rec`. The caller finishes `bar` once validation is known.
+void train_epoch(models::ClassifierImpl& model,
+                 const data::ImageSet& train,
+                 const TrainOptions& o,
+                 const torch::Device& device,
+                 torch::optim::Optimizer& opt,
+                 Progress& bar,
+                 uint64_t epoch_seed,
+                 double lr,
+                 EpochRecord& rec,
+                 int64_t& images_seen) {
+  const int64_t n = train.size();
+  torch::manual_seed(epoch_seed);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(epoch_seed);
+  auto perm = torch::randperm(n, gen, torch::kLong);
+  model.train();
+  Counts counts;
+  for (int64_t s = 0, b = 0; s < n; s += o.batch_size, ++b) {
+    auto idx = perm.slice(0, s, std::min(n, s + o.batch_size));
+    auto x = train.images.index_select(0, idx)
+                 .to(device)
+                 .to(torch::kFloat32)
+                 .div_(255.0f);
+    auto y = train.labels.index_select(0, idx).to(device);
+    if (o.augment) {
+      x = augment::random_affine(
+          x, o.augmentation, epoch_seed * 7919ULL + static_cast<uint64_t>(b));
+    }
+    x = device_layout(x, device);
+    opt.zero_grad();
+    auto logits = model.forward(x);
+    auto loss = torch::binary_cross_entropy_with_logits(logits, y);
+    const double lv = loss.item<double>();
+    if (!std::isfinite(lv)) {
+      throw Error("training diverged: loss is " +
+                      (std::isnan(lv) ? std::string("nan") : shortest(lv)) +
+                      " at epoch " + std::to_string(rec.epoch) + ", batch " +
+                      std::to_string(b + 1) + "; lower --lr (now " +
+                      fmt(lr, 6) + ")",
+                  ExitCode::kInternal);
+    }
+    loss.backward();
+    opt.step();
+    counts.add(logits, y, lv);
+    images_seen += idx.size(0);
+    bar.step(
+        1, "loss " + fmt(counts.loss()) + " acc " + fmt(counts.accuracy(), 3));
+  }
+  rec.train_loss = counts.loss();
+  rec.train_accuracy = counts.accuracy();
+  rec.train_precision = counts.precision();
+  rec.train_recall = counts.recall();
+}
 
 }  // namespace
 
@@ -198,13 +323,68 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
+namespace {
+
+/// The validation columns of `rec` (at threshold 0.5).
+void validate_epoch(models::ClassifierImpl& model,
+                    const data::ImageSet& val,
+                    const torch::Device& device,
+                    EpochRecord& rec) {
+  auto [vloss, probs] = evaluate_loss(model, val, device, 64);
+  std::vector<double> sc(probs.data_ptr<float>(),
+                         probs.data_ptr<float>() + probs.numel());
+  auto lab_t = val.labels.to(torch::kInt32).contiguous();
+  std::vector<int> lab(lab_t.data_ptr<int>(),
+                       lab_t.data_ptr<int>() + lab_t.numel());
+  auto r = metrics::rates(metrics::confusion(sc, lab, 0.5));
+  rec.val_loss = vloss;
+  rec.val_accuracy = r.accuracy;
+  rec.val_precision = r.precision;
+  rec.val_recall = r.recall;
+  rec.val_auc = metrics::roc_auc(sc, lab);
+}
+
+/// The epoch's closing progress line: train, and validation when there is
+/// one ("*" marks an improvement).
+std::string epoch_status(const EpochRecord& rec, bool use_val, bool improved) {
+  std::string status =
+      "loss " + fmt(rec.train_loss) + " acc " + fmt(rec.train_accuracy, 3);
+  if (use_val) {
+    status += " | val loss " + fmt(rec.val_loss) + " acc " +
+              fmt(rec.val_accuracy, 3) + " rec " + fmt(rec.val_recall, 3) +
+              " auc " + fmt(rec.val_auc, 3) + (improved ? " *" : "");
+  }
+  return status;
+}
+
+/// What the epoch callback gets after epoch `e` of phase `pi`. A stop ends
+/// the phase: the next resume starts the next phase.
+TrainState epoch_state(const FitResult& result,
+                       torch::optim::Optimizer* opt,
+                       int pi,
+                       int e,
+                       int bad_epochs,
+                       double lr,
+                       bool stop) {
+  TrainState st;
+  st.result = &result;
+  st.optimizer = opt;
+  st.phase_index = stop ? pi + 1 : pi;
+  st.epoch_in_phase = stop ? 0 : e + 1;
+  st.bad_epochs = stop ? 0 : bad_epochs;
+  st.lr = stop ? 0 : lr;
+  return st;
+}
+
+}  // namespace
+
 FitResult fit(models::ClassifierImpl& model,
-                const data::ImageSet& train,
-                const data::ImageSet* val,
-                const TrainOptions& o,
-                const torch::Device& device,
-                const EpochCallback& on_epoch,
-                const ResumeState* resume) {
+              const data::ImageSet& train,
+              const data::ImageSet* val,
+              const TrainOptions& o,
+              const torch::Device& device,
+              const EpochCallback& on_epoch,
+              const ResumeState* resume) {
   o.validate();
   const bool use_val = o.train_on == "train";
   const bool keep_best = use_val && o.keep == "best";
@@ -217,130 +397,53 @@ FitResult fit(models::ClassifierImpl& model,
   model.to(device);
   use_device_layout(model, device);
   const bool transfer = model.config().arch != "baseline";
-
-  std::vector<Phase> phases;
-  if (transfer) {
-    phases.push_back({"frozen", o.epochs, o.lr, false});
-    if (o.fine_tune_epochs > 0) {
-      phases.push_back({"fine-tune", o.fine_tune_epochs, o.fine_tune_lr, true});
-    }
-  } else {
-    phases.push_back({"train", o.epochs, o.lr, true});
-  }
-
-  FitResult result;
-  std::vector<torch::Tensor> best_state;
-  int start_phase = 0, start_epoch = 0, bad_epochs = 0;
-  double resume_lr = 0;
-  if (resume) {
-    result = resume->result;
-    best_state = resume->best_state;
-    start_phase = resume->phase_index;
-    start_epoch = resume->epoch_in_phase;
-    bad_epochs = resume->bad_epochs;
-    resume_lr = resume->lr;
-  }
+  const std::vector<Phase> phases = phases_of(model, o);
+  LoopState ls = initial_state(resume);
+  FitResult& result = ls.result;
   const double prior_seconds = result.seconds;
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t n = train.size();
-  const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
+  auto seconds_now = [&] {
+    return prior_seconds +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+               .count();
+  };
+  const int64_t steps_per_epoch =
+      (train.size() + o.batch_size - 1) / o.batch_size;
+  const bool cosine = o.schedule == "cosine";
 
-  for (int pi = start_phase; pi < static_cast<int>(phases.size()); ++pi) {
+  for (int pi = ls.start_phase; pi < static_cast<int>(phases.size()); ++pi) {
     const Phase& ph = phases[static_cast<size_t>(pi)];
-    if (transfer) {
-      model.set_backbone_trainable(ph.backbone_trainable);
-      if (ph.backbone_trainable && !o.unfreeze_from.empty()) {
-        model.set_trainable_from(o.unfreeze_from);
-      }
-    }
-    const bool resuming_here = resume && pi == start_phase;
-    double lr = resuming_here && resume_lr > 0 ? resume_lr : ph.lr;
-    auto opt = make_optimizer(o, model.trainable_parameters(), lr);
-    if (resuming_here && !resume->optimizer_archive.empty()) {
-      torch::serialize::InputArchive ar;
-      std::istringstream ss(resume->optimizer_archive);
-      ar.load_from(ss, device);
-      opt->load(ar);
-      for (auto& g : opt->param_groups()) g.options().set_lr(lr);
-    }
-    if (!resuming_here) bad_epochs = 0;
-    const int first = resuming_here ? start_epoch : 0;
-    const bool cosine = o.schedule == "cosine";
-    for (int e = first; e < ph.epochs; ++e) {
+    const bool resuming_here = resume && pi == ls.start_phase;
+    double lr = 0;
+    auto opt = phase_optimizer(model, o, ph, transfer,
+                               resuming_here ? resume : nullptr, ls.resume_lr,
+                               device, &lr);
+    if (!resuming_here) ls.bad_epochs = 0;
+    for (int e = resuming_here ? ls.start_epoch : 0; e < ph.epochs; ++e) {
       if (cosine) {
         lr = cosine_lr(ph.lr, e, ph.epochs);
-        for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+        set_lr(*opt, lr);
       }
-      const int global_epoch = static_cast<int>(result.history.size()) + 1;
+      EpochRecord rec;
+      rec.epoch = static_cast<int>(result.history.size()) + 1;
+      rec.phase = ph.name;
+      rec.lr = lr;
       const auto te = std::chrono::steady_clock::now();
-      // Per-epoch seeds make a resumed run identical to an uninterrupted one.
-      const uint64_t epoch_seed =
-          o.seed * 1000003ULL + static_cast<uint64_t>(global_epoch);
-      torch::manual_seed(epoch_seed);
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(epoch_seed);
-      auto perm = torch::randperm(n, gen, torch::kLong);
-      model.train();
-      Counts counts;
       // "train epoch 7/30" (or "frozen"/"fine-tune"): in a log, each epoch
       // is one line that says how far the phase is.
       Progress bar(ph.name + " epoch " + std::to_string(e + 1) + "/" +
                        std::to_string(ph.epochs),
                    steps_per_epoch, o.progress);
-      for (int64_t s = 0, b = 0; s < n; s += o.batch_size, ++b) {
-        auto idx = perm.slice(0, s, std::min(n, s + o.batch_size));
-        auto x = train.images.index_select(0, idx)
-                     .to(device)
-                     .to(torch::kFloat32)
-                     .div_(255.0f);
-        auto y = train.labels.index_select(0, idx).to(device);
-        if (o.augment) {
-          x = augment::random_affine(
-              x, o.augmentation,
-              epoch_seed * 7919ULL + static_cast<uint64_t>(b));
-        }
-        x = device_layout(x, device);
-        opt->zero_grad();
-        auto logits = model.forward(x);
-        auto loss = torch::binary_cross_entropy_with_logits(logits, y);
-        const double lv = loss.item<double>();
-        if (!std::isfinite(lv)) {
-          throw Error("training diverged: loss is " + fmt(lv) + " at epoch " +
-                          std::to_string(global_epoch) + ", batch " +
-                          std::to_string(b + 1) + "; lower --lr (now " +
-                          fmt(lr, 6) + ")",
-                      ExitCode::kInternal);
-        }
-        loss.backward();
-        opt->step();
-        counts.add(logits, y, lv);
-        result.images_seen += idx.size(0);
-        bar.step(1, "loss " + fmt(counts.loss()) + " acc " +
-                        fmt(counts.accuracy(), 3));
-      }
-      EpochRecord rec;
-      rec.epoch = global_epoch;
-      rec.phase = ph.name;
-      rec.lr = lr;
-      rec.train_loss = counts.loss();
-      rec.train_accuracy = counts.accuracy();
-      rec.train_precision = counts.precision();
-      rec.train_recall = counts.recall();
+      // Per-epoch seeds make a resumed run identical to an uninterrupted one.
+      const uint64_t epoch_seed =
+          o.seed * 1000003ULL + static_cast<uint64_t>(rec.epoch);
+      train_epoch(model, train, o, device, *opt, bar, epoch_seed, lr, rec,
+                  result.images_seen);
       bool improved = true;
       if (use_val) {
-        auto [vloss, probs] = evaluate_loss(model, *val, device, 64);
-        std::vector<double> sc(probs.data_ptr<float>(),
-                               probs.data_ptr<float>() + probs.numel());
-        auto lab_t = val->labels.to(torch::kInt32).contiguous();
-        std::vector<int> lab(lab_t.data_ptr<int>(),
-                             lab_t.data_ptr<int>() + lab_t.numel());
-        auto r = metrics::rates(metrics::confusion(sc, lab, 0.5));
-        rec.val_loss = vloss;
-        rec.val_accuracy = r.accuracy;
-        rec.val_precision = r.precision;
-        rec.val_recall = r.recall;
-        rec.val_auc = metrics::roc_auc(sc, lab);
+        validate_epoch(model, *val, device, rec);
         improved = std::isnan(result.best_val_loss) ||
-                   vloss < result.best_val_loss - 1e-6;
+                   rec.val_loss < result.best_val_loss - 1e-6;
       }
       rec.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - te)
@@ -348,46 +451,24 @@ FitResult fit(models::ClassifierImpl& model,
       result.history.push_back(rec);
       if (improved) {
         result.best_val_loss = rec.val_loss;
-        result.best_epoch = global_epoch;
-        best_state = snapshot(model);
-        bad_epochs = 0;
+        result.best_epoch = rec.epoch;
+        ls.best_state = snapshot(model);
+        ls.bad_epochs = 0;
       } else {
-        ++bad_epochs;
+        ++ls.bad_epochs;
       }
-      std::string status =
-          "loss " + fmt(rec.train_loss) + " acc " + fmt(rec.train_accuracy, 3);
-      if (use_val) {
-        status += " | val loss " + fmt(rec.val_loss) + " acc " +
-                  fmt(rec.val_accuracy, 3) + " rec " + fmt(rec.val_recall, 3) +
-                  " auc " + fmt(rec.val_auc, 3) + (improved ? " *" : "");
-      }
-      bar.finish(status);
-      const bool stop = use_val && o.patience > 0 && bad_epochs >= o.patience;
+      bar.finish(epoch_status(rec, use_val, improved));
+      const bool stop =
+          use_val && o.patience > 0 && ls.bad_epochs >= o.patience;
       if (!cosine && use_val && !improved && o.lr_patience > 0 && !stop &&
-          bad_epochs % o.lr_patience == 0) {
+          ls.bad_epochs % o.lr_patience == 0) {
         lr *= 0.5;
-        for (auto& g : opt->param_groups()) g.options().set_lr(lr);
+        set_lr(*opt, lr);
       }
-      result.seconds =
-          prior_seconds +
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-              .count();
+      result.seconds = seconds_now();
       if (on_epoch) {
-        TrainState st;
-        st.result = &result;
-        st.optimizer = opt.get();
-        st.phase_index = pi;
-        st.epoch_in_phase = e + 1;
-        st.bad_epochs = bad_epochs;
-        st.lr = lr;
-        // A stop ends this phase: the next resume starts the next phase.
-        if (stop) {
-          st.phase_index = pi + 1;
-          st.epoch_in_phase = 0;
-          st.bad_epochs = 0;
-          st.lr = 0;
-        }
-        on_epoch(st);
+        on_epoch(
+            epoch_state(result, opt.get(), pi, e, ls.bad_epochs, lr, stop));
       }
       if (stop) {
         result.stopped_early = true;
@@ -395,124 +476,17 @@ FitResult fit(models::ClassifierImpl& model,
       }
     }
     // Continue the next phase from the best weights of this one.
-    if (keep_best && !best_state.empty()) restore(model, best_state);
+    if (keep_best && !ls.best_state.empty()) restore(model, ls.best_state);
   }
-  if (keep_best && !best_state.empty()) restore(model, best_state);
+  if (keep_best && !ls.best_state.empty()) restore(model, ls.best_state);
   // best_epoch names the epoch whose weights the model now holds.
   if (!keep_best && !result.history.empty()) {
     result.best_epoch = static_cast<int>(result.history.size());
     result.best_val_loss = result.history.back().val_loss;
   }
-  result.seconds = prior_seconds + std::chrono::duration<double>(
-                                       std::chrono::steady_clock::now() - t0)
-                                       .count();
+  result.seconds = seconds_now();
   model.eval();
   return result;
-}
-
-void write_history_csv(const std::string& path,
-                       const std::vector<EpochRecord>& h) {
-  std::ostringstream s;
-  s << "epoch,phase,lr,train_loss,train_accuracy,train_precision,"
-       "train_recall,val_loss,val_accuracy,val_precision,val_recall,val_auc,"
-       "seconds\n";
-  s << std::setprecision(8);
-  for (const auto& r : h) {
-    s << r.epoch << "," << r.phase << "," << r.lr << "," << r.train_loss << ","
-      << r.train_accuracy << "," << r.train_precision << "," << r.train_recall
-      << "," << r.val_loss << "," << r.val_accuracy << "," << r.val_precision
-      << "," << r.val_recall << "," << r.val_auc << "," << r.seconds << "\n";
-  }
-  write_text_atomic(path, s.str());
-}
-
-std::vector<EpochRecord> read_history_csv(const std::string& path) {
-  std::istringstream in(read_text(path));
-  std::string line;
-  std::vector<EpochRecord> out;
-  std::getline(in, line);
-  int row = 1;
-  while (std::getline(in, line)) {
-    ++row;
-    if (line.empty()) continue;
-    std::vector<std::string> f;
-    std::stringstream ls(line);
-    std::string cell;
-    while (std::getline(ls, cell, ',')) f.push_back(cell);
-    if (f.size() != 13) {
-      throw DataError("'" + path + "' line " + std::to_string(row) +
-                      ": expected 13 fields, found " +
-                      std::to_string(f.size()));
-    }
-    auto num = [&](size_t i) {
-      try {
-        return std::stod(f[i]);
-      } catch (...) {
-        return static_cast<double>(NAN);
-      }
-    };
-    EpochRecord r;
-    r.epoch = static_cast<int>(num(0));
-    r.phase = f[1];
-    r.lr = num(2);
-    r.train_loss = num(3);
-    r.train_accuracy = num(4);
-    r.train_precision = num(5);
-    r.train_recall = num(6);
-    r.val_loss = num(7);
-    r.val_accuracy = num(8);
-    r.val_precision = num(9);
-    r.val_recall = num(10);
-    r.val_auc = num(11);
-    r.seconds = num(12);
-    out.push_back(r);
-  }
-  return out;
-}
-
-void plot_history(const std::vector<EpochRecord>& h,
-                  const std::string& title,
-                  const std::string& png_path,
-                  int best_epoch) {
-  viz::LineChart loss, acc;
-  loss.title = title + ": loss";
-  acc.title = title + ": accuracy";
-  loss.x_label = acc.x_label = "epoch";
-  loss.y_label = "binary cross-entropy";
-  acc.y_label = "accuracy";
-  acc.y_max = 1.0;
-  viz::Series tl{"train", {}, {}}, vl{"val", {}, {}, true};
-  viz::Series ta{"train", {}, {}}, va{"val", {}, {}, true};
-  for (const auto& r : h) {
-    tl.x.push_back(r.epoch);
-    tl.y.push_back(r.train_loss);
-    ta.x.push_back(r.epoch);
-    ta.y.push_back(r.train_accuracy);
-    if (!std::isnan(r.val_loss)) {
-      vl.x.push_back(r.epoch);
-      vl.y.push_back(r.val_loss);
-      va.x.push_back(r.epoch);
-      va.y.push_back(r.val_accuracy);
-    }
-  }
-  loss.series = {tl};
-  acc.series = {ta};
-  if (!vl.x.empty()) {
-    loss.series.push_back(vl);
-    acc.series.push_back(va);
-  }
-  // Mark where fine-tuning starts and which epoch's weights were kept.
-  for (size_t i = 1; i < h.size(); ++i) {
-    if (h[i].phase != h[i - 1].phase) {
-      loss.x_markers.push_back(h[i].epoch - 0.5);
-      acc.x_markers.push_back(h[i].epoch - 0.5);
-    }
-  }
-  if (best_epoch > 0) {
-    loss.x_markers.push_back(best_epoch);
-    acc.x_markers.push_back(best_epoch);
-  }
-  viz::save_line_charts({loss, acc}, png_path);
 }
 
 }  // namespace cxr::train
