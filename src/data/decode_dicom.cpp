@@ -21,6 +21,9 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimage/diregist.h>  // colour models for DicomImage
@@ -139,6 +142,50 @@ DcmInputStreamFactory* MemoryStream::newFactory() const {
   return new MemoryStreamFactory(data_, size_, tell());
 }
 
+/// DCMTK 3.6.7's RLE decoder trusts the segment offsets of each fragment's
+/// 64-byte RLE header and reads wherever they point (a SEGV found by
+/// fuzz_decode_image). Returns "" when every fragment's header is sane:
+/// 1..15 segments, the first at byte 64, offsets increasing and inside
+/// the fragment; else what is wrong.
+std::string check_rle_headers(DcmDataset* ds) {
+  DcmElement* el = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, el).bad() || el == nullptr) {
+    return "";  // "no pixel data" is reported elsewhere
+  }
+  DcmPixelSequence* seq = nullptr;
+  auto* pd = static_cast<DcmPixelData*>(el);
+  if (pd->getEncapsulatedRepresentation(EXS_RLELossless, nullptr, seq).bad() ||
+      seq == nullptr) {
+    return "no RLE fragments";
+  }
+  // Item 0 is the offset table; each frame is one fragment after it.
+  for (unsigned long i = 1; i < seq->card(); ++i) {
+    DcmPixelItem* item = nullptr;
+    Uint8* p = nullptr;
+    if (seq->getItem(item, i).bad() || item->getUint8Array(p).bad()) {
+      return "unreadable RLE fragment";
+    }
+    const Uint32 len = item->getLength();
+    auto le32 = [&](size_t at) {
+      return Uint32(p[at]) | Uint32(p[at + 1]) << 8 | Uint32(p[at + 2]) << 16 |
+             Uint32(p[at + 3]) << 24;
+    };
+    if (p == nullptr || len < 64) return "RLE fragment shorter than its header";
+    const Uint32 n = le32(0);
+    if (n < 1 || n > 15)
+      return "RLE header with " + std::to_string(n) + " segments";
+    Uint32 prev = 0;
+    for (Uint32 k = 0; k < n; ++k) {
+      const Uint32 off = le32(4 + 4 * size_t(k));
+      if ((k == 0 && off != 64) || off < prev || off >= len) {
+        return "RLE segment offsets outside the fragment";
+      }
+      prev = off;
+    }
+  }
+  return "";
+}
+
 [[noreturn]] void refuse(const std::string& name, const std::string& why) {
   fail(name, "a DICOM file, but " + why);
 }
@@ -180,6 +227,10 @@ Raw decode_dicom(const std::vector<unsigned char>& bytes,
                      x.getXferID() + ") cannot be decoded by this cxr (DCMTK " +
                      "has no decoder for it); convert the file to " +
                      "uncompressed DICOM or PNG");
+  }
+  if (xfer == EXS_RLELossless) {
+    const std::string bad = check_rle_headers(ds);
+    if (!bad.empty()) damaged(name, bad);
   }
   Uint16 rows = 0, cols = 0, stored = 0;
   if (ds->findAndGetUint16(DCM_Rows, rows).bad() ||

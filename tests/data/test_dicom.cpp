@@ -487,6 +487,30 @@ TEST(Dicom, AClaimedLengthIsNotAllocatedBeforeItIsRead) {
   EXPECT_FALSE(contains(m, "emory")) << m;
 }
 
+TEST(Dicom, RleSegmentOffsetsOutsideTheFragmentAreRefused) {
+  // DCMTK 3.6.7's RLE decoder reads wherever the header's offsets point
+  // (a SEGV found by fuzz_decode_image); cxr checks them first.
+  TempDir dir;
+  Spec s;
+  s.rows = 16;
+  s.cols = 16;
+  s.stored = 12;
+  for (int i = 0; i < 256; ++i) s.samples.push_back(i * 16);
+  auto b = write(s, dir / "rle.dcm", EXS_RLELossless);
+  ASSERT_EQ(decode(b).size(), 256u);
+  // 16-bit gray: 2 segments (high and low bytes), the first at 64.
+  const unsigned char head[] = {2, 0, 0, 0, 64, 0, 0, 0};
+  const auto at =
+      std::search(b.begin(), b.end(), std::begin(head), std::end(head));
+  ASSERT_NE(at, b.end());
+  at[8] = 0x01;  // second offset -> 0x40600001
+  at[9] = 0x00;
+  at[10] = 0x60;
+  at[11] = 0x40;
+  expect_refusal(decode_error(b, "rle.dcm"), "rle.dcm",
+                 "RLE segment offsets outside the fragment");
+}
+
 TEST(Dicom, JpegTwoThousandIsRefusedByName) {
   TempDir dir;
   Spec s;
