@@ -83,9 +83,9 @@ void register_report(CLI::App& app) {
   cmd->add_option("--split", o->split, "evaluation split to report")
       ->capture_default_str();
   cmd->callback([o] {
-    auto j = report::write_report(*o);
-    std::cout << "wrote " << o->out_path << " (" << j["sections"].size()
-              << " sections, " << j["models"].size() << " models)\n";
+    const report::ReportSummary r = report::write_report(*o);
+    std::cout << "wrote " << r.path << " (" << r.sections.size()
+              << " sections, " << r.models.size() << " models)\n";
   });
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "cxr/common/error.h"
@@ -74,7 +75,7 @@ Inputs read_inputs(const ReportOptions& o) {
 }
 
 // The page being written, what it is about, and the summary of what it
-// holds (section ids, models with their headline metrics).
+// holds.
 struct Page {
   Page(const ReportOptions& options, const Inputs& inputs)
       : o(options), in(inputs) {}
@@ -82,11 +83,11 @@ struct Page {
   const ReportOptions& o;
   const Inputs& in;
   std::ostringstream h;
-  json summary = {{"sections", json::array()}, {"models", json::array()}};
+  ReportSummary summary;
 
   void section(const std::string& id, const std::string& title) {
     h << "<h2 id=\"" << id << "\">" << html_escape(title) << "</h2>\n";
-    summary["sections"].push_back(id);
+    summary.sections.push_back(id);
   }
 };
 
@@ -139,6 +140,16 @@ void write_published_rows(Page& p) {
          "<b>0.982</b></td><td></td></tr></table>\n";
 }
 
+// metrics.json's {"key": {"value": v}} as v; NaN when it is not there.
+double headline(const json& metrics, const char* key) {
+  const auto m = metrics.find(key);
+  if (m != metrics.end() && m->is_object()) {
+    const auto v = m->find("value");
+    if (v != m->end() && v->is_number()) return v->get<double>();
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
 void write_results(Page& p) {
   const std::string& split = p.o.split;
   p.section("results", "Results on the " + split + " split (95 % CIs)");
@@ -160,12 +171,9 @@ void write_results(Page& p) {
         << "</td><td>" << num(x["threshold"]) << "<br><small>"
         << html_escape(x.value("threshold_rule", std::string()))
         << "</small></td></tr>\n";
-    p.summary["models"].push_back({{"name", m.name},
-                                   {"run", m.run.string()},
-                                   {"accuracy", x["accuracy"]["value"]},
-                                   {"recall", x["recall"]["value"]},
-                                   {"specificity", x["specificity"]["value"]},
-                                   {"auc", x["auc"]["value"]}});
+    p.summary.models.push_back(
+        {m.name, m.run.string(), headline(x, "accuracy"), headline(x, "recall"),
+         headline(x, "specificity"), headline(x, "auc")});
   }
   write_published_rows(p);
   const auto& models = p.in.models;
@@ -462,8 +470,7 @@ bool write_gallery(Page& p, const Model& m, const std::string& kind) {
       << " (" << es["images"] << " images, layer <code>"
       << html_escape(es["layer"].get<std::string>()) << "</code>)</h3>\n";
   if (mis) {
-    p.summary["sections"].push_back("misclassified-" +
-                                    m.run.filename().string());
+    p.summary.sections.push_back("misclassified-" + m.run.filename().string());
   }
   std::vector<fs::path> panels;
   if (fs::is_directory(ed / "panels")) {
@@ -495,7 +502,7 @@ void write_gradcam(Page& p) {
     write_gallery(p, m, "explain-examples");
     gallery += write_gallery(p, m, "explain-misclassified");
   }
-  p.summary["sections"].push_back("trust");
+  p.summary.sections.push_back("trust");
   if (gallery == 0) p.h << "<p>No misclassification gallery was produced.</p>";
 }
 
@@ -526,7 +533,7 @@ json published_numbers() {
            {{"accuracy", 0.930}, {"recall", 0.940}, {"auc", 0.982}}}};
 }
 
-json write_report(const ReportOptions& o) {
+ReportSummary write_report(const ReportOptions& o) {
   const Inputs in = read_inputs(o);
   Page p(o, in);
   write_head(p);
@@ -544,7 +551,7 @@ json write_report(const ReportOptions& o) {
   write_config(p);
   p.h << "</body></html>\n";
   write_text_atomic(o.out_path, p.h.str());
-  p.summary["path"] = o.out_path;
+  p.summary.path = o.out_path;
   return p.summary;
 }
 

@@ -96,9 +96,10 @@ TEST(Report, StudyFromFilesAlone) {
   ReportOptions o;
   o.inputs = {write_study(out_dir(tmp)).string()};
   o.out_path = (out_dir(tmp) / "report.html").string();
-  const json summary = write_report(o);
+  const ReportSummary summary = write_report(o);
   const std::string html = read(o.out_path);
 
+  EXPECT_EQ(summary.path, o.out_path);
   EXPECT_TRUE(has(html, "<h3>baseline</h3>"));
   EXPECT_TRUE(has(html,
                   "<p>baseline, trained on train, 3 epochs (weights of "
@@ -113,14 +114,13 @@ TEST(Report, StudyFromFilesAlone) {
   EXPECT_FALSE(has(html, kHostile));
   EXPECT_TRUE(has(html, "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>"));
 
-  ASSERT_EQ(summary["models"].size(), 1u);  // only the evaluated run
-  EXPECT_EQ(summary["models"][0]["name"], "baseline");
-  EXPECT_DOUBLE_EQ(summary["models"][0]["accuracy"].get<double>(), 0.875);
+  ASSERT_EQ(summary.models.size(), 1u);  // only the evaluated run
+  EXPECT_EQ(summary.models[0].name, "baseline");
+  EXPECT_DOUBLE_EQ(summary.models[0].accuracy, 0.875);
+  EXPECT_DOUBLE_EQ(summary.models[0].auc, 0.9375);
+  const std::vector<std::string>& ids = summary.sections;
   for (const char* id : {"results", "training", "roc", "calibration", "ood"}) {
-    EXPECT_NE(
-        std::find(summary["sections"].begin(), summary["sections"].end(), id),
-        summary["sections"].end())
-        << id;
+    EXPECT_NE(std::find(ids.begin(), ids.end(), id), ids.end()) << id;
   }
 }
 
@@ -155,9 +155,9 @@ TEST(Report, RunFoldersAndBadInputs) {
   ReportOptions o;
   o.inputs = {(study / "runs/baseline").string()};
   o.out_path = (tmp / "runs.html").string();
-  const json summary = write_report(o);
-  ASSERT_EQ(summary["models"].size(), 1u);
-  EXPECT_EQ(summary["models"][0]["name"], "baseline");  // the folder name
+  const ReportSummary summary = write_report(o);
+  ASSERT_EQ(summary.models.size(), 1u);
+  EXPECT_EQ(summary.models[0].name, "baseline");  // the folder name
   EXPECT_FALSE(has(read(o.out_path), "study.json"));
 
   o.inputs = {(tmp / "nothing").string()};

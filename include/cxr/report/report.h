@@ -18,9 +18,23 @@ struct ReportOptions {
   std::string split = "test";
 };
 
-/// Writes the report; returns a JSON summary of what it contains
-/// (sections, models and their headline metrics) for checks and logs.
-nlohmann::json write_report(const ReportOptions& options);
+/// An evaluated model in the report with its headline metrics (NaN where
+/// metrics.json has none).
+struct ReportModel {
+  std::string name;
+  std::string run;  ///< the run folder
+  double accuracy = 0, recall = 0, specificity = 0, auc = 0;
+};
+
+/// What a written report holds, for the CLI's line and for checks.
+struct ReportSummary {
+  std::string path;                   ///< the HTML file
+  std::vector<std::string> sections;  ///< section ids in page order
+  std::vector<ReportModel> models;    ///< models evaluated on the split
+};
+
+/// Writes the report and returns what it contains.
+ReportSummary write_report(const ReportOptions& options);
 
 /// The reference study's published test accuracies and the plain-PyTorch
 /// bar on cxr-seed (docs/reference-study.md), shown beside ours.
