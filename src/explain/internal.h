@@ -2,9 +2,11 @@
 // Shared by the explain sources only (not installed): the randomisation
 // cascade and the JSON helpers of the trust report.
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "cxr/explain/explain.h"
 #include "cxr/explain/trust.h"
 #include "cxr/infer/gradcam.h"
 
@@ -46,5 +48,12 @@ void randomization_cascade(const models::Classifier& model,
                            const torch::Tensor& maps,
                            const TrustOptions& options,
                            TrustReport& report);
+
+/// index.html (and randomisation.png with a trust report) in `out`: the
+/// thumbnails linking to the panels, the randomisation curve, the skipped
+/// files. `input_size` sets the cards' width.
+void write_index(const ExplainResult& r,
+                 const std::filesystem::path& out,
+                 int input_size);
 
 }  // namespace cxr::explain::detail

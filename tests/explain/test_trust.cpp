@@ -436,6 +436,45 @@ TEST(ExplainCli, FolderWithTrustChecks) {
   EXPECT_EQ(records, 4);
 }
 
+TEST(ExplainCli, SavesRawMapsAndDrawsTheRandomisationCurve) {
+  TinyRun t(0.5);
+  std::string log;
+  const auto out = t.dir / "maps";
+  ASSERT_EQ(cxr::testing::run_command(
+                cxr_cmd(t.run + " " + t.data + "/test/COVID --out " +
+                        out.string() + " --trust --save-maps"),
+                &log),
+            0)
+      << log;
+  // format_summary: the curve, output first, and the files.
+  EXPECT_NE(log.find("randomisation cascade"), std::string::npos) << log;
+  EXPECT_NE(log.find("fc "), std::string::npos) << log;
+  EXPECT_NE(log.find("block1_conv "), std::string::npos) << log;
+  EXPECT_NE(log.find(",maps/}"), std::string::npos) << log;
+  auto s = cxr::read_json(out / "summary.json");
+  EXPECT_EQ(s["maps"], "maps/");
+  EXPECT_TRUE(fs::exists(out / "randomisation.png"));
+  EXPECT_NE(cxr::read_text(out / "index.html").find("randomisation.png"),
+            std::string::npos);
+  int records = 0;
+  for (const auto& e : fs::directory_iterator(out / "records")) {
+    auto r = cxr::read_json(e.path());
+    ASSERT_TRUE(r.contains("maps")) << e.path();
+    for (const char* cls : {"COVID", "Normal"}) {
+      const auto npy = out / r["maps"][cls].get<std::string>();
+      ASSERT_TRUE(fs::exists(npy)) << npy;
+      EXPECT_NE(npy.filename().string().find(std::string("_") + cls + ".npy"),
+                std::string::npos);
+      // 16 x 16 float32 behind a 128-byte header.
+      EXPECT_EQ(fs::file_size(npy), 128u + 16u * 16u * 4u) << npy;
+      EXPECT_NE(cxr::read_text(npy).find("'shape': (16, 16)"),
+                std::string::npos);
+    }
+    ++records;
+  }
+  EXPECT_EQ(records, 2);
+}
+
 TEST(ExplainCli, MisclassifiedTestImagesWithAnIndexPage) {
   // Threshold 0: everything is called COVID, so exactly the two Normal test
   // images are wrong.

@@ -6,7 +6,9 @@
 /// and images go through it in batches.
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,14 +52,84 @@ struct ExplainOptions {
   /// index.html as "skipped") instead of stopping at the first with a
   /// DataError naming it.
   bool skip_bad = false;
+  /// Also write each image's raw maps as NumPy files, maps/NNNN_<name>_
+  /// <class>.npy (write_npy), for tools outside cxr.
+  bool save_maps = false;
+};
+
+/// A file of the data set that --skip-bad left out.
+struct SkippedImage {
+  std::string file;
+  std::string reason;
+  std::string split;  ///< "" when the file could not even be listed
+};
+
+/// One explained image; its files are panels/, thumbs/ and records/
+/// `name`.png/.json (and maps/`name`_<class>.npy with save_maps).
+struct ExplainedImage {
+  std::string name;  ///< NNNN_<file stem>
+  std::string file;
+  bool predicted_positive = false;
+  double probability = NAN;  ///< calibrated P(positive), as on the panel
+  int label = -1;            ///< 1 / 0, -1 when unknown
+};
+
+/// What explain_run did; to_json() is summary.json.
+struct ExplainResult {
+  std::string run, out, arch, layer, device;
+  std::vector<std::string> layers;  ///< every layer Grad-CAM can use
+  std::string source;               ///< e.g. "misclassified test images"
+  double threshold = 0.5;           ///< on the raw probability
+  std::string positive, negative;
+  int64_t images = 0, labelled = 0, misclassified = 0;
+  double gradcam_seconds = 0;  ///< prediction + both maps
+  double seconds = 0;          ///< everything
+  std::string created;         ///< UTC, ISO 8601
+  /// "" for image files (then `inputs`), else the split.
+  std::string split;
+  int64_t split_size = 0;
+  bool only_misclassified = false;
+  std::vector<SkippedImage> skipped;
+  std::vector<std::string> inputs;
+  bool maps_saved = false;
+  std::vector<ExplainedImage> explained;  ///< in input order
+  /// With ExplainOptions::trust (and at least one image).
+  std::optional<TrustReport> trust;
+
+  double images_per_second() const;
+  /// `skipped` as summary.json has it: [{file, reason, split}].
+  nlohmann::json skipped_json() const;
+  /// summary.json: the fields above but `explained` (see records/) and the
+  /// trust report without its per-image values (see trust.json).
+  nlohmann::json to_json() const;
 };
 
 /// Explains the images and writes into out_dir: panels/NNNN_<name>.png,
 /// records/NNNN_<name>.json, thumbs/NNNN_<name>.png, index.html and
-/// summary.json (whose content is returned; with trust, also trust.json).
-/// Throws ConfigError (flags), DataError (unreadable input) or ModelError
-/// (run), each naming the flag or file and the fix.
-nlohmann::json explain_run(const ExplainOptions& options);
+/// summary.json (ExplainResult::to_json; with trust, also trust.json; with
+/// save_maps, maps/). Throws ConfigError (flags), DataError (unreadable
+/// input) or ModelError (run), each naming the flag or file and the fix.
+ExplainResult explain_run(const ExplainOptions& options);
+
+/// What `cxr explain` prints: counts and speed, the trust checks (the
+/// randomisation curve, deletion, energy) and the files written.
+std::string format_summary(const ExplainResult& result);
+
+/// The layers Grad-CAM can use on a run's model, input to output.
+struct LayerList {
+  std::vector<std::string> names;
+  std::string default_layer;
+  /// One name a line, the default marked "  (default)".
+  std::string format() const;
+};
+
+/// Reads the run folder's model (on the CPU). ModelError for a bad run.
+LayerList list_layers(const std::string& run_dir);
+
+/// Writes a 2-D float tensor as a NumPy .npy file (format 1.0, '<f4',
+/// C order, shape [rows, cols]); atomic. ConfigError for another rank,
+/// IoError naming the path when it cannot be written.
+void write_npy(const std::string& path, const torch::Tensor& map);
 
 /// What a panel says about its image.
 struct PanelInfo {
