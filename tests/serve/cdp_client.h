@@ -413,29 +413,40 @@ class Browser {
   /// Uncaught exceptions and console.error calls of the page so far, one
   /// line each.
   std::vector<std::string> page_errors() {
-    // Drain what arrived since the last command.
-    call("Browser.getVersion");
+    call("Browser.getVersion");  // drains what arrived since the last command
+    return errors_seen();
+  }
+
+ private:
+  std::vector<std::string> errors_seen() const {
+    // Events are read as they come: look fields up with defaults (operator[]
+    // on a const json with a missing key is undefined).
+    static const json none = json::object();
+    auto field = [](const json& j, const char* key) -> const json& {
+      return j.is_object() && j.contains(key) ? j.at(key) : none;
+    };
     std::vector<std::string> out;
     for (const auto& e : events_) {
       const std::string m = e.value("method", "");
+      const json& params = field(e, "params");
       if (m == "Runtime.exceptionThrown") {
-        const auto& d = e["params"]["exceptionDetails"];
+        const json& d = field(params, "exceptionDetails");
         std::string text = d.value("text", "");
-        if (d.contains("exception")) {
-          text += " " + d["exception"].value("description", "");
-        }
+        text += " " + field(d, "exception").value("description", "");
         out.push_back("exception: " + text);
       } else if (m == "Runtime.consoleAPICalled" &&
-                 e["params"].value("type", "") == "error") {
-        out.push_back("console.error: " + e["params"]["args"].dump());
+                 params.value("type", "") == "error") {
+        out.push_back("console.error: " + field(params, "args").dump());
       }
     }
     return out;
   }
 
- private:
+  /// Throws `what` with the page's errors so far (often the reason a wait
+  /// timed out) and the end of Chromium's log.
   [[noreturn]] void fail(const std::string& what) {
     std::string tail;
+    for (const auto& e : errors_seen()) tail += "\n  page: " + e;
     std::ifstream log(log_path_);
     std::string line;
     std::deque<std::string> last;
