@@ -136,6 +136,19 @@ data::DatasetOptions resolve_data(const DataFlags& f) {
   return o;
 }
 
+data::DatasetOptions finish_data(const DataFlags& flags,
+                                 const std::string& data,
+                                 const RuntimeFlags& runtime) {
+  data::DatasetOptions o = resolve_data(flags);
+  o.root = data.empty() ? default_data_dir() : data;
+  o.threads = runtime.threads;
+  return o;
+}
+
+std::string cache_dir_unless(bool no_cache) {
+  return no_cache ? "" : default_cache_dir();
+}
+
 void without_skip_bad_hint(const std::string& command,
                            const std::function<void()>& body,
                            const std::string& why) {
@@ -173,6 +186,12 @@ std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string& run,
 void list_skipped(const nlohmann::json& skipped) {
   for (const auto& b : skipped) {
     std::cerr << "cxr: skipped " << b["reason"].get<std::string>() << "\n";
+  }
+}
+
+void list_skipped(const std::vector<data::SkippedImage>& skipped) {
+  for (const auto& b : skipped) {
+    std::cerr << "cxr: skipped " << b.reason << "\n";
   }
 }
 

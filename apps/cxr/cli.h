@@ -45,6 +45,15 @@ struct DataFlags {
 void add_data_flags(CLI::App& cmd, DataFlags& flags);
 /// Final DatasetOptions (fills the default cache dir unless --no-cache).
 data::DatasetOptions resolve_data(const DataFlags& flags);
+/// What every command that reads a dataset does after parsing: the data
+/// flags resolved (resolve_data), the dataset folder (`data`, else
+/// default_data_dir()) and the decoding threads of --threads.
+data::DatasetOptions finish_data(const DataFlags& flags,
+                                 const std::string& data,
+                                 const RuntimeFlags& runtime);
+/// The decoded-image cache of a command that reads a run's dataset and has
+/// only --no-cache: "" with it, else default_cache_dir().
+std::string cache_dir_unless(bool no_cache);
 
 /// $XDG_CACHE_HOME/cxr or ~/.cache/cxr (the CLI owns environment lookups).
 std::string default_cache_dir();
@@ -88,9 +97,8 @@ std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string& run,
 /// Prints one line per file --skip-bad left out ("cxr: skipped <reason>",
 /// as train lists them) from a JSON array of {file, reason}.
 void list_skipped(const nlohmann::json& skipped);
-
-/// Two lines on a run's calibration and OOD warning (config.json).
-std::string calibration_summary(const nlohmann::json& config);
+/// The same from a typed result (evaluate, explain).
+void list_skipped(const std::vector<data::SkippedImage>& skipped);
 
 /// The command line cxr was started with (recorded in run folders).
 void set_command_line(int argc, char** argv);

@@ -1,32 +1,9 @@
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 
 #include "cli.h"
 #include "cxr/infer/fit_trust.h"
 
 namespace cxr::cli {
-
-std::string calibration_summary(const nlohmann::json& cfg) {
-  std::ostringstream s;
-  s << std::setprecision(4);
-  const auto& c = cfg["calibration"];
-  if (c.value("method", std::string()) == "temperature") {
-    s << "calibration: temperature " << c["temperature"].get<double>() << " ("
-      << c["source"].get<std::string>() << ")";
-    if (c["fit"].contains("ece_before")) {
-      s << "; validation ECE " << c["fit"]["ece_before"].get<double>() << " -> "
-        << c["fit"]["ece_after"].get<double>();
-    }
-    s << "\n";
-  } else {
-    s << "calibration: none (" << c.value("source", std::string()) << ")\n";
-  }
-  const auto& o = cfg["ood"];
-  s << "out-of-distribution warning: score > " << o["threshold"].get<double>()
-    << " (" << o["threshold_rule"].get<std::string>() << ")\n";
-  return s.str();
-}
 
 void register_calibrate(CLI::App& app) {
   struct Flags {
@@ -70,14 +47,14 @@ void register_calibrate(CLI::App& app) {
     apply_runtime(f->runtime);
     auto t = f->trust;
     t.device = f->runtime.device;
-    t.cache_dir = f->no_cache ? "" : default_cache_dir();
+    t.cache_dir = cache_dir_unless(f->no_cache);
     // Rewrites config.json, ood.pt and model-card.md: one writer per run,
     // so a train or calibrate of the same run cannot mix its files in.
     const auto lock = lock_run_for_writing(f->run, "");
     nlohmann::json cfg;
     without_skip_bad_hint("calibrate",
                           [&] { cfg = infer::fit_trust(f->run, t); });
-    std::cout << calibration_summary(cfg);
+    std::cout << infer::format_trust_summary(cfg);
     std::cout << "wrote " << f->run << "/{config.json,ood.pt,model-card.md}\n";
   });
 }

@@ -85,12 +85,12 @@ void register_evaluate(CLI::App& app) {
     if (f->threshold >= 0) e.threshold = f->threshold;
     if (f->target >= 0) e.target_sensitivity = f->target;
     e.device = f->runtime.device;
-    e.cache_dir = f->no_cache ? "" : default_cache_dir();
+    e.cache_dir = cache_dir_unless(f->no_cache);
     // Without --skip-bad the first unreadable image is a DataError naming
     // it and suggesting --skip-bad.
-    const nlohmann::json j = evaluate::evaluate_run(e);
-    list_skipped(j["skipped"]);
-    std::cout << evaluate::format_metrics(j);
+    const auto r = evaluate::evaluate_run(e);
+    list_skipped(r.skipped);
+    std::cout << evaluate::format_summary(r);
     std::cout << "wrote "
               << (e.out_dir.empty() ? e.run_dir + "/eval-" + e.split
                                     : e.out_dir)

@@ -50,9 +50,7 @@ void register_explore(CLI::App& app) {
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
-    auto opts = resolve_data(f->data_flags);
-    opts.root = f->data.empty() ? default_data_dir() : f->data;
-    opts.threads = f->runtime.threads;
+    const auto opts = finish_data(f->data_flags, f->data, f->runtime);
     auto ds = data::load_dataset(opts);
     auto summary = data::explore(ds, f->explore);
     std::cout << data::format_summary(summary) << "wrote " << f->explore.out_dir

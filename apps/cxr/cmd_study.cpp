@@ -48,8 +48,7 @@ void register_study(CLI::App& app) {
   cmd->callback([f] {
     apply_runtime(f->runtime);
     auto& s = f->study;
-    s.data = resolve_data(f->data_flags);
-    s.data.root = f->data.empty() ? default_data_dir() : f->data;
+    s.data = finish_data(f->data_flags, f->data, f->runtime);
     if (s.data.root.empty()) {
       throw ConfigError(
           "no data: pass --data DIR or set CXR_DATA. Get the COVID-19 "
@@ -58,7 +57,6 @@ void register_study(CLI::App& app) {
           "ROOT/<CLASS>/images/*.png (keep COVID and Normal) or a split "
           "layout ROOT/{train,val,test}/<CLASS>/*.png");
     }
-    s.data.threads = f->runtime.threads;
     // A missing default file is refused by run_study, not random init.
     s.random_init = f->no_weights;
     if (!f->no_weights && s.weights.empty())

@@ -150,9 +150,7 @@ void register_train(CLI::App& app) {
     check_model_train_flags(*cmd, f->run);
     apply_runtime(f->runtime);
     auto& r = f->run;
-    r.data = resolve_data(f->data_flags);
-    r.data.root = f->data.empty() ? default_data_dir() : f->data;
-    r.data.threads = f->runtime.threads;
+    r.data = finish_data(f->data_flags, f->data, f->runtime);
     r.model.input_size = r.data.size;
     r.device = f->runtime.device;
     r.command = command_line();

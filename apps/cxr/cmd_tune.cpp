@@ -70,9 +70,7 @@ void register_tune(CLI::App& app) {
     }
     check_model_train_flags(*cmd, t.base, optimizer_varies);
     apply_runtime(f->runtime);
-    t.base.data = resolve_data(f->data_flags);
-    t.base.data.root = f->data.empty() ? default_data_dir() : f->data;
-    t.base.data.threads = f->runtime.threads;
+    t.base.data = finish_data(f->data_flags, f->data, f->runtime);
     t.base.model.input_size = t.base.data.size;
     t.base.device = f->runtime.device;
     std::cout << tune::format_summary(tune::run_tune(t));

@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <iomanip>
-#include <map>
 #include <random>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/runtime.h"
+#include "cxr/common/text.h"
 #include "cxr/common/vectors.h"
 #include "cxr/data/dataset.h"
 #include "cxr/infer/fit_trust.h"
@@ -20,31 +20,17 @@ namespace fs = std::filesystem;
 namespace cxr::evaluate {
 namespace {
 
-std::string fmt(double v, int p = 3) {
-  if (std::isnan(v)) return "n/a";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(p) << v;
-  return s.str();
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
-
 constexpr int kCalibrationBins = 15;
 
+double ece_of(const std::vector<double>& p, const std::vector<int>& y) {
+  return metrics::expected_calibration_error(
+      metrics::calibration_table(p, y, kCalibrationBins));
+}
+
 // ECE (with a bootstrap CI), Brier and NLL of probabilities on a split.
-nlohmann::json calibration_json(const std::vector<double>& p,
-                                const std::vector<int>& y,
-                                int replicates) {
-  auto ece = [&](const std::vector<double>& pp, const std::vector<int>& yy) {
-    return metrics::expected_calibration_error(
-        metrics::calibration_table(pp, yy, kCalibrationBins));
-  };
-  const double value = ece(p, y);
+CalibrationScore calibration_score(const std::vector<double>& p,
+                                   const std::vector<int>& y,
+                                   int replicates) {
   std::vector<double> reps;
   std::mt19937_64 rng(1);
   std::vector<double> bp(p.size());
@@ -55,64 +41,33 @@ nlohmann::json calibration_json(const std::vector<double>& p,
       bp[i] = p[k];
       by[i] = y[k];
     }
-    reps.push_back(ece(bp, by));
+    reps.push_back(ece_of(bp, by));
   }
   std::sort(reps.begin(), reps.end());
   auto pct = [&](double q) {
     if (reps.empty()) return std::nan("");
     return reps[static_cast<size_t>(q * static_cast<double>(reps.size() - 1))];
   };
-  return {
-      {"ece", {{"value", value}, {"low", pct(0.025)}, {"high", pct(0.975)}}},
-      {"brier", metrics::brier_score(p, y)},
-      {"nll", metrics::log_loss(p, y)},
-      {"table",
-       metrics::to_json(metrics::calibration_table(p, y, kCalibrationBins))}};
+  CalibrationScore c;
+  c.ece = {ece_of(p, y), pct(0.025), pct(0.975)};
+  c.brier = metrics::brier_score(p, y);
+  c.nll = metrics::log_loss(p, y);
+  c.table = metrics::calibration_table(p, y, kCalibrationBins);
+  return c;
 }
 
-// Reliability diagram: observed rate against mean predicted probability per
-// bin, before and after calibration, with the diagonal of perfect
-// calibration.
-void save_reliability(const std::vector<double>& raw,
-                      const std::vector<double>& calibrated,
-                      const std::vector<int>& y,
-                      const std::string& what,
-                      const std::string& path) {
-  viz::LineChart c;
-  c.title = "Reliability, " + what + " (ECE " +
-            fmt(metrics::expected_calibration_error(
-                metrics::calibration_table(raw, y, kCalibrationBins))) +
-            " -> " +
-            fmt(metrics::expected_calibration_error(
-                metrics::calibration_table(calibrated, y, kCalibrationBins))) +
-            ")";
-  c.x_label = "mean predicted P(positive) in the bin (15 bins)";
-  c.y_label = "observed fraction positive";
-  c.x_min = c.y_min = 0;
-  c.x_max = c.y_max = 1;
-  c.diagonal = true;
-  for (bool after : {false, true}) {
-    viz::Series s;
-    s.name = after ? "calibrated" : "raw";
-    s.dashed = !after;
-    for (const auto& b : metrics::calibration_table(after ? calibrated : raw, y,
-                                                    kCalibrationBins)) {
-      if (b.count == 0) continue;
-      s.x.push_back(b.mean_predicted);
-      s.y.push_back(b.observed_rate);
-    }
-    c.series.push_back(s);
-  }
-  viz::save_line_chart(c, path);
+nlohmann::json to_json(const CalibrationScore& c) {
+  // The ECE's NaNs stay numbers here (written as null), as before.
+  return {{"ece",
+           {{"value", c.ece.value}, {"low", c.ece.low}, {"high", c.ece.high}}},
+          {"brier", c.brier},
+          {"nll", c.nll},
+          {"table", metrics::to_json(c.table)}};
 }
 
-}  // namespace
-
-nlohmann::json evaluate_run(const EvalOptions& o) {
-  const torch::Device device = resolve_device(o.device);
-  infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
-  const infer::RunConfig& cfg = pred.config();
-  const data::Split split = data::parse_split(o.split);
+// The threshold options that conflict or need a held-out validation split,
+// refused before any image is read.
+void check_options(const EvalOptions& o, const infer::RunConfig& cfg) {
   if ((o.threshold ? 1 : 0) + (o.target_sensitivity ? 1 : 0) +
           (o.balanced_threshold ? 1 : 0) >
       1) {
@@ -131,6 +86,9 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
         ", so validation is not held out from it; choose the threshold "
         "with a run trained on train (or pass --threshold)");
   }
+}
+
+data::Dataset load_data(const EvalOptions& o, const infer::RunConfig& cfg) {
   auto dopts = cfg.data_options(o.data_root, o.cache_dir);
   if (dopts.root.empty()) {
     throw ConfigError("the run records no data folder; pass --data DIR");
@@ -141,282 +99,296 @@ nlohmann::json evaluate_run(const EvalOptions& o) {
     throw ConfigError("data positive class '" + ds.index.positive +
                       "' differs from the run's '" + cfg.positive + "'");
   }
+  return ds;
+}
 
-  std::string rule = cfg.threshold_rule;
+// Sets the Predictor's threshold from the options (a fixed one, or a rule
+// on validation); returns the rule as metrics.json words it.
+std::string choose_threshold(const EvalOptions& o,
+                             const data::Dataset& ds,
+                             infer::Predictor& pred,
+                             const torch::Device& device) {
   if (o.threshold) {
     pred.set_threshold(pred.raw_threshold_for(*o.threshold));
-    rule = "--threshold " + fmt(*o.threshold, 4) + " (calibrated)";
-  } else if (o.target_sensitivity || o.balanced_threshold) {
-    const auto& val = ds.split(data::Split::kVal);
-    auto vp =
-        to_doubles(infer::predict_proba(pred.model(), val.images, device));
-    if (o.target_sensitivity) {
-      pred.set_threshold(metrics::threshold_for_sensitivity(
-          vp, to_ints(val.labels), *o.target_sensitivity));
-      rule =
-          "sensitivity >= " + fmt(*o.target_sensitivity, 3) + " on validation";
-    } else {
-      pred.set_threshold(metrics::threshold_youden(vp, to_ints(val.labels)));
-      rule = "balanced on validation (max sensitivity + specificity)";
-    }
+    return "--threshold " + fixed(*o.threshold, 4) + " (calibrated)";
   }
-  const double threshold = pred.threshold();
+  if (!o.target_sensitivity && !o.balanced_threshold) {
+    return pred.config().threshold_rule;
+  }
+  const auto& val = ds.split(data::Split::kVal);
+  const auto vp =
+      to_doubles(infer::predict_proba(pred.model(), val.images, device));
+  if (o.target_sensitivity) {
+    pred.set_threshold(metrics::threshold_for_sensitivity(
+        vp, to_ints(val.labels), *o.target_sensitivity));
+    return "sensitivity >= " + fixed(*o.target_sensitivity, 3) +
+           " on validation";
+  }
+  pred.set_threshold(metrics::threshold_youden(vp, to_ints(val.labels)));
+  return "balanced on validation (max sensitivity + specificity)";
+}
 
-  const auto& set = ds.split(split);
-  const auto preds = pred.predict(set.images);
-  std::vector<double> sc, cal;
+// The split's predictions as the metric functions take them.
+struct Scores {
+  std::vector<Prediction> preds;
+  std::vector<double> raw, calibrated;
+  std::vector<int> labels;
   int64_t flagged = 0;
-  for (const auto& r : preds) {
-    sc.push_back(r.p_raw);
-    cal.push_back(r.p);
-    flagged += r.in_distribution ? 0 : 1;
-  }
-  auto lab = to_ints(set.labels);
-  auto m = metrics::evaluate_with_ci(sc, lab, threshold, o.bootstrap, 1);
-  auto roc = metrics::roc_curve(sc, lab);
+};
 
-  const fs::path out = o.out_dir.empty()
-                           ? fs::path(o.run_dir) / ("eval-" + o.split)
-                           : fs::path(o.out_dir);
-  ensure_dir(out);
-  nlohmann::json j = metrics::to_json(m);
-  j["split"] = o.split;
-  j["run"] = o.run_dir;
-  j["model"] = cfg.model.arch;
-  j["threshold_rule"] = rule;
-  j["threshold_calibrated"] = pred.calibrated_threshold();
-  j["classes"] = {{"positive", cfg.positive}, {"negative", cfg.negative}};
-  const auto n_correct = m.confusion.tp + m.confusion.tn;
-  auto w = metrics::wilson_interval(n_correct, m.n);
-  j["accuracy_wilson_95"] = {w.low, w.high};
+Scores score(const infer::Predictor& pred, const data::ImageSet& set) {
+  Scores s;
+  s.preds = pred.predict(set.images);
+  for (const auto& r : s.preds) {
+    s.raw.push_back(r.p_raw);
+    s.calibrated.push_back(r.p);
+    s.flagged += r.in_distribution ? 0 : 1;
+  }
+  s.labels = to_ints(set.labels);
+  return s;
+}
+
+EvaluateResult::Calibration calibration_of(const infer::RunConfig& cfg,
+                                           const Scores& s,
+                                           int bootstrap) {
+  EvaluateResult::Calibration c;
+  c.method = cfg.calibration.method;
+  c.temperature = cfg.calibration.temperature;
+  c.source = cfg.calibration.source;
+  c.bins = kCalibrationBins;
+  c.note =
+      "ECE over few images per bin is biased upward, so its percentile "
+      "bootstrap interval can sit above the point estimate; compare raw "
+      "and calibrated on the same images";
+  c.raw = calibration_score(s.raw, s.labels, bootstrap);
+  c.calibrated = calibration_score(s.calibrated, s.labels, bootstrap);
+  return c;
+}
+
+EvaluateResult::Ood ood_of(const infer::Predictor& pred, const Scores& s) {
+  EvaluateResult::Ood o;
+  o.detector = pred.has_detector();
+  o.flagged = s.flagged;
+  o.flag_rate = s.raw.empty() ? 0.0
+                              : static_cast<double>(s.flagged) /
+                                    static_cast<double>(s.raw.size());
+  o.note = o.detector
+               ? "feature-space detector on the split's images (input "
+                 "checks apply to files, in cxr predict)"
+               : "this run has no OOD detector: fit one with cxr calibrate";
+  return o;
+}
+
+EvaluateResult measure(const EvalOptions& o,
+                       const infer::Predictor& pred,
+                       const data::Dataset& ds,
+                       const Scores& s,
+                       const std::string& rule) {
+  const infer::RunConfig& cfg = pred.config();
+  EvaluateResult r;
+  r.split = o.split;
+  r.run = o.run_dir;
+  r.model = cfg.model.arch;
+  r.positive = cfg.positive;
+  r.negative = cfg.negative;
+  r.metrics = metrics::evaluate_with_ci(s.raw, s.labels, pred.threshold(),
+                                        o.bootstrap, 1);
+  r.threshold_rule = rule;
+  r.threshold_calibrated = pred.calibrated_threshold();
+  const auto& m = r.metrics;
+  r.accuracy_wilson =
+      metrics::wilson_interval(m.confusion.tp + m.confusion.tn, m.n);
   // --skip-bad: the files left out, so n is not mistaken for the split's
   // size. A bad image of any split is listed: the whole data set is loaded
-  // (validation picks thresholds), and an entry that could not even be
-  // listed has no split.
-  std::map<std::string, data::Split> split_of;
-  for (const auto& smp : ds.index.samples) split_of[smp.path] = smp.split;
-  nlohmann::json skipped = nlohmann::json::array();
-  for (const auto& b : ds.skipped) {
-    const auto it = split_of.find(b.path);
-    skipped.push_back(
-        {{"file", b.path},
-         {"reason", b.reason},
-         {"split", it == split_of.end()
-                       ? nlohmann::json(nullptr)
-                       : nlohmann::json(data::split_name(it->second))}});
-  }
-  j["skipped"] = skipped;
-  j["note"] = "95 % CIs: percentile bootstrap over the " + std::to_string(m.n) +
-              " images of the " + o.split +
-              " split; with n = " + std::to_string(m.n) +
-              " an accuracy CI is about " + fmt(w.high - w.low, 3) +
-              " wide, so differences smaller than that are not evidence";
-  nlohmann::json rj = {{"fpr", roc.fpr}, {"tpr", roc.tpr}};
-  j["roc"] = rj;
-  j["calibration"] = {
-      {"method", cfg.calibration.method},
-      {"temperature", cfg.calibration.temperature},
-      {"source", cfg.calibration.source},
-      {"bins", kCalibrationBins},
-      {"note",
-       "ECE over few images per bin is biased upward, so its percentile "
-       "bootstrap interval can sit above the point estimate; compare raw "
-       "and calibrated on the same images"},
-      {"raw", calibration_json(sc, lab, o.bootstrap)},
-      {"calibrated", calibration_json(cal, lab, o.bootstrap)}};
-  j["ood"] = {
-      {"detector", pred.has_detector()},
-      {"flagged", flagged},
-      {"flag_rate", sc.empty() ? 0.0
-                               : static_cast<double>(flagged) /
-                                     static_cast<double>(sc.size())},
-      {"note", pred.has_detector()
-                   ? "feature-space detector on the split's images (input "
-                     "checks apply to files, in cxr predict)"
-                   : "this run has no OOD detector: fit one with cxr "
-                     "calibrate"}};
-  write_json_atomic(out / "metrics.json", j);
+  // (validation picks thresholds).
+  r.skipped = data::skipped_images(ds);
+  r.note = "95 % CIs: percentile bootstrap over the " + std::to_string(m.n) +
+           " images of the " + o.split +
+           " split; with n = " + std::to_string(m.n) +
+           " an accuracy CI is about " +
+           fixed(r.accuracy_wilson.high - r.accuracy_wilson.low, 3) +
+           " wide, so differences smaller than that are not evidence";
+  r.roc = metrics::roc_curve(s.raw, s.labels);
+  r.calibration = calibration_of(cfg, s, o.bootstrap);
+  r.ood = ood_of(pred, s);
+  return r;
+}
 
+void write_predictions_csv(const fs::path& path,
+                           const EvaluateResult& r,
+                           const data::ImageSet& set,
+                           const Scores& s) {
   std::ostringstream csv;
-  csv << "file,label,p_" << cfg.positive << ",p_" << cfg.positive
+  csv << "file,label,p_" << r.positive << ",p_" << r.positive
       << "_raw,decision,correct,ood_score,in_distribution\n";
-  for (size_t i = 0; i < sc.size(); ++i) {
-    const bool positive = preds[i].positive;
+  for (size_t i = 0; i < s.raw.size(); ++i) {
+    const auto& p = s.preds[i];
+    const bool positive = p.positive;
     csv << csv_field(set.paths[i]) << ","
-        << (lab[i] ? cfg.positive : cfg.negative) << "," << std::setprecision(6)
-        << cal[i] << "," << sc[i] << ","
-        << (positive ? cfg.positive : cfg.negative) << ","
-        << (positive == (lab[i] == 1) ? 1 : 0) << ","
-        << (std::isnan(preds[i].ood_score) ? "" : fmt(preds[i].ood_score, 4))
-        << "," << (preds[i].in_distribution ? 1 : 0) << "\n";
+        << (s.labels[i] ? r.positive : r.negative) << ","
+        << std::setprecision(6) << s.calibrated[i] << "," << s.raw[i] << ","
+        << (positive ? r.positive : r.negative) << ","
+        << (positive == (s.labels[i] == 1) ? 1 : 0) << ","
+        << (std::isnan(p.ood_score) ? "" : fixed(p.ood_score, 4)) << ","
+        << (p.in_distribution ? 1 : 0) << "\n";
   }
-  write_text_atomic(out / "predictions.csv", csv.str());
+  write_text_atomic(path, csv.str());
+}
 
-  viz::save_confusion_matrix(m.confusion.matrix(), {cfg.negative, cfg.positive},
-                             cfg.model.arch + " on " + o.split +
-                                 " (threshold " + fmt(threshold, 3) + ")",
-                             (out / "confusion.png").string());
+// Reliability diagram: observed rate against mean predicted probability per
+// bin, before and after calibration, with the diagonal of perfect
+// calibration.
+void save_reliability(const EvaluateResult::Calibration& c,
+                      const std::string& what,
+                      const std::string& path) {
+  viz::LineChart chart;
+  chart.title = "Reliability, " + what + " (ECE " + fixed(c.raw.ece.value) +
+                " -> " + fixed(c.calibrated.ece.value) + ")";
+  chart.x_label = "mean predicted P(positive) in the bin (15 bins)";
+  chart.y_label = "observed fraction positive";
+  chart.x_min = chart.y_min = 0;
+  chart.x_max = chart.y_max = 1;
+  chart.diagonal = true;
+  for (bool after : {false, true}) {
+    viz::Series s;
+    s.name = after ? "calibrated" : "raw";
+    s.dashed = !after;
+    for (const auto& b : (after ? c.calibrated : c.raw).table) {
+      if (b.count == 0) continue;
+      s.x.push_back(b.mean_predicted);
+      s.y.push_back(b.observed_rate);
+    }
+    chart.series.push_back(s);
+  }
+  viz::save_line_chart(chart, path);
+}
+
+void save_figures(const fs::path& out, const EvaluateResult& r) {
+  const std::string what = r.model + " on " + r.split;
+  viz::save_confusion_matrix(
+      r.metrics.confusion.matrix(), {r.negative, r.positive},
+      what + " (threshold " + fixed(r.metrics.threshold, 3) + ")",
+      (out / "confusion.png").string());
   viz::LineChart rc;
-  rc.title = "ROC, " + cfg.model.arch + " on " + o.split + " (AUC " +
-             fmt(m.auc.value) + ")";
+  rc.title = "ROC, " + what + " (AUC " + fixed(r.metrics.auc.value) + ")";
   rc.x_label = "1 - specificity (false positive rate)";
   rc.y_label = "sensitivity (recall)";
   rc.x_min = rc.y_min = 0;
   rc.x_max = rc.y_max = 1;
   rc.diagonal = true;
-  rc.series.push_back({cfg.model.arch, roc.fpr, roc.tpr});
+  rc.series.push_back({r.model, r.roc.fpr, r.roc.tpr});
   viz::save_line_chart(rc, (out / "roc.png").string());
-  save_reliability(sc, cal, lab, cfg.model.arch + " on " + o.split,
-                   (out / "reliability.png").string());
-  if (o.split == "test" && o.out_dir.empty()) {
-    infer::write_model_card(o.run_dir);
+  save_reliability(r.calibration, what, (out / "reliability.png").string());
+}
+
+}  // namespace
+
+nlohmann::json EvaluateResult::to_json() const {
+  nlohmann::json j = metrics::to_json(metrics);
+  j["split"] = split;
+  j["run"] = run;
+  j["model"] = model;
+  j["threshold_rule"] = threshold_rule;
+  j["threshold_calibrated"] = threshold_calibrated;
+  j["classes"] = {{"positive", positive}, {"negative", negative}};
+  j["accuracy_wilson_95"] = {accuracy_wilson.low, accuracy_wilson.high};
+  nlohmann::json sk = nlohmann::json::array();
+  for (const auto& b : skipped) {
+    sk.push_back({{"file", b.file},
+                  {"reason", b.reason},
+                  {"split", b.split.empty() ? nlohmann::json(nullptr)
+                                            : nlohmann::json(b.split)}});
   }
+  j["skipped"] = sk;
+  j["note"] = note;
+  j["roc"] = {{"fpr", roc.fpr}, {"tpr", roc.tpr}};
+  j["calibration"] = {
+      {"method", calibration.method},
+      {"temperature", calibration.temperature},
+      {"source", calibration.source},
+      {"bins", calibration.bins},
+      {"note", calibration.note},
+      {"raw", evaluate::to_json(calibration.raw)},
+      {"calibrated", evaluate::to_json(calibration.calibrated)}};
+  j["ood"] = {{"detector", ood.detector},
+              {"flagged", ood.flagged},
+              {"flag_rate", ood.flag_rate},
+              {"note", ood.note}};
   return j;
 }
 
-std::string format_metrics(const nlohmann::json& j) {
-  std::ostringstream s;
-  const auto& c = j["confusion"];
-  const std::string pos = j["classes"]["positive"],
-                    neg = j["classes"]["negative"];
-  s << j["model"].get<std::string>() << " on " << j["split"].get<std::string>()
-    << " (n = " << j["n"].get<int64_t>() << ", threshold "
-    << fmt(j["threshold"].get<double>(), 3) << ": "
-    << j["threshold_rule"].get<std::string>() << ")\n\n";
-  s << "                 predicted " << neg << "  predicted " << pos << "\n";
-  s << "  true " << std::left << std::setw(9) << neg << std::right
-    << std::setw(12) << c["tn"].get<int64_t>() << std::setw(12)
-    << c["fp"].get<int64_t>() << "\n";
-  s << "  true " << std::left << std::setw(9) << pos << std::right
-    << std::setw(12) << c["fn"].get<int64_t>() << std::setw(12)
-    << c["tp"].get<int64_t>() << "\n\n";
-  for (const char* k :
-       {"accuracy", "precision", "recall", "specificity", "f1", "auc"}) {
-    const auto& m = j[k];
-    s << "  " << std::left << std::setw(12) << k << std::right
-      << fmt(m["value"].is_number() ? m["value"].get<double>() : NAN)
-      << "  [95% CI "
-      << fmt(m["low"].is_number() ? m["low"].get<double>() : NAN) << ", "
-      << fmt(m["high"].is_number() ? m["high"].get<double>() : NAN) << "]\n";
-  }
-  if (j.contains("calibration")) {
-    const auto& c = j["calibration"];
-    auto line = [&](const char* k) {
-      const auto& v = c[k];
-      s << "  " << std::left << std::setw(12) << k << std::right << "ECE "
-        << fmt(v["ece"]["value"].get<double>()) << " [95% CI "
-        << fmt(v["ece"]["low"].is_number() ? v["ece"]["low"].get<double>()
-                                           : NAN)
-        << ", "
-        << fmt(v["ece"]["high"].is_number() ? v["ece"]["high"].get<double>()
-                                            : NAN)
-        << "]  Brier " << fmt(v["brier"].get<double>()) << "  NLL "
-        << fmt(v["nll"].get<double>()) << "\n";
-    };
-    s << "\ncalibration (" << c["method"].get<std::string>()
-      << ", T = " << fmt(c["temperature"].get<double>()) << "):\n";
-    line("raw");
-    line("calibrated");
-  }
-  if (j.contains("ood")) {
-    const auto& o = j["ood"];
-    s << "\nout-of-distribution flags: " << o["flagged"].get<int64_t>()
-      << " of " << j["n"].get<int64_t>() << " ("
-      << fmt(100 * o["flag_rate"].get<double>(), 1) << " %)"
-      << (o["detector"].get<bool>() ? "" : "; no detector in this run") << "\n";
-  }
-  if (j.contains("skipped") && !j["skipped"].empty()) {
-    int64_t here = 0;
-    for (const auto& b : j["skipped"]) {
-      here += b["split"] == j["split"] ? 1 : 0;
-    }
-    s << "\nskipped " << j["skipped"].size()
-      << " unreadable images (--skip-bad; " << here << " of them in "
-      << j["split"].get<std::string>()
-      << "): the numbers above leave them out (listed in metrics.json)\n";
-  }
-  s << "\n" << j["note"].get<std::string>() << "\n";
-  return s.str();
-}
-
-std::vector<Prediction> predict_files(const PredictOptions& o,
-                                      std::string* positive_name) {
-  if (o.inputs.empty()) throw ConfigError("give at least one image or folder");
+EvaluateResult evaluate_run(const EvalOptions& o) {
   const torch::Device device = resolve_device(o.device);
   infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
-  if (o.threshold) {
-    if (!(*o.threshold >= 0 && *o.threshold <= 1)) {
-      throw ConfigError("--threshold must be in [0, 1]");
-    }
-    pred.set_threshold(pred.raw_threshold_for(*o.threshold));
-  }
-  if (o.batch_size < 1) throw ConfigError("--batch-size must be >= 1");
-  pred.batch_size = o.batch_size;
-  const std::string& pos = pred.config().positive;
-  if (positive_name) *positive_name = pos;
-  // With --skip-bad, folders that cannot be listed (a symlink loop, no
-  // permission) become error rows like unreadable images.
-  std::vector<data::BadFile> unlisted;
-  const std::vector<std::string> files =
-      data::list_image_files(o.inputs, o.skip_bad ? &unlisted : nullptr);
-  std::vector<Prediction> out = pred.predict_files(files, o.skip_bad);
-  for (const auto& b : unlisted) {
-    Prediction r;
-    r.file = b.path;
-    r.error = b.reason;
-    r.in_distribution = false;
-    out.push_back(std::move(r));
-  }
+  const data::Split split = data::parse_split(o.split);
+  check_options(o, pred.config());
+  const data::Dataset ds = load_data(o, pred.config());
+  const std::string rule = choose_threshold(o, ds, pred, device);
+  const auto& set = ds.split(split);
+  const Scores s = score(pred, set);
+  const EvaluateResult r = measure(o, pred, ds, s, rule);
 
-  auto reasons = [](const Prediction& r) {
-    std::string s;
-    for (const auto& x : r.reasons) s += (s.empty() ? "" : "; ") + x;
-    return s;
+  const fs::path out = o.out_dir.empty()
+                           ? fs::path(o.run_dir) / ("eval-" + o.split)
+                           : fs::path(o.out_dir);
+  ensure_dir(out);
+  write_json_atomic(out / "metrics.json", r.to_json());
+  write_predictions_csv(out / "predictions.csv", r, set, s);
+  save_figures(out, r);
+  if (o.split == "test" && o.out_dir.empty()) {
+    infer::write_model_card(o.run_dir);
+  }
+  return r;
+}
+
+std::string format_summary(const EvaluateResult& r) {
+  std::ostringstream s;
+  const auto& m = r.metrics;
+  const auto& c = m.confusion;
+  s << r.model << " on " << r.split << " (n = " << m.n << ", threshold "
+    << fixed(m.threshold, 3) << ": " << r.threshold_rule << ")\n\n";
+  s << "                 predicted " << r.negative << "  predicted "
+    << r.positive << "\n";
+  s << "  true " << std::left << std::setw(9) << r.negative << std::right
+    << std::setw(12) << c.tn << std::setw(12) << c.fp << "\n";
+  s << "  true " << std::left << std::setw(9) << r.positive << std::right
+    << std::setw(12) << c.fn << std::setw(12) << c.tp << "\n\n";
+  const std::pair<const char*, const metrics::Interval*> rows[] = {
+      {"accuracy", &m.accuracy},
+      {"precision", &m.precision},
+      {"recall", &m.recall},
+      {"specificity", &m.specificity},
+      {"f1", &m.f1},
+      {"auc", &m.auc}};
+  for (const auto& [name, v] : rows) {
+    s << "  " << std::left << std::setw(12) << name << std::right
+      << fixed(v->value) << "  [95% CI " << fixed(v->low) << ", "
+      << fixed(v->high) << "]\n";
+  }
+  const auto& cal = r.calibration;
+  auto line = [&](const char* name, const CalibrationScore& v) {
+    s << "  " << std::left << std::setw(12) << name << std::right << "ECE "
+      << fixed(v.ece.value) << " [95% CI " << fixed(v.ece.low) << ", "
+      << fixed(v.ece.high) << "]  Brier " << fixed(v.brier) << "  NLL "
+      << fixed(v.nll) << "\n";
   };
-  if (!o.csv_path.empty()) {
-    std::ostringstream csv;
-    csv << "file,p_" << pos << ",p_" << pos
-        << "_raw,decision,ood_score,in_distribution,ood_reasons,error\n";
-    for (const auto& r : out) {
-      const bool ok = r.error.empty();
-      csv << csv_field(r.file) << "," << (ok ? fmt(r.p, 6) : "") << ","
-          << (ok ? fmt(r.p_raw, 6) : "") << "," << r.decision << ","
-          << (ok && !std::isnan(r.ood_score) ? fmt(r.ood_score, 4) : "") << ","
-          << (ok ? (r.in_distribution ? "1" : "0") : "") << ","
-          << csv_field(reasons(r)) << "," << csv_field(r.error) << "\n";
-    }
-    write_text_atomic(o.csv_path, csv.str());
+  s << "\ncalibration (" << cal.method << ", T = " << fixed(cal.temperature)
+    << "):\n";
+  line("raw", cal.raw);
+  line("calibrated", cal.calibrated);
+  s << "\nout-of-distribution flags: " << r.ood.flagged << " of " << m.n << " ("
+    << fixed(100 * r.ood.flag_rate, 1) << " %)"
+    << (r.ood.detector ? "" : "; no detector in this run") << "\n";
+  if (!r.skipped.empty()) {
+    const auto here = std::count_if(
+        r.skipped.begin(), r.skipped.end(),
+        [&](const data::SkippedImage& b) { return b.split == r.split; });
+    s << "\nskipped " << r.skipped.size() << " unreadable images (--skip-bad; "
+      << here << " of them in " << r.split
+      << "): the numbers above leave them out (listed in metrics.json)\n";
   }
-  if (!o.json_path.empty()) {
-    nlohmann::json j = nlohmann::json::array();
-    for (const auto& r : out) {
-      nlohmann::json e = {{"file", r.file}};
-      if (r.error.empty()) {
-        e["p_" + pos] = r.p;
-        e["p_" + pos + "_raw"] = r.p_raw;
-        e["decision"] = r.decision;
-        e["ood_score"] = std::isnan(r.ood_score) ? nlohmann::json(nullptr)
-                                                 : nlohmann::json(r.ood_score);
-        e["in_distribution"] = r.in_distribution;
-        e["ood_reasons"] = r.reasons;
-      } else {
-        e["error"] = r.error;
-      }
-      j.push_back(e);
-    }
-    const auto& cfg = pred.config();
-    write_json_atomic(o.json_path,
-                      {{"run", o.run_dir},
-                       {"threshold", pred.calibrated_threshold()},
-                       {"threshold_raw", pred.threshold()},
-                       {"calibration",
-                        {{"method", cfg.calibration.method},
-                         {"temperature", cfg.calibration.temperature}}},
-                       {"ood_detector", pred.has_detector()},
-                       {"positive", pos},
-                       {"predictions", j}});
-  }
-  return out;
+  s << "\n" << r.note << "\n";
+  return s.str();
 }
 
 }  // namespace cxr::evaluate

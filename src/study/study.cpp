@@ -338,8 +338,8 @@ class Study {
       eo.device = o_.device;
       eo.cache_dir = o_.data.cache_dir;
       eo.data_root = o_.data.root;
-      auto j = evaluate::evaluate_run(eo);
-      if (o_.progress) std::cerr << evaluate::format_metrics(j);
+      const auto r = evaluate::evaluate_run(eo);
+      if (o_.progress) std::cerr << evaluate::format_summary(r);
     }
   }
 

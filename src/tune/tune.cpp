@@ -385,20 +385,12 @@ RefitResult refit_and_evaluate(const TuneOptions& o,
   eo.device = ro.device;
   eo.cache_dir = o.base.data.cache_dir;
   eo.data_root = o.base.data.root;
-  const nlohmann::json m = evaluate::evaluate_run(eo);
+  const auto m = evaluate::evaluate_run(eo).metrics;
   rr.run_dir = ro.out_dir;
-  auto interval = [&](const char* name) {
-    auto num = [](const nlohmann::json& v) {
-      return v.is_number() ? v.get<double>() : static_cast<double>(NAN);
-    };
-    const auto& j = m.at(name);
-    return metrics::Interval{num(j.at("value")), num(j.at("low")),
-                             num(j.at("high"))};
-  };
-  rr.accuracy = interval("accuracy");
-  rr.recall = interval("recall");
-  rr.specificity = interval("specificity");
-  rr.auc = interval("auc");
+  rr.accuracy = m.accuracy;
+  rr.recall = m.recall;
+  rr.specificity = m.specificity;
+  rr.auc = m.auc;
   return rr;
 }
 

@@ -501,7 +501,7 @@ TEST(PredictorEvaluate, TestSplitMetricsAndModelCard) {
   e.split = "test";
   e.bootstrap = 100;
   e.device = "cpu";
-  const auto m = cxr::evaluate::evaluate_run(e);
+  const auto m = cxr::evaluate::evaluate_run(e).to_json();
   const fs::path out = fs::path(s.run) / "eval-test";
   ASSERT_TRUE(fs::is_regular_file(out / "metrics.json"));
   const auto j = cxr::read_json(out / "metrics.json");

@@ -72,14 +72,14 @@ TEST(RunThreshold, BalancedOnValidationThenCarriedToTheRefit) {
   e.run_dir = r.out_dir;
   e.bootstrap = 100;
   e.device = "cpu";
-  auto m = cxr::evaluate::evaluate_run(e);
+  auto m = cxr::evaluate::evaluate_run(e).to_json();
   EXPECT_DOUBLE_EQ(m["threshold"].get<double>(), t);
   // ... but not a rule on validation for a run that trained on it.
   e.balanced_threshold = true;
   expect_config_error([&] { cxr::evaluate::evaluate_run(e); },
                       "validation is not held out");
   e.run_dir = o.out_dir;
-  m = cxr::evaluate::evaluate_run(e);
+  m = cxr::evaluate::evaluate_run(e).to_json();
   EXPECT_NEAR(m["threshold"].get<double>(), t, 1e-6);
   EXPECT_NE(m["threshold_rule"].get<std::string>().find("balanced"),
             std::string::npos);

@@ -103,6 +103,16 @@ struct Dataset {
 /// Indexes, decodes (through the cache) and resizes every image.
 Dataset load_dataset(const DatasetOptions& options);
 
+/// A file --skip-bad left out, with the split its sample was in ("" for a
+/// folder entry that could not even be listed: it has no split).
+struct SkippedImage {
+  std::string file, reason, split;
+};
+/// `dataset.skipped` with each file's split: evaluate (metrics.json) and
+/// explain (summary.json) list them so, since the whole data set is loaded
+/// and a bad image of another split must not be counted in this one.
+std::vector<SkippedImage> skipped_images(const Dataset& dataset);
+
 /// True for .png, .jpg, .jpeg, .bmp, .dcm and .dicom (any case), and for a
 /// file named without an extension or with an all-digit one (a DICOM UID)
 /// whose bytes 128..131 are the DICOM magic "DICM" (132 bytes are read).

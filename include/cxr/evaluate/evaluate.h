@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "cxr/data/dataset.h"
 #include "cxr/infer/predictor.h"
+#include "cxr/metrics/metrics.h"
 
 namespace cxr::evaluate {
 
@@ -35,14 +37,55 @@ struct EvalOptions {
   bool skip_bad = false;
 };
 
+/// ECE (with a percentile-bootstrap 95 % CI), Brier score, log loss and the
+/// reliability table of probabilities on a split.
+struct CalibrationScore {
+  metrics::Interval ece;
+  double brier = 0, nll = 0;
+  std::vector<metrics::CalibrationBin> table;
+};
+
+/// What evaluate_run measured: metrics.json as a type.
+struct EvaluateResult {
+  std::string split, run, model;
+  std::string positive, negative;
+  /// Metrics with CIs at the threshold used (on the raw score).
+  metrics::MetricsWithCi metrics;
+  std::string threshold_rule;
+  /// The threshold on the calibrated P(positive).
+  double threshold_calibrated = 0.5;
+  /// Wilson 95 % interval of the accuracy (low, high).
+  metrics::Interval accuracy_wilson;
+  std::vector<data::SkippedImage> skipped;
+  /// How wide the CIs are and what that means.
+  std::string note;
+  metrics::RocCurve roc;
+  struct Calibration {
+    std::string method, source, note;
+    double temperature = 1;
+    int bins = 0;
+    CalibrationScore raw, calibrated;
+  } calibration;
+  struct Ood {
+    bool detector = false;
+    int64_t flagged = 0;
+    double flag_rate = 0;
+    std::string note;
+  } ood;
+
+  /// metrics.json.
+  nlohmann::json to_json() const;
+};
+
 /// Evaluates and writes metrics.json, predictions.csv, confusion.png,
 /// roc.png and reliability.png (calibration before and after), with the OOD
 /// flag rate on the split; on the test split also rewrites the run's
-/// model-card.md. Returns metrics.json's content.
-nlohmann::json evaluate_run(const EvalOptions& options);
+/// model-card.md.
+EvaluateResult evaluate_run(const EvalOptions& options);
 
-/// Printable summary of a metrics.json.
-std::string format_metrics(const nlohmann::json& metrics);
+/// Printable summary: confusion matrix, metrics with CIs, calibration, OOD
+/// flags, skipped images and the note.
+std::string format_summary(const EvaluateResult& result);
 
 struct PredictOptions {
   std::string run_dir;

@@ -33,6 +33,10 @@ nlohmann::json fit_trust(const std::string& dir,
                          const TrustOptions& options,
                          const data::Dataset* preloaded = nullptr);
 
+/// Two lines on a run's calibration and OOD warning, from the config.json
+/// fit_trust returns (what cxr calibrate prints).
+std::string format_trust_summary(const nlohmann::json& config);
+
 /// Writes DIR/model-card.md from config.json and, where present,
 /// eval-test/metrics.json and the explain folders' trust checks.
 void write_model_card(const std::string& dir);
