@@ -11,16 +11,6 @@
 
 namespace cxr::infer {
 
-namespace {
-
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
-
-}  // namespace
-
 torch::Tensor as_unit_float(const torch::Tensor& images, const char* what) {
   if (!images.defined() || images.dim() != 4 || images.size(1) != 1) {
     throw ConfigError(std::string(what) +
@@ -90,9 +80,10 @@ GradCam::GradCam(models::Classifier model, std::string layer, int batch_size)
   const auto names = model_->tap_names();
   if (layer_.empty()) layer_ = model_->default_tap();
   if (std::find(names.begin(), names.end(), layer_) == names.end()) {
-    throw ConfigError("--layer " + layer_ + ": no such layer in this " +
-                      model_->config().arch + " model; valid layers: " +
-                      join(names) + " (see --list-layers)");
+    throw ConfigError(models::unknown_layer_message(
+                          "--layer " + layer_,
+                          "this " + model_->config().arch + " model", names) +
+                      " (see --list-layers)");
   }
 }
 

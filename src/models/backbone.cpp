@@ -7,30 +7,36 @@ namespace cxr::models {
 namespace nn = torch::nn;
 
 nn::Conv2d KerasBackboneImpl::add_conv(const std::string& name,
-                                       int64_t in,
-                                       int64_t out,
-                                       int64_t kernel,
-                                       int64_t stride,
-                                       int64_t padding,
-                                       bool bias,
-                                       bool depthwise) {
-  auto conv =
-      register_module(name, nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
-                                           .stride(stride)
-                                           .padding(padding)
-                                           .groups(depthwise ? in : 1)
-                                           .bias(bias)));
+                                       const KerasConvOptions& o) {
+  auto conv = register_module(
+      name, nn::Conv2d(nn::Conv2dOptions(o.in(), o.out(), o.kernel())
+                           .stride(o.stride())
+                           .padding(o.padding())
+                           .groups(o.depthwise() ? o.in() : 1)
+                           .bias(o.bias())));
   // Keras' glorot_uniform: limit sqrt(6 / (fan_in + fan_out)). torch's
   // fan computation differs from Keras' for depthwise kernels, but only
   // fan_in + fan_out enters the limit and that sum is the same.
   torch::NoGradGuard no_grad;
   nn::init::xavier_uniform_(conv->weight);
-  if (bias) conv->bias.zero_();
+  if (o.bias()) conv->bias.zero_();
   add_name(name);
-  refs_.push_back({name,
-                   depthwise ? KerasKind::kDepthwiseConv2D : KerasKind::kConv2D,
-                   conv});
+  refs_.push_back(
+      {name, o.depthwise() ? KerasKind::kDepthwiseConv2D : KerasKind::kConv2D,
+       conv});
   return nn::Conv2d(conv);
+}
+
+torch::Tensor KerasBackboneImpl::forward_top(torch::Tensor h,
+                                             const char* pool_name,
+                                             nn::Linear& predictions,
+                                             Tap* tap) const {
+  if (!include_top_) return h;
+  h = h.mean({2, 3});
+  tap_if(tap, pool_name, h);
+  h = predictions->forward(h);
+  tap_if(tap, "predictions", h);
+  return h;
 }
 
 nn::BatchNorm2d KerasBackboneImpl::add_bn(const std::string& name,
@@ -70,10 +76,8 @@ void KerasBackboneImpl::set_trainable(bool trainable) {
 void KerasBackboneImpl::set_trainable_from(const std::string& layer) {
   auto it = std::find(layer_names_.begin(), layer_names_.end(), layer);
   if (it == layer_names_.end()) {
-    std::string list;
-    for (const auto& n : layer_names_) list += (list.empty() ? "" : ", ") + n;
-    throw ConfigError("--unfreeze-from " + layer + ": no such layer in " +
-                      arch() + "; valid layers (input to output): " + list);
+    throw ConfigError(unknown_layer_message("--unfreeze-from " + layer, arch(),
+                                            layer_names_));
   }
   // Every weighted layer is also in layer_names_, so positions decide.
   const auto start = it - layer_names_.begin();

@@ -1,5 +1,7 @@
 #include "cxr/models/mobilenet_v2.h"
 
+#include <array>
+
 #include "cxr/common/error.h"
 
 namespace cxr::models {
@@ -53,7 +55,7 @@ MobileNetV2Impl::MobileNetV2Impl(bool include_top, int64_t classes)
     throw ConfigError("MobileNetV2: classes must be >= 1, got " +
                       std::to_string(classes));
   }
-  conv1_ = add_conv("Conv1", 3, 32, 3, 2, 0, false);
+  conv1_ = add_conv("Conv1", KerasConvOptions(3, 32, 3).stride(2));
   bn_conv1_ = add_bn("bn_Conv1", 32, kBnEps, kBnMomentum);
   add_name("Conv1_relu");
 
@@ -67,25 +69,28 @@ MobileNetV2Impl::MobileNetV2Impl(bool include_top, int64_t classes)
     const int64_t hidden = in * spec.expansion;
     const std::string& p = b.prefix;
     if (id != 0) {
-      b.expand = add_conv(p + "expand", in, hidden, 1, 1, 0, false);
+      b.expand = add_conv(p + "expand", KerasConvOptions(in, hidden, 1));
       b.expand_bn = add_bn(p + "expand_BN", hidden, kBnEps, kBnMomentum);
       add_name(p + "expand_relu");
     }
     if (b.stride == 2) add_name(p + "pad");
     // Stride 1 is Keras padding="same", i.e. 1 on every side; stride 2 is
     // padded explicitly (correct_pad) and then "valid".
-    b.depthwise = add_conv(p + "depthwise", hidden, hidden, 3, b.stride,
-                           b.stride == 1 ? 1 : 0, false, /*depthwise=*/true);
+    b.depthwise = add_conv(p + "depthwise", KerasConvOptions(hidden, hidden, 3)
+                                                .stride(b.stride)
+                                                .padding(b.stride == 1 ? 1 : 0)
+                                                .depthwise(true));
     b.depthwise_bn = add_bn(p + "depthwise_BN", hidden, kBnEps, kBnMomentum);
     add_name(p + "depthwise_relu");
-    b.project = add_conv(p + "project", hidden, spec.filters, 1, 1, 0, false);
+    b.project =
+        add_conv(p + "project", KerasConvOptions(hidden, spec.filters, 1));
     b.project_bn = add_bn(p + "project_BN", spec.filters, kBnEps, kBnMomentum);
     if (b.residual) add_name(p + "add");
     blocks_.push_back(std::move(b));
     in = spec.filters;
   }
 
-  conv_1_ = add_conv("Conv_1", in, 1280, 1, 1, 0, false);
+  conv_1_ = add_conv("Conv_1", KerasConvOptions(in, 1280, 1));
   conv_1_bn_ = add_bn("Conv_1_bn", 1280, kBnEps, kBnMomentum);
   add_name("out_relu");
   if (include_top) {
@@ -98,15 +103,35 @@ std::vector<std::string> MobileNetV2Impl::top_layer_names() const {
   return {"global_average_pooling2d", "predictions", "Logits"};
 }
 
+namespace {
+
+// Conv -> BN -> ReLU6 (MobileNetV2's unit), each output handed to `tap`
+// under its Keras layer name.
+template <typename TapFn>
+torch::Tensor conv_bn_relu6(torch::Tensor h,
+                            nn::Conv2d& conv,
+                            nn::BatchNorm2d& bn,
+                            const std::array<const char*, 3>& names,
+                            TapFn&& tap) {
+  h = conv->forward(h);
+  tap(names[0], h);
+  h = bn->forward(h);
+  tap(names[1], h);
+  h = torch::relu6(h);
+  tap(names[2], h);
+  return h;
+}
+
+}  // namespace
+
 torch::Tensor MobileNetV2Impl::forward_tapped(const torch::Tensor& x,
                                               Tap* tap) {
-  torch::Tensor h = conv1_->forward(pad_tf_same(x, 3, 2));
-  tap_if(tap, "Conv1", h);
-  h = bn_conv1_->forward(h);
-  tap_if(tap, "bn_Conv1", h);
-  h = torch::relu6(h);
-  tap_if(tap, "Conv1_relu", h);
-
+  auto top_level = [&](const char* name, const torch::Tensor& v) {
+    tap_if(tap, name, v);
+  };
+  torch::Tensor h =
+      conv_bn_relu6(pad_tf_same(x, 3, 2), conv1_, bn_conv1_,
+                    {"Conv1", "bn_Conv1", "Conv1_relu"}, top_level);
   for (auto& b : blocks_) {
     // Layer names are only built when a tap is requested.
     auto t = [&](const char* suffix, const torch::Tensor& v) {
@@ -114,23 +139,15 @@ torch::Tensor MobileNetV2Impl::forward_tapped(const torch::Tensor& x,
     };
     const torch::Tensor input = h;
     if (b.expand) {
-      h = b.expand->forward(h);
-      t("expand", h);
-      h = b.expand_bn->forward(h);
-      t("expand_BN", h);
-      h = torch::relu6(h);
-      t("expand_relu", h);
+      h = conv_bn_relu6(h, b.expand, b.expand_bn,
+                        {"expand", "expand_BN", "expand_relu"}, t);
     }
     if (b.stride == 2) {
       h = correct_pad(h);
       t("pad", h);
     }
-    h = b.depthwise->forward(h);
-    t("depthwise", h);
-    h = b.depthwise_bn->forward(h);
-    t("depthwise_BN", h);
-    h = torch::relu6(h);
-    t("depthwise_relu", h);
+    h = conv_bn_relu6(h, b.depthwise, b.depthwise_bn,
+                      {"depthwise", "depthwise_BN", "depthwise_relu"}, t);
     h = b.project->forward(h);
     t("project", h);
     // Linear bottleneck: no activation after the projection (Sandler et al.,
@@ -142,19 +159,9 @@ torch::Tensor MobileNetV2Impl::forward_tapped(const torch::Tensor& x,
       t("add", h);
     }
   }
-
-  h = conv_1_->forward(h);
-  tap_if(tap, "Conv_1", h);
-  h = conv_1_bn_->forward(h);
-  tap_if(tap, "Conv_1_bn", h);
-  h = torch::relu6(h);
-  tap_if(tap, "out_relu", h);
-  if (!include_top()) return h;
-  h = h.mean({2, 3});
-  tap_if(tap, "global_average_pooling2d", h);
-  h = predictions_->forward(h);
-  tap_if(tap, "predictions", h);
-  return h;
+  h = conv_bn_relu6(h, conv_1_, conv_1_bn_, {"Conv_1", "Conv_1_bn", "out_relu"},
+                    top_level);
+  return forward_top(h, "global_average_pooling2d", predictions_, tap);
 }
 
 }  // namespace cxr::models

@@ -35,7 +35,8 @@ ResNet50V2Impl::ResNet50V2Impl(bool include_top, int64_t classes)
   add_name("conv1_pad");
   // ZeroPadding2D(3) + Conv2D(64, 7, strides=2, use_bias=True): the padding
   // is symmetric, so the conv pads itself.
-  conv1_conv_ = add_conv("conv1_conv", 3, 64, 7, 2, 3, true);
+  conv1_conv_ = add_conv(
+      "conv1_conv", KerasConvOptions(3, 64, 7).stride(2).padding(3).bias(true));
   add_name("pool1_pad");
   add_name("pool1_pool");
 
@@ -52,15 +53,19 @@ ResNet50V2Impl::ResNet50V2Impl(bool include_top, int64_t classes)
       // (`_0_conv` or the auto-named max-pool) comes right before `_3_conv`.
       b.preact_bn = add_bn(p + "_preact_bn", in, kBnEps, kBnMomentum);
       add_name(p + "_preact_relu");
-      b.conv1 = add_conv(p + "_1_conv", in, f, 1, 1, 0, false);
+      b.conv1 = add_conv(p + "_1_conv", KerasConvOptions(in, f, 1));
       b.bn1 = add_bn(p + "_1_bn", f, kBnEps, kBnMomentum);
       add_name(p + "_1_relu");
       add_name(p + "_2_pad");
-      b.conv2 = add_conv(p + "_2_conv", f, f, 3, b.stride, 1, false);
+      b.conv2 = add_conv(p + "_2_conv",
+                         KerasConvOptions(f, f, 3).stride(b.stride).padding(1));
       b.bn2 = add_bn(p + "_2_bn", f, kBnEps, kBnMomentum);
       add_name(p + "_2_relu");
-      if (i == 1) b.conv0 = add_conv(p + "_0_conv", in, 4 * f, 1, 1, 0, true);
-      b.conv3 = add_conv(p + "_3_conv", f, 4 * f, 1, 1, 0, true);
+      if (i == 1)
+        b.conv0 =
+            add_conv(p + "_0_conv", KerasConvOptions(in, 4 * f, 1).bias(true));
+      b.conv3 =
+          add_conv(p + "_3_conv", KerasConvOptions(f, 4 * f, 1).bias(true));
       add_name(p + "_out");
       blocks_.push_back(std::move(b));
       in = 4 * f;
@@ -137,12 +142,7 @@ torch::Tensor ResNet50V2Impl::forward_tapped(const torch::Tensor& x, Tap* tap) {
   tap_if(tap, "post_bn", h);
   h = torch::relu(h);
   tap_if(tap, "post_relu", h);
-  if (!include_top()) return h;
-  h = h.mean({2, 3});
-  tap_if(tap, "avg_pool", h);
-  h = predictions_->forward(h);
-  tap_if(tap, "predictions", h);
-  return h;
+  return forward_top(h, "avg_pool", predictions_, tap);
 }
 
 }  // namespace cxr::models

@@ -12,6 +12,22 @@
 
 namespace cxr::models {
 
+/// A Keras Conv2D (groups = 1) or DepthwiseConv2D (groups = in = out), named
+/// as torch's options are: KerasConvOptions(in, out, 3).stride(2).bias(true).
+struct KerasConvOptions {
+  KerasConvOptions(int64_t in, int64_t out, int64_t kernel)
+      : in_(in), out_(out), kernel_(kernel) {}
+  TORCH_ARG(int64_t, in);
+  TORCH_ARG(int64_t, out);
+  TORCH_ARG(int64_t, kernel);
+  TORCH_ARG(int64_t, stride) = 1;
+  /// Symmetric zero padding; asymmetric Keras padding is applied explicitly
+  /// in forward.
+  TORCH_ARG(int64_t, padding) = 0;
+  TORCH_ARG(bool, bias) = false;
+  TORCH_ARG(bool, depthwise) = false;
+};
+
 class KerasBackboneImpl : public torch::nn::Module {
  public:
   ~KerasBackboneImpl() override = default;
@@ -56,18 +72,10 @@ class KerasBackboneImpl : public torch::nn::Module {
  protected:
   explicit KerasBackboneImpl(bool include_top) : include_top_(include_top) {}
 
-  /// Registers a Keras Conv2D (groups = 1) or DepthwiseConv2D
-  /// (groups = in = out) as a torch Conv2d. `padding` is symmetric zero
-  /// padding; asymmetric Keras padding is applied explicitly in forward.
-  /// Weights are Glorot-uniform and biases zero, as Keras initialises them.
+  /// Registers a Keras convolution as a torch Conv2d. Weights are
+  /// Glorot-uniform and biases zero, as Keras initialises them.
   torch::nn::Conv2d add_conv(const std::string& name,
-                             int64_t in,
-                             int64_t out,
-                             int64_t kernel,
-                             int64_t stride,
-                             int64_t padding,
-                             bool bias,
-                             bool depthwise = false);
+                             const KerasConvOptions& options);
   /// Registers a Keras BatchNormalization; torch momentum = 1 - Keras'.
   torch::nn::BatchNorm2d add_bn(const std::string& name,
                                 int64_t channels,
@@ -76,6 +84,14 @@ class KerasBackboneImpl : public torch::nn::Module {
   torch::nn::Linear add_dense(const std::string& name, int64_t in, int64_t out);
   /// Appends a weightless layer name to layer_names().
   void add_name(const std::string& name) { layer_names_.push_back(name); }
+
+  /// The classification top both backbones share: global average pooling
+  /// (tapped as `pool_name`) and the dense `predictions`; `h` unchanged
+  /// without the top.
+  torch::Tensor forward_top(torch::Tensor h,
+                            const char* pool_name,
+                            torch::nn::Linear& predictions,
+                            Tap* tap) const;
 
   static void tap_if(Tap* tap,
                      const std::string& name,
