@@ -102,7 +102,6 @@ Classifier make_model(const ModelConfig& config);
 /// Number of elements over all parameters.
 int64_t count_parameters(torch::nn::Module& module);
 
-}  // namespace cxr::models
 /// The one wording of an unknown layer name, for every flag that takes one
 /// (--layer, --unfreeze-from): "WHAT: no such layer in MODEL; valid layers
 /// (input to output): a, b, c".
@@ -110,3 +109,4 @@ std::string unknown_layer_message(const std::string& what,
                                   const std::string& model,
                                   const std::vector<std::string>& valid);
 
+}  // namespace cxr::models
