@@ -121,4 +121,40 @@ void make_tiny_dataset(const std::filesystem::path& root) {
   }
 }
 
+cxr::models::ModelConfig hand_config(int size) {
+  cxr::models::ModelConfig c;
+  c.arch = "hand";
+  c.input_size = size;
+  return c;
+}
+
+QuadrantModelImpl::QuadrantModelImpl(QuadrantOptions options)
+    : ClassifierImpl(hand_config(options.size)), options_(options) {
+  namespace nn = torch::nn;
+  conv_ =
+      register_module("conv", nn::Conv2d(nn::Conv2dOptions(1, 2, 3)
+                                             .padding(1)
+                                             .padding_mode(torch::kReplicate)
+                                             .bias(false)));
+  torch::NoGradGuard no_grad;
+  auto k = torch::zeros({2, 1, 3, 3});
+  k[0][0][1] = torch::tensor({-1.0f, 2.0f, -1.0f});
+  k[1][0].select(1, 1).copy_(torch::tensor({-1.0f, 2.0f, -1.0f}));
+  conv_->weight.copy_(k);
+}
+
+torch::Tensor QuadrantModelImpl::forward_tapped(const torch::Tensor& x,
+                                                cxr::models::Tap* tap) {
+  check_tap(tap);
+  auto c = conv_->forward(x);
+  maybe_tap(tap, "conv", c);
+  auto f = torch::avg_pool2d(torch::relu(c), 2);
+  maybe_tap(tap, "features", f);
+  const int64_t q = f.size(2) / 2;
+  const int64_t x0 = options_.top_right ? q : 0;
+  return options_.scale *
+             f.select(1, 0).slice(1, 0, q).slice(2, x0, x0 + q).mean({1, 2}) +
+         options_.offset;
+}
+
 }  // namespace cxr::testing

@@ -66,6 +66,39 @@ void make_tiny_dataset(const std::filesystem::path& root);
 cxr::train::RunOptions tiny_run_options(const std::filesystem::path& dir,
                                         const std::string& out);
 
+/// The config of a hand-built test model: arch "hand", `size` px inputs.
+cxr::models::ModelConfig hand_config(int size = 32);
+
+/// Which quadrant a QuadrantModel reads, and how its logit is scaled.
+struct QuadrantOptions {
+  int size = 32;
+  bool top_right = true;  ///< else top-left
+  double scale = 1.0, offset = -0.1;
+};
+
+/// A hand-built model with known Grad-CAM answers (Grad-CAM and trust
+/// tests). Two fixed 3x3 edge filters: channel 0 answers vertical stripes
+/// (change along x), channel 1 horizontal stripes (change along y). The
+/// tapped "features" layer (the default tap; "conv" is tapped too) is
+/// relu(conv) average-pooled 2x2; the logit is scale * (the mean of channel
+/// 0 over one quadrant of the features) + offset. So the logit depends only
+/// on that quadrant of the image (top-right by default, so that a
+/// transposed map would be caught).
+class QuadrantModelImpl : public cxr::models::ClassifierImpl {
+ public:
+  explicit QuadrantModelImpl(QuadrantOptions options = {});
+  torch::Tensor forward_tapped(const torch::Tensor& x,
+                               cxr::models::Tap* tap) override;
+  std::vector<std::string> tap_names() const override {
+    return {"conv", "features"};
+  }
+  std::string default_tap() const override { return "features"; }
+
+ private:
+  QuadrantOptions options_;
+  torch::nn::Conv2d conv_{nullptr};
+};
+
 /// The message of the E that `fn` throws, or "(no error)".
 template <typename E>
 std::string error_of(const std::function<void()>& fn) {

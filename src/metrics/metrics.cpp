@@ -6,9 +6,8 @@
 #include <limits>
 #include <numeric>
 #include <random>
-#include <sstream>
-
 #include "cxr/common/error.h"
+#include "cxr/common/text.h"
 
 namespace cxr::metrics {
 namespace {
@@ -16,12 +15,6 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Two-sided 95% standard normal quantile.
 constexpr double kZ95 = 1.959963984540054;
-
-std::string fmt(double v) {
-  std::ostringstream ss;
-  ss << v;
-  return ss.str();
-}
 
 double ratio(double num, double den) {
   return den == 0 ? kNaN : num / den;
@@ -53,11 +46,26 @@ void check_probabilities(const char* fn, const std::vector<double>& scores) {
   for (size_t i = 0; i < scores.size(); ++i) {
     if (!(scores[i] >= 0.0 && scores[i] <= 1.0)) {
       throw DataError(std::string(fn) + ": score[" + std::to_string(i) +
-                      "] = " + fmt(scores[i]) +
+                      "] = " + shortest(scores[i]) +
                       " is not a probability in [0, 1]; pass P(positive), "
                       "not logits");
     }
   }
+}
+
+// The mean of `loss(score, label)` over probabilities (Brier, log loss),
+// after the shared input checks; NaN for empty input.
+template <typename Loss>
+double mean_loss(const char* fn,
+                 const std::vector<double>& scores,
+                 const std::vector<int>& labels,
+                 Loss loss) {
+  check_inputs(fn, scores, labels);
+  check_probabilities(fn, scores);
+  if (scores.empty()) return kNaN;
+  double sum = 0;
+  for (size_t i = 0; i < scores.size(); ++i) sum += loss(scores[i], labels[i]);
+  return sum / static_cast<double>(scores.size());
 }
 
 // Indices sorted by ascending score, split into groups of tied scores; the
@@ -276,7 +284,7 @@ double threshold_for_sensitivity(const std::vector<double>& scores,
                                  const std::vector<int>& labels,
                                  double target) {
   if (!(target > 0.0 && target <= 1.0)) {
-    throw ConfigError("target sensitivity " + fmt(target) +
+    throw ConfigError("target sensitivity " + shortest(target) +
                       " is not in (0, 1]; use e.g. 0.95");
   }
   check_inputs("threshold_for_sensitivity", scores, labels);
@@ -286,7 +294,7 @@ double threshold_for_sensitivity(const std::vector<double>& scores,
   }
   if (positives.empty()) {
     throw ConfigError(
-        "cannot choose a threshold for sensitivity " + fmt(target) +
+        "cannot choose a threshold for sensitivity " + shortest(target) +
         ": the scores contain no positive cases; use a validation set that "
         "holds both classes");
   }
@@ -370,15 +378,10 @@ Interval wilson_interval(int64_t successes, int64_t n) {
 
 double brier_score(const std::vector<double>& scores,
                    const std::vector<int>& labels) {
-  check_inputs("brier_score", scores, labels);
-  check_probabilities("brier_score", scores);
-  if (scores.empty()) return kNaN;
-  double sum = 0;
-  for (size_t i = 0; i < scores.size(); ++i) {
-    const double d = scores[i] - labels[i];
-    sum += d * d;
-  }
-  return sum / static_cast<double>(scores.size());
+  return mean_loss("brier_score", scores, labels, [](double p, int y) {
+    const double d = p - y;
+    return d * d;
+  });
 }
 
 std::vector<CalibrationBin> calibration_table(const std::vector<double>& scores,
@@ -423,15 +426,10 @@ double expected_calibration_error(const std::vector<CalibrationBin>& table) {
 
 double log_loss(const std::vector<double>& scores,
                 const std::vector<int>& labels) {
-  check_inputs("log_loss", scores, labels);
-  check_probabilities("log_loss", scores);
-  if (scores.empty()) return kNaN;
-  double sum = 0;
-  for (size_t i = 0; i < scores.size(); ++i) {
-    const double p = std::clamp(scores[i], 1e-12, 1.0 - 1e-12);
-    sum -= labels[i] ? std::log(p) : std::log1p(-p);
-  }
-  return sum / static_cast<double>(scores.size());
+  return mean_loss("log_loss", scores, labels, [](double s, int y) {
+    const double p = std::clamp(s, 1e-12, 1.0 - 1e-12);
+    return -(y ? std::log(p) : std::log1p(-p));
+  });
 }
 
 double fit_temperature(const std::vector<double>& logits,

@@ -12,52 +12,7 @@ namespace nn = torch::nn;
 using cxr::infer::CamResult;
 using cxr::infer::GradCam;
 
-cxr::models::ModelConfig hand_config(int size) {
-  cxr::models::ModelConfig c;
-  c.arch = "hand";
-  c.input_size = size;
-  return c;
-}
-
-/// Two fixed 3x3 edge filters: channel 0 answers vertical stripes (change
-/// along x), channel 1 horizontal stripes (change along y). The tapped
-/// "features" layer is relu(conv) average-pooled 2x2; the logit is the mean
-/// of channel 0 over the top-right quadrant of the features, minus 0.1. So
-/// the logit depends only on the top-right quadrant of the image (top-right,
-/// not top-left, so that a transposed map would be caught).
-class QuadrantModelImpl : public cxr::models::ClassifierImpl {
- public:
-  explicit QuadrantModelImpl(int size = 32)
-      : ClassifierImpl(hand_config(size)) {
-    conv_ =
-        register_module("conv", nn::Conv2d(nn::Conv2dOptions(1, 2, 3)
-                                               .padding(1)
-                                               .padding_mode(torch::kReplicate)
-                                               .bias(false)));
-    torch::NoGradGuard no_grad;
-    auto k = torch::zeros({2, 1, 3, 3});
-    k[0][0][1] = torch::tensor({-1.0f, 2.0f, -1.0f});
-    k[1][0].select(1, 1).copy_(torch::tensor({-1.0f, 2.0f, -1.0f}));
-    conv_->weight.copy_(k);
-  }
-  torch::Tensor forward_tapped(const torch::Tensor& x,
-                               cxr::models::Tap* tap) override {
-    check_tap(tap);
-    auto c = conv_->forward(x);
-    maybe_tap(tap, "conv", c);
-    auto f = torch::avg_pool2d(torch::relu(c), 2);
-    maybe_tap(tap, "features", f);
-    const int64_t q = f.size(2) / 2;
-    return f.select(1, 0).slice(1, 0, q).slice(2, q, 2 * q).mean({1, 2}) - 0.1;
-  }
-  std::vector<std::string> tap_names() const override {
-    return {"conv", "features"};
-  }
-  std::string default_tap() const override { return "features"; }
-
- private:
-  nn::Conv2d conv_{nullptr};
-};
+using cxr::testing::QuadrantModelImpl;
 
 /// Top-right: vertical stripes of contrast 0.5; bottom-left: horizontal
 /// stripes of contrast 1 (a stronger activation, of the channel the logit
