@@ -81,11 +81,12 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
                  "train (early stopping on val) or train+val (refit, fixed "
                  "--epochs)")
       ->capture_default_str();
-  // 0 stays the internal "not given" (run.cpp, tune.cpp and study.cpp read
-  // it so); a typed value must be a real sensitivity.
-  cmd.add_option("--target-sensitivity", o.target_sensitivity,
-                 "choose the decision threshold on validation for this "
-                 "sensitivity, in (0, 1] (default: threshold 0.5)")
+  // Unset unless given; a typed value must be a real sensitivity.
+  cmd.add_option_function<double>(
+         "--target-sensitivity",
+         [&o](const double& v) { o.target_sensitivity = v; },
+         "choose the decision threshold on validation for this "
+         "sensitivity, in (0, 1] (default: threshold 0.5)")
       ->check(number_in(0, 1, true, false));
   cmd.add_flag("--balanced-threshold", o.balanced_threshold,
                "choose the decision threshold on validation that maximises "
@@ -107,7 +108,7 @@ void check_model_train_flags(const CLI::App& cmd,
                       "--optimizer sgd");
   }
   if (o.train.epochs == 0 &&
-      (o.model.arch == "baseline" || o.train.fine_tune_epochs == 0)) {
+      (!models::is_transfer(o.model.arch) || o.train.fine_tune_epochs == 0)) {
     throw ConfigError(
         "--epochs 0 trains nothing and would write an untrained model; give "
         "--epochs N >= 1 (a transfer model may skip its frozen phase only "

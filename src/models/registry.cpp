@@ -12,11 +12,15 @@ Classifier make_model(const ModelConfig& config) {
   if (config.arch == "baseline") {
     return std::make_shared<BaselineCnnImpl>(config);
   }
-  if (config.arch == "mobilenetv2" || config.arch == "resnet50v2") {
+  if (is_transfer(config.arch)) {
     return make_transfer_model(config);
   }
   throw ModelError("--model " + config.arch +
                    ": unknown model; use baseline, mobilenetv2 or resnet50v2");
+}
+
+bool is_transfer(const std::string& arch) {
+  return arch == "mobilenetv2" || arch == "resnet50v2";
 }
 
 }  // namespace cxr::models

@@ -29,7 +29,7 @@ struct ChosenThreshold {
 // Checks the threshold flags before training (not after an hour of it) and
 // reads the threshold a refit carries over from its train-only run.
 std::optional<ChosenThreshold> check_threshold_options(const RunOptions& o) {
-  const int given = (o.target_sensitivity != 0 ? 1 : 0) +
+  const int given = (o.target_sensitivity ? 1 : 0) +
                     (o.balanced_threshold ? 1 : 0) +
                     (o.threshold_from.empty() ? 0 : 1);
   if (given > 1) {
@@ -37,11 +37,12 @@ std::optional<ChosenThreshold> check_threshold_options(const RunOptions& o) {
         "give only one of --target-sensitivity, --balanced-threshold and "
         "--threshold-from");
   }
-  if (!(o.target_sensitivity >= 0 && o.target_sensitivity <= 1)) {
+  if (o.target_sensitivity &&
+      !(*o.target_sensitivity > 0 && *o.target_sensitivity <= 1)) {
     throw ConfigError("--target-sensitivity must be in (0, 1], e.g. 0.95");
   }
   const bool has_val = o.train.train_on == "train";
-  if (!has_val && (o.target_sensitivity > 0 || o.balanced_threshold)) {
+  if (!has_val && (o.target_sensitivity || o.balanced_threshold)) {
     throw ConfigError(
         "--target-sensitivity and --balanced-threshold choose the threshold "
         "on validation, which --train-on train+val trains on; choose it in a "
@@ -129,7 +130,8 @@ RunOptions resumed_options(const RunOptions& given, const fs::path& dir) {
   const RunMeta saved = RunMeta::from_json(read_json(cfg), cfg.string());
   RunOptions r = given;
   r.model = saved.model;
-  r.weights = saved.model.arch == "baseline" ? "" : saved.model.pretrained;
+  r.weights =
+      models::is_transfer(saved.model.arch) ? saved.model.pretrained : "";
   r.model.pretrained.clear();
   r.train = saved.train;
   r.train.progress = given.train.progress;
@@ -191,7 +193,7 @@ void swap_in(const fs::path& work, const fs::path& target) {
 nlohmann::json run_settings(const RunOptions& o) {
   return {{"model", o.model.to_json()},
           {"train", o.train.to_json()},
-          {"weights", o.model.arch == "baseline" ? "" : o.weights},
+          {"weights", models::is_transfer(o.model.arch) ? o.weights : ""},
           {"data",
            {{"size", o.data.size},
             {"seed", o.data.seed},
@@ -282,10 +284,10 @@ models::Classifier build_model(const RunOptions& o,
   const auto norm = data::pixel_stats(tv.images);
   mc.mean = norm.mean;
   mc.std = norm.std;
-  if (mc.arch != "baseline") mc.pretrained = o.weights;
+  if (models::is_transfer(mc.arch)) mc.pretrained = o.weights;
   models::Classifier model = models::make_model(mc);
   if (!o.weights.empty()) {
-    if (mc.arch == "baseline") {
+    if (!models::is_transfer(mc.arch)) {
       throw ConfigError(
           "--weights is for transfer models (mobilenetv2, "
           "resnet50v2), not the baseline");
@@ -383,11 +385,11 @@ void choose_threshold(const RunOptions& o,
   auto probs = predict_proba(model, val->images, device);
   auto sc = to_doubles(probs);
   auto lab = to_ints(val->labels);
-  if (o.target_sensitivity > 0) {
+  if (o.target_sensitivity) {
     meta.threshold =
-        metrics::threshold_for_sensitivity(sc, lab, o.target_sensitivity);
+        metrics::threshold_for_sensitivity(sc, lab, *o.target_sensitivity);
     meta.threshold_rule =
-        "sensitivity >= " + std::to_string(o.target_sensitivity) +
+        "sensitivity >= " + std::to_string(*o.target_sensitivity) +
         " on validation";
   } else if (o.balanced_threshold) {
     meta.threshold = metrics::threshold_youden(sc, lab);

@@ -104,7 +104,7 @@ struct Phase {
 std::vector<Phase> phases_of(const models::ClassifierImpl& model,
                              const TrainOptions& o) {
   std::vector<Phase> phases;
-  if (model.config().arch != "baseline") {
+  if (models::is_transfer(model.config().arch)) {
     phases.push_back({"frozen", o.epochs, o.lr, false});
     if (o.fine_tune_epochs > 0) {
       phases.push_back({"fine-tune", o.fine_tune_epochs, o.fine_tune_lr, true});
@@ -396,7 +396,7 @@ FitResult fit(models::ClassifierImpl& model,
   if (train.size() == 0) throw DataError("the training split is empty");
   model.to(device);
   use_device_layout(model, device);
-  const bool transfer = model.config().arch != "baseline";
+  const bool transfer = models::is_transfer(model.config().arch);
   const std::vector<Phase> phases = phases_of(model, o);
   LoopState ls = initial_state(resume);
   FitResult& result = ls.result;

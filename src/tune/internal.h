@@ -6,14 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
 #include "cxr/train/run.h"
 #include "cxr/tune/tune.h"
 
 namespace cxr::tune::detail {
 
-/// Fixed-point text with `p` decimals; "nan" for NaN.
-std::string fmt(double v, int p = 4);
+/// Fixed-point text with `p` decimals; "nan" for NaN, as trials.csv and
+/// results.md have always written an undefined metric.
+inline std::string fmt(double v, int p = 4) {
+  return fixed(v, p, "nan");
+}
 
 /// Trials stored one JSON line each; a torn last line (crash) is skipped.
 std::vector<TrialResult> read_store(const std::filesystem::path& p);

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "cxr/models/classifier.h"
 #include "cxr/tune/tune.h"
 
 namespace cxr::tune {
@@ -58,8 +59,10 @@ std::string format_summary(const TuneResult& r) {
 }
 
 std::vector<std::string> default_space(const std::string& arch) {
-  if (arch == "baseline") return {"filters=16,32", "lr=1e-3,3e-4"};
-  return {"dropout=0.3,0.5", "lr=1e-3,3e-4"};
+  // The baseline's width matters most; a transfer model's backbone is
+  // fixed, so its head's dropout is searched instead.
+  if (models::is_transfer(arch)) return {"dropout=0.3,0.5", "lr=1e-3,3e-4"};
+  return {"filters=16,32", "lr=1e-3,3e-4"};
 }
 
 }  // namespace cxr::tune

@@ -16,13 +16,6 @@ namespace fs = std::filesystem;
 namespace cxr::tune {
 namespace detail {
 
-std::string fmt(double v, int p) {
-  if (std::isnan(v)) return "nan";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(p) << v;
-  return s.str();
-}
-
 /// Trials stored one JSON line each; the last line may be torn by a crash.
 std::vector<TrialResult> read_store(const fs::path& p) {
   std::vector<TrialResult> out;

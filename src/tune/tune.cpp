@@ -76,7 +76,7 @@ train::RunOptions refit_options(const train::RunOptions& base,
   // (a cosine over the same epochs, so the same learning rate each epoch;
   // shortening it to the best epoch would anneal faster and give another
   // model), stopped after the best epoch.
-  const bool transfer = ro.model.arch != "baseline";
+  const bool transfer = models::is_transfer(ro.model.arch);
   if (transfer && best.frozen_epochs > 0 &&
       best.frozen_epochs < ro.train.epochs) {
     // Early stopping ended the trial's frozen phase there.
@@ -86,7 +86,7 @@ train::RunOptions refit_options(const train::RunOptions& base,
       ro.train.epochs + (transfer ? ro.train.fine_tune_epochs : 0);
   ro.stop_after_epoch =
       best.best_epoch > 0 && best.best_epoch < total ? best.best_epoch : 0;
-  ro.target_sensitivity = 0;
+  ro.target_sensitivity.reset();
   ro.balanced_threshold = false;
   ro.threshold_from = best.run_dir;
   ro.resume = false;
@@ -364,11 +364,11 @@ RefitResult refit_and_evaluate(const TuneOptions& o,
                                const data::Dataset& ds) {
   train::RunOptions ro = refit_options(o.base, best);
   RefitResult rr;
-  rr.epochs =
-      ro.stop_after_epoch > 0
-          ? ro.stop_after_epoch
-          : ro.train.epochs +
-                (ro.model.arch == "baseline" ? 0 : ro.train.fine_tune_epochs);
+  rr.epochs = ro.stop_after_epoch > 0
+                  ? ro.stop_after_epoch
+                  : ro.train.epochs + (!models::is_transfer(ro.model.arch)
+                                           ? 0
+                                           : ro.train.fine_tune_epochs);
   ro.out_dir = (fs::path(o.out_dir) / "refit").string();
   ro.resume = false;
   std::error_code ec;

@@ -104,7 +104,11 @@ TEST(RunThreshold, BadChoicesAreRefusedBeforeTraining) {
   o.target_sensitivity = 1.5;
   expect_config_error([&] { cxr::train::train_run(o); },
                       "--target-sensitivity");
+  // Unset is std::nullopt; a given 0 is no sensitivity to aim for.
   o.target_sensitivity = 0;
+  expect_config_error([&] { cxr::train::train_run(o); },
+                      "--target-sensitivity");
+  o.target_sensitivity.reset();
   o.threshold_from = (dir / "nowhere").string();
   expect_config_error([&] { cxr::train::train_run(o); }, "no config.json");
   // Nothing was written for the refused runs.

@@ -98,6 +98,10 @@ using Classifier = std::shared_ptr<ClassifierImpl>;
 /// Builds a model from its config (random weights). Throws ModelError for an
 /// unknown arch, ConfigError for bad options.
 Classifier make_model(const ModelConfig& config);
+/// True for an architecture with an ImageNet backbone (mobilenetv2,
+/// resnet50v2): Keras weights, a frozen phase, then fine-tuning. The
+/// baseline (and an unknown name) is not.
+bool is_transfer(const std::string& arch);
 
 /// Number of elements over all parameters.
 int64_t count_parameters(torch::nn::Module& module);

@@ -40,8 +40,9 @@ struct RunOptions {
   std::set<std::string> flags_given;
   /// "auto", "cpu", "cuda", ...
   std::string device = "auto";
-  /// Choose the threshold on validation for this sensitivity (0 = use 0.5).
-  double target_sensitivity = 0.0;
+  /// Choose the threshold on validation for this sensitivity, in (0, 1]
+  /// (unset: 0.5, unless another rule is given).
+  std::optional<double> target_sensitivity;
   /// Choose the balanced threshold on validation (max Youden's J).
   bool balanced_threshold = false;
   /// A refit's threshold: the one a run trained on train chose on validation
