@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cache.h"
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/progress.h"
@@ -154,150 +155,6 @@ void assign_classes(DatasetIndex& idx, const DatasetOptions& o) {
   idx.negative = idx.classes[0] == o.positive ? idx.classes[1] : idx.classes[0];
 }
 
-// ---- decoded cache -------------------------------------------------------
-
-// Version 3 stores ImageInfo::chroma (version 2 dropped it, so a colour file
-// read from the cache looked gray to the input checks).
-constexpr char kCacheMagic[8] = {'C', 'X', 'R', 'C', 'A', 'C', 'H', '3'};
-
-struct CacheRecord {
-  int64_t file_size = 0;
-  int64_t mtime_ns = 0;
-  ImageInfo info;
-  uint64_t pixel_hash = 0;
-  std::vector<uint8_t> pixels;  // size * size
-};
-
-struct FileStamp {
-  int64_t size = -1;
-  int64_t mtime_ns = 0;
-};
-
-FileStamp stamp(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return {static_cast<int64_t>(st.st_size),
-          static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL +
-              st.st_mtim.tv_nsec};
-}
-
-fs::path cache_path(const DatasetOptions& o, const std::string& root) {
-  std::string key = root + "|" + std::to_string(o.size);
-  char buf[40];
-  std::snprintf(
-      buf, sizeof buf, "%016llx",
-      static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
-  return fs::path(o.cache_dir) /
-         ("decoded-" + std::to_string(o.size) + "px-" + buf + ".bin");
-}
-
-template <typename T>
-void put(std::string& out, const T& v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-void put_str(std::string& out, const std::string& s) {
-  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-struct Reader {
-  const std::string& buf;
-  size_t pos = 0;
-  bool ok = true;
-  template <typename T>
-  T get() {
-    T v{};
-    if (pos + sizeof(T) > buf.size()) {
-      ok = false;
-      return v;
-    }
-    std::memcpy(&v, buf.data() + pos, sizeof(T));
-    pos += sizeof(T);
-    return v;
-  }
-  std::string get_str() {
-    auto n = get<uint32_t>();
-    if (!ok || pos + n > buf.size() || n > (1u << 16)) {
-      ok = false;
-      return {};
-    }
-    std::string s = buf.substr(pos, n);
-    pos += n;
-    return s;
-  }
-};
-
-/// Reads the cache; a missing, foreign or damaged cache is simply empty
-/// (it is rebuilt from the images, never trusted blindly).
-std::unordered_map<std::string, CacheRecord> read_cache(const fs::path& p,
-                                                        int size) {
-  std::unordered_map<std::string, CacheRecord> out;
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return out;
-  std::string buf((std::istreambuf_iterator<char>(in)),
-                  std::istreambuf_iterator<char>());
-  Reader r{buf};
-  if (buf.size() < sizeof kCacheMagic ||
-      std::memcmp(buf.data(), kCacheMagic, sizeof kCacheMagic) != 0) {
-    return out;
-  }
-  r.pos = sizeof kCacheMagic;
-  if (r.get<int32_t>() != size) return out;
-  const auto n = r.get<uint64_t>();
-  const size_t px = static_cast<size_t>(size) * size;
-  for (uint64_t i = 0; i < n && r.ok; ++i) {
-    std::string path = r.get_str();
-    CacheRecord rec;
-    rec.file_size = r.get<int64_t>();
-    rec.mtime_ns = r.get<int64_t>();
-    rec.info.width = r.get<int32_t>();
-    rec.info.height = r.get<int32_t>();
-    rec.info.channels = r.get<int32_t>();
-    rec.info.bit_depth = r.get<int32_t>();
-    rec.info.format = r.get_str();
-    rec.info.color = r.get_str();
-    rec.info.chroma = r.get<double>();
-    rec.pixel_hash = r.get<uint64_t>();
-    if (!r.ok || r.pos + px > buf.size()) {
-      out.clear();
-      return out;
-    }
-    rec.pixels.assign(buf.begin() + static_cast<std::ptrdiff_t>(r.pos),
-                      buf.begin() + static_cast<std::ptrdiff_t>(r.pos + px));
-    r.pos += px;
-    out.emplace(std::move(path), std::move(rec));
-  }
-  if (!r.ok) out.clear();
-  return out;
-}
-
-void write_cache(
-    const fs::path& p,
-    int size,
-    const std::vector<std::pair<std::string, const CacheRecord*>>& records) {
-  std::string out;
-  out.reserve(records.size() * (static_cast<size_t>(size) * size + 160));
-  out.append(kCacheMagic, sizeof kCacheMagic);
-  put<int32_t>(out, size);
-  put<uint64_t>(out, records.size());
-  for (const auto& [path, rec] : records) {
-    put_str(out, path);
-    put<int64_t>(out, rec->file_size);
-    put<int64_t>(out, rec->mtime_ns);
-    put<int32_t>(out, rec->info.width);
-    put<int32_t>(out, rec->info.height);
-    put<int32_t>(out, rec->info.channels);
-    put<int32_t>(out, rec->info.bit_depth);
-    put_str(out, rec->info.format);
-    put_str(out, rec->info.color);
-    put<double>(out, rec->info.chroma);
-    put<uint64_t>(out, rec->pixel_hash);
-    out.append(reinterpret_cast<const char*>(rec->pixels.data()),
-               rec->pixels.size());
-  }
-  write_text_atomic(p, out);
-}
-
 }  // namespace
 
 bool is_image_file(const std::string& path) {
@@ -387,7 +244,10 @@ Split parse_split(const std::string& name) {
   throw ConfigError("--split " + name + ": use train, val or test");
 }
 
-DatasetIndex index_dataset(const DatasetOptions& o) {
+namespace {
+
+// The data folder exists, is a folder and the split shares add up.
+void check_root(const DatasetOptions& o) {
   if (o.root.empty()) {
     throw ConfigError("no data folder given; pass DATA (" +
                       std::string(kLayoutHelp) + ")");
@@ -414,71 +274,66 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
         "--train-fraction/--val-fraction: need train > 0, val >= 0 and "
         "train + val < 1 (test gets the rest)");
   }
-  DatasetIndex idx;
-  idx.root = o.root;
-  fs::path root(o.root);
-  // The root itself must be listable; problems below it are bad entries.
-  {
-    std::error_code ec;
-    fs::directory_iterator probe(root, ec);
-    if (ec) throw DataError("data folder '" + o.root + "' " + fs_problem(ec));
-  }
-  const Problems problems{o.skip_bad ? &idx.skipped : nullptr,
-                          "; fix or remove it, or pass --skip-bad to load "
-                          "the rest"};
-  auto top = subdirs(root, problems);
-  auto has = [&](const char* n) {
-    return std::find(top.begin(), top.end(), n) != top.end();
-  };
-  if (has("train")) {
-    if (!has("val") || !has("test")) {
-      throw DataError("data '" + o.root +
-                      "' has train/ but not both val/ and test/; " +
-                      kLayoutHelp);
-    }
-    idx.layout = "split";
-    idx.classes = subdirs(root / "train", problems);
-    assign_classes(idx, o);
-    for (Split s : kAllSplits) {
-      for (const auto& c : idx.classes) {
-        fs::path d = root / split_name(s) / c;
-        std::error_code ec;
-        if (!fs::is_directory(d, ec) && !ec) {
-          throw DataError("data '" + o.root + "': missing folder '" +
-                          d.string() + "' (every split needs both classes)");
-        }
-        for (auto& f : image_files(d, problems)) {
-          idx.samples.push_back({f, c == idx.positive ? 1 : 0, s});
-        }
-      }
-    }
-  } else {
-    idx.layout = "flat";
-    idx.classes = top;
-    assign_classes(idx, o);
+}
+
+// ROOT/{train,val,test}/<CLASS>/*.
+void index_split_layout(DatasetIndex& idx,
+                        const fs::path& root,
+                        const Problems& problems,
+                        const DatasetOptions& o) {
+  idx.layout = "split";
+  idx.classes = subdirs(root / "train", problems);
+  assign_classes(idx, o);
+  for (Split s : kAllSplits) {
     for (const auto& c : idx.classes) {
-      auto files = image_files(root / c, problems);
-      seeded_shuffle(files, o.seed ^ fnv1a64(c.data(), c.size()));
-      const auto n = static_cast<double>(files.size());
-      const size_t n_train =
-          static_cast<size_t>(std::llround(n * o.train_fraction));
-      const size_t n_val =
-          std::min(files.size() - n_train,
-                   static_cast<size_t>(std::llround(n * o.val_fraction)));
-      for (size_t i = 0; i < files.size(); ++i) {
-        Split s = i < n_train           ? Split::kTrain
-                  : i < n_train + n_val ? Split::kVal
-                                        : Split::kTest;
-        idx.samples.push_back({files[i], c == idx.positive ? 1 : 0, s});
+      fs::path d = root / split_name(s) / c;
+      std::error_code ec;
+      if (!fs::is_directory(d, ec) && !ec) {
+        throw DataError("data '" + o.root + "': missing folder '" + d.string() +
+                        "' (every split needs both classes)");
+      }
+      for (auto& f : image_files(d, problems)) {
+        idx.samples.push_back({f, c == idx.positive ? 1 : 0, s});
       }
     }
-    std::stable_sort(idx.samples.begin(), idx.samples.end(),
-                     [](const Sample& a, const Sample& b) {
-                       if (a.split != b.split) return a.split < b.split;
-                       if (a.label != b.label) return a.label > b.label;
-                       return a.path < b.path;
-                     });
   }
+}
+
+// ROOT/<CLASS>/*: a seeded stratified split per class.
+void index_flat_layout(DatasetIndex& idx,
+                       const std::vector<std::string>& top,
+                       const fs::path& root,
+                       const Problems& problems,
+                       const DatasetOptions& o) {
+  idx.layout = "flat";
+  idx.classes = top;
+  assign_classes(idx, o);
+  for (const auto& c : idx.classes) {
+    auto files = image_files(root / c, problems);
+    seeded_shuffle(files, o.seed ^ fnv1a64(c.data(), c.size()));
+    const auto n = static_cast<double>(files.size());
+    const size_t n_train =
+        static_cast<size_t>(std::llround(n * o.train_fraction));
+    const size_t n_val =
+        std::min(files.size() - n_train,
+                 static_cast<size_t>(std::llround(n * o.val_fraction)));
+    for (size_t i = 0; i < files.size(); ++i) {
+      Split s = i < n_train           ? Split::kTrain
+                : i < n_train + n_val ? Split::kVal
+                                      : Split::kTest;
+      idx.samples.push_back({files[i], c == idx.positive ? 1 : 0, s});
+    }
+  }
+  std::stable_sort(idx.samples.begin(), idx.samples.end(),
+                   [](const Sample& a, const Sample& b) {
+                     if (a.split != b.split) return a.split < b.split;
+                     if (a.label != b.label) return a.label > b.label;
+                     return a.path < b.path;
+                   });
+}
+
+// Every split needs both classes.
+void check_every_split(const DatasetIndex& idx, const DatasetOptions& o) {
   for (Split s : kAllSplits) {
     for (int label : {0, 1}) {
       bool any = std::any_of(
@@ -502,6 +357,39 @@ DatasetIndex index_dataset(const DatasetOptions& o) {
       }
     }
   }
+}
+
+}  // namespace
+
+DatasetIndex index_dataset(const DatasetOptions& o) {
+  check_root(o);
+  DatasetIndex idx;
+  idx.root = o.root;
+  fs::path root(o.root);
+  // The root itself must be listable; problems below it are bad entries.
+  {
+    std::error_code ec;
+    fs::directory_iterator probe(root, ec);
+    if (ec) throw DataError("data folder '" + o.root + "' " + fs_problem(ec));
+  }
+  const Problems problems{o.skip_bad ? &idx.skipped : nullptr,
+                          "; fix or remove it, or pass --skip-bad to load "
+                          "the rest"};
+  auto top = subdirs(root, problems);
+  auto has = [&](const char* n) {
+    return std::find(top.begin(), top.end(), n) != top.end();
+  };
+  if (has("train")) {
+    if (!has("val") || !has("test")) {
+      throw DataError("data '" + o.root +
+                      "' has train/ but not both val/ and test/; " +
+                      kLayoutHelp);
+    }
+    index_split_layout(idx, root, problems, o);
+  } else {
+    index_flat_layout(idx, top, root, problems, o);
+  }
+  check_every_split(idx, o);
   return idx;
 }
 
@@ -537,6 +425,142 @@ ImageSet concat(const std::vector<const ImageSet*>& sets) {
   return out;
 }
 
+namespace {
+
+/// Each sample's file stamp and record (from the cache or decoded now), or
+/// the error that stopped it.
+struct Loaded {
+  std::vector<FileStamp> stamps;
+  std::vector<const CacheRecord*> rec;
+  std::vector<CacheRecord> fresh;
+  std::vector<std::string> errors;
+  std::vector<size_t> todo;  ///< samples not (validly) in the cache
+};
+
+Loaded look_up(const std::vector<Sample>& samples,
+               const std::unordered_map<std::string, CacheRecord>& cache) {
+  const size_t n = samples.size();
+  Loaded l;
+  l.fresh.resize(n);
+  l.rec.assign(n, nullptr);
+  l.errors.resize(n);
+  l.stamps.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    l.stamps[i] = stamp(samples[i].path);
+    auto it = cache.find(samples[i].path);
+    if (it != cache.end() && it->second.file_size == l.stamps[i].size &&
+        it->second.mtime_ns == l.stamps[i].mtime_ns) {
+      l.rec[i] = &it->second;
+    } else {
+      l.todo.push_back(i);
+    }
+  }
+  return l;
+}
+
+// Decodes and resizes l.todo on worker threads.
+void decode_missing(const std::vector<Sample>& samples,
+                    const DatasetOptions& o,
+                    Loaded& l) {
+  if (l.todo.empty()) return;
+  const size_t px = static_cast<size_t>(o.size) * o.size;
+  const auto& todo = l.todo;
+  int threads = o.threads > 0
+                    ? o.threads
+                    : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
+  Progress bar("decode", static_cast<long>(todo.size()), todo.size() > 200);
+  std::mutex bar_mutex;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    torch::NoGradGuard no_grad;
+    for (size_t k = next++; k < todo.size(); k = next++) {
+      const size_t i = todo[k];
+      try {
+        GrayImage img = read_gray(samples[i].path, o.limits);
+        torch::Tensor small = resize_square(img.pixels, o.size)
+                                  .mul(255.0f)
+                                  .round_()
+                                  .to(torch::kUInt8)
+                                  .contiguous();
+        CacheRecord& r = l.fresh[i];
+        r.file_size = l.stamps[i].size;
+        r.mtime_ns = l.stamps[i].mtime_ns;
+        r.info = img.info;
+        r.pixel_hash = img.pixel_hash;
+        r.pixels.assign(small.data_ptr<uint8_t>(),
+                        small.data_ptr<uint8_t>() + px);
+        l.rec[i] = &r;
+      } catch (const Error& e) {
+        l.errors[i] = e.what();
+      } catch (const std::exception& e) {
+        l.errors[i] = "image '" + samples[i].path + "': " + e.what();
+      }
+      std::lock_guard<std::mutex> lock(bar_mutex);
+      bar.step(1);
+    }
+  };
+  // Per-image tensor ops are tiny: one intra-op thread per worker.
+  const int saved_threads = torch::get_num_threads();
+  torch::set_num_threads(1);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(work);
+  for (auto& t : pool) t.join();
+  torch::set_num_threads(saved_threads);
+  bar.finish();
+}
+
+// The unreadable images go to ds.skipped; without --skip-bad the first is
+// a DataError naming it. Returns how many there were.
+size_t collect_bad(const std::vector<Sample>& samples,
+                   const Loaded& l,
+                   const DatasetOptions& o,
+                   Dataset& ds) {
+  size_t bad = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (l.errors[i].empty()) continue;
+    ++bad;
+    ds.skipped.push_back({samples[i].path, l.errors[i]});
+  }
+  if (bad > 0 && !o.skip_bad) {
+    std::string msg =
+        *std::find_if(l.errors.begin(), l.errors.end(),
+                      [](const std::string& e) { return !e.empty(); });
+    if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad files)";
+    msg += "; fix or remove it, or pass --skip-bad to load the rest";
+    throw DataError(msg);
+  }
+  return bad;
+}
+
+ImageSet assemble(Split s,
+                  const std::vector<Sample>& samples,
+                  const Loaded& l,
+                  int size) {
+  const size_t px = static_cast<size_t>(size) * size;
+  std::vector<size_t> ids;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (samples[i].split == s && l.rec[i]) ids.push_back(i);
+  }
+  ImageSet set;
+  const auto m = static_cast<int64_t>(ids.size());
+  set.images = torch::empty({m, 1, size, size}, torch::kUInt8);
+  set.labels = torch::empty({m}, torch::kFloat32);
+  auto* dst = set.images.data_ptr<uint8_t>();
+  auto* lab = set.labels.data_ptr<float>();
+  for (int64_t j = 0; j < m; ++j) {
+    const size_t i = ids[static_cast<size_t>(j)];
+    std::memcpy(dst + static_cast<size_t>(j) * px, l.rec[i]->pixels.data(), px);
+    lab[j] = static_cast<float>(samples[i].label);
+    set.paths.push_back(samples[i].path);
+    set.infos.push_back(l.rec[i]->info);
+    set.pixel_hashes.push_back(l.rec[i]->pixel_hash);
+  }
+  return set;
+}
+
+}  // namespace
+
 Dataset load_dataset(const DatasetOptions& o) {
   if (o.size < 16 || o.size > 1024) {
     throw ConfigError("--size " + std::to_string(o.size) +
@@ -549,7 +573,6 @@ Dataset load_dataset(const DatasetOptions& o) {
   ds.skipped = ds.index.skipped;
   const auto& samples = ds.index.samples;
   const size_t n = samples.size();
-  const size_t px = static_cast<size_t>(o.size) * o.size;
 
   std::string abs_root = fs::weakly_canonical(fs::absolute(o.root)).string();
   std::unordered_map<std::string, CacheRecord> cache;
@@ -558,118 +581,21 @@ Dataset load_dataset(const DatasetOptions& o) {
     cpath = cache_path(o, abs_root);
     cache = read_cache(cpath, o.size);
   }
-
-  std::vector<CacheRecord> fresh(n);
-  std::vector<const CacheRecord*> rec(n, nullptr);
-  std::vector<std::string> errors(n);
-  std::vector<FileStamp> stamps(n);
-  std::vector<size_t> todo;
-  for (size_t i = 0; i < n; ++i) {
-    stamps[i] = stamp(samples[i].path);
-    auto it = cache.find(samples[i].path);
-    if (it != cache.end() && it->second.file_size == stamps[i].size &&
-        it->second.mtime_ns == stamps[i].mtime_ns) {
-      rec[i] = &it->second;
-    } else {
-      todo.push_back(i);
-    }
-  }
-
-  if (!todo.empty()) {
-    int threads = o.threads > 0
-                      ? o.threads
-                      : static_cast<int>(std::thread::hardware_concurrency());
-    threads =
-        std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
-    Progress bar("decode", static_cast<long>(todo.size()), todo.size() > 200);
-    std::mutex bar_mutex;
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      torch::NoGradGuard no_grad;
-      for (size_t k = next++; k < todo.size(); k = next++) {
-        const size_t i = todo[k];
-        try {
-          GrayImage img = read_gray(samples[i].path, o.limits);
-          torch::Tensor small = resize_square(img.pixels, o.size)
-                                    .mul(255.0f)
-                                    .round_()
-                                    .to(torch::kUInt8)
-                                    .contiguous();
-          CacheRecord& r = fresh[i];
-          r.file_size = stamps[i].size;
-          r.mtime_ns = stamps[i].mtime_ns;
-          r.info = img.info;
-          r.pixel_hash = img.pixel_hash;
-          r.pixels.assign(small.data_ptr<uint8_t>(),
-                          small.data_ptr<uint8_t>() + px);
-          rec[i] = &r;
-        } catch (const Error& e) {
-          errors[i] = e.what();
-        } catch (const std::exception& e) {
-          errors[i] = "image '" + samples[i].path + "': " + e.what();
-        }
-        std::lock_guard<std::mutex> lock(bar_mutex);
-        bar.step(1);
-      }
-    };
-    // Per-image tensor ops are tiny: one intra-op thread per worker.
-    const int saved_threads = torch::get_num_threads();
-    torch::set_num_threads(1);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(work);
-    for (auto& t : pool) t.join();
-    torch::set_num_threads(saved_threads);
-    bar.finish();
-  }
-
-  size_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (errors[i].empty()) continue;
-    ++bad;
-    ds.skipped.push_back({samples[i].path, errors[i]});
-  }
-  if (bad > 0 && !o.skip_bad) {
-    std::string msg = errors[std::distance(
-        errors.begin(),
-        std::find_if(errors.begin(), errors.end(),
-                     [](const std::string& e) { return !e.empty(); }))];
-    if (bad > 1) msg += " (and " + std::to_string(bad - 1) + " more bad files)";
-    msg += "; fix or remove it, or pass --skip-bad to load the rest";
-    throw DataError(msg);
-  }
-
-  if (!o.cache_dir.empty() && (!todo.empty() || cache.size() != n - bad)) {
+  Loaded l = look_up(samples, cache);
+  decode_missing(samples, o, l);
+  const size_t bad = collect_bad(samples, l, o, ds);
+  if (!o.cache_dir.empty() && (!l.todo.empty() || cache.size() != n - bad)) {
     std::vector<std::pair<std::string, const CacheRecord*>> keep;
     for (size_t i = 0; i < n; ++i) {
-      if (rec[i]) keep.emplace_back(samples[i].path, rec[i]);
+      if (l.rec[i]) keep.emplace_back(samples[i].path, l.rec[i]);
     }
     ensure_dir(o.cache_dir);
     write_cache(cpath, o.size, keep);
   }
-
-  for (Split s : kAllSplits) {
-    std::vector<size_t> ids;
-    for (size_t i = 0; i < n; ++i) {
-      if (samples[i].split == s && rec[i]) ids.push_back(i);
-    }
-    ImageSet set;
-    const auto m = static_cast<int64_t>(ids.size());
-    set.images = torch::empty({m, 1, o.size, o.size}, torch::kUInt8);
-    set.labels = torch::empty({m}, torch::kFloat32);
-    auto* dst = set.images.data_ptr<uint8_t>();
-    auto* lab = set.labels.data_ptr<float>();
-    for (int64_t j = 0; j < m; ++j) {
-      const size_t i = ids[static_cast<size_t>(j)];
-      std::memcpy(dst + static_cast<size_t>(j) * px, rec[i]->pixels.data(), px);
-      lab[j] = static_cast<float>(samples[i].label);
-      set.paths.push_back(samples[i].path);
-      set.infos.push_back(rec[i]->info);
-      set.pixel_hashes.push_back(rec[i]->pixel_hash);
-    }
-    ds.splits.emplace(s, std::move(set));
-  }
-  ds.stats.decoded = static_cast<int64_t>(todo.size() - bad);
-  ds.stats.from_cache = static_cast<int64_t>(n - todo.size());
+  for (Split s : kAllSplits)
+    ds.splits.emplace(s, assemble(s, samples, l, o.size));
+  ds.stats.decoded = static_cast<int64_t>(l.todo.size() - bad);
+  ds.stats.from_cache = static_cast<int64_t>(n - l.todo.size());
   ds.stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
           .count();

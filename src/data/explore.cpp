@@ -3,6 +3,7 @@
 #include <iomanip>
 
 #include "cxr/common/fs.h"
+#include "cxr/common/text.h"
 #include "cxr/viz/plot.h"
 
 namespace fs = std::filesystem;
@@ -10,10 +11,9 @@ namespace fs = std::filesystem;
 namespace cxr::data {
 namespace {
 
+// summary.json and the printed summary write an undefined value as "nan".
 std::string fmt(double v, int digits = 3) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
+  return fixed(v, digits, "nan");
 }
 
 nlohmann::json stats_json(const PixelStats& s) {
@@ -25,18 +25,9 @@ torch::Tensor select_label(const ImageSet& set, int label) {
   return set.images.index_select(0, idx);
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
-
-}  // namespace
-
-nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
-  ensure_dir(o.out_dir);
-  const fs::path out(o.out_dir);
+// The data set itself: folder, load, skipped files, counts, pixel
+// statistics, sizes and formats, normalisation.
+nlohmann::json describe(const Dataset& ds) {
   const auto& idx = ds.index;
   nlohmann::json j;
   j["dataset"] = {{"root", idx.root},
@@ -79,8 +70,14 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   PixelStats norm = pixel_stats(tv.images);
   j["normalization"] = {
       {"source", "train+val"}, {"mean", norm.mean}, {"std", norm.std}};
+  return j;
+}
 
-  // Histograms per class over all splits.
+// Histograms per class over all splits: histograms.png and their values.
+nlohmann::json write_histograms(const Dataset& ds,
+                                const ExploreOptions& o,
+                                const fs::path& out) {
+  const auto& idx = ds.index;
   ImageSet all = concat({&ds.split(Split::kTrain), &ds.split(Split::kVal),
                          &ds.split(Split::kTest)});
   viz::LineChart hist;
@@ -94,16 +91,23 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   for (int b = 0; b < o.histogram_bins; ++b) {
     centers[static_cast<size_t>(b)] = (b + 0.5) / o.histogram_bins;
   }
-  j["histograms"]["bin_centers"] = centers;
+  nlohmann::json j;
+  j["bin_centers"] = centers;
   for (int label : {1, 0}) {
     const std::string& name = label ? idx.positive : idx.negative;
     auto h = intensity_histogram(select_label(all, label), o.histogram_bins);
-    j["histograms"][name] = h;
+    j[name] = h;
     hist.series.push_back({name, centers, h, label == 0, true});
   }
   viz::save_line_chart(hist, (out / "histograms.png").string());
+  return j;
+}
 
-  // Sample grid: the first images of each class in the training split.
+// Sample grid: the first images of each class in the training split.
+void write_samples(const Dataset& ds,
+                   const ExploreOptions& o,
+                   const fs::path& out) {
+  const auto& idx = ds.index;
   std::vector<viz::Tile> tiles;
   const ImageSet& train = ds.split(Split::kTrain);
   for (int label : {1, 0}) {
@@ -122,10 +126,13 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   grid.title = "Training samples per class (as the model sees them)";
   grid.columns = std::max(1, o.samples_per_class);
   viz::save_image_grid(tiles, grid, (out / "samples.png").string());
+}
 
-  // Duplicates and leakage.
+// Duplicates and leakage: duplicates.csv and summary.json's "duplicates".
+nlohmann::json write_duplicates(const Dataset& ds,
+                                const ExploreOptions& o,
+                                const fs::path& out) {
   auto report = find_duplicates(ds, o.duplicates);
-  const auto& dups = report.pairs;
   nlohmann::json quantiles;
   if (!report.nearest_similarity.empty()) {
     auto q = torch::tensor(report.nearest_similarity, torch::kFloat64);
@@ -136,7 +143,7 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
   int64_t exact_within = 0, near_within = 0;
   nlohmann::json cross = nlohmann::json::array();
   std::string csv = "kind,similarity,split_a,path_a,split_b,path_b\n";
-  for (const auto& d : dups) {
+  for (const auto& d : report.pairs) {
     csv += d.kind + "," + fmt(d.similarity, 4) + "," + split_name(d.a.split) +
            "," + csv_field(d.a.path) + "," + split_name(d.b.split) + "," +
            csv_field(d.b.path) + "\n";
@@ -154,15 +161,26 @@ nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
     }
   }
   write_text_atomic(out / "duplicates.csv", csv);
-  j["duplicates"] = {{"method",
-                      "exact: identical decoded pixels; near: correlation of "
-                      "band-passed 24x24 perceptual fingerprints"},
-                     {"min_similarity", o.duplicates.min_similarity},
-                     {"exact_within_split", exact_within},
-                     {"near_within_split", near_within},
-                     {"cross_split_count", cross.size()},
-                     {"nearest_similarity_quantiles", quantiles},
-                     {"cross_split", cross}};
+  return {{"method",
+           "exact: identical decoded pixels; near: correlation of "
+           "band-passed 24x24 perceptual fingerprints"},
+          {"min_similarity", o.duplicates.min_similarity},
+          {"exact_within_split", exact_within},
+          {"near_within_split", near_within},
+          {"cross_split_count", cross.size()},
+          {"nearest_similarity_quantiles", quantiles},
+          {"cross_split", cross}};
+}
+
+}  // namespace
+
+nlohmann::json explore(const Dataset& ds, const ExploreOptions& o) {
+  ensure_dir(o.out_dir);
+  const fs::path out(o.out_dir);
+  nlohmann::json j = describe(ds);
+  j["histograms"] = write_histograms(ds, o, out);
+  write_samples(ds, o, out);
+  j["duplicates"] = write_duplicates(ds, o, out);
   j["files"] = {"summary.json", "histograms.png", "samples.png",
                 "duplicates.csv"};
   write_json_atomic(out / "summary.json", j);

@@ -197,21 +197,32 @@ TEST(ImageIo, JpegDecodesAndCorruptJpegIsRefused) {
 }
 
 TEST(ImageIo, ResizeAntialiasesAndKeepsRank) {
-  // A fine checkerboard averages to mid-gray when downscaled with
-  // antialiasing (plain bilinear would alias).
-  auto board = (torch::arange(64).reshape({8, 8}) +
-                torch::arange(64).reshape({8, 8}).floor_divide(8))
-                   .remainder(2)
-                   .to(torch::kFloat32);
-  board = board.repeat({8, 8});  // 64x64
-  auto small = cxr::data::resize_square(board, 8);
+  // One bright column (x = 29) in a dark 64x64 image, shrunk 8x. Plain
+  // bilinear samples only columns 8i+3 and 8i+4 (27 and 28 here), so it
+  // drops the line entirely; an antialiased resize spreads its energy over
+  // the neighbouring output columns and keeps the image's mean (1/64). (A
+  // period-2 checkerboard cannot tell them apart: both give 0.5.)
+  auto line = torch::zeros({64, 64});
+  line.select(1, 29).fill_(1.0f);
+  namespace F = torch::nn::functional;
+  const auto plain = F::interpolate(line.view({1, 1, 64, 64}),
+                                    F::InterpolateFuncOptions()
+                                        .size(std::vector<int64_t>{8, 8})
+                                        .mode(torch::kBilinear)
+                                        .align_corners(false));
+  ASSERT_EQ(plain.max().item<float>(), 0.0f);  // the line is lost
+  auto small = cxr::data::resize_square(line, 8);
   ASSERT_EQ(small.dim(), 2);
   EXPECT_EQ(small.size(0), 8);
-  EXPECT_NEAR(small.mean().item<float>(), 0.5f, 0.02f);
-  EXPECT_LT((small - 0.5f).abs().max().item<float>(), 0.1f);
+  EXPECT_NEAR(small.mean().item<float>(), 1.0f / 64, 1e-4f);
+  // Every row alike, the line's energy in output columns 3 (mostly) and 4.
+  EXPECT_GT(small.select(1, 3).min().item<float>(), 0.05f);
+  EXPECT_GT(small.select(1, 4).min().item<float>(), 0.0f);
+  EXPECT_LT(small.select(1, 4).max().item<float>(),
+            small.select(1, 3).min().item<float>());
   auto batch = cxr::data::resize_square(torch::rand({2, 1, 32, 48}), 16);
   EXPECT_EQ(batch.sizes(), torch::IntArrayRef({2, 1, 16, 16}));
-  EXPECT_THROW(cxr::data::resize_square(board, 0), cxr::ConfigError);
+  EXPECT_THROW(cxr::data::resize_square(line, 0), cxr::ConfigError);
 }
 
 }  // namespace
