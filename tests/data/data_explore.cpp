@@ -71,7 +71,11 @@ TEST(ExploreSeed, CliErrorsAreOneLineWithNonZeroExit) {
   rc = cxr::testing::run_command(
       std::string(CXR_BINARY) + " explore --size 0 " + dir.path().string(),
       &log);
-  EXPECT_NE(rc, 0) << log;
+  // A bad flag value is a configuration error: exit 2 (README), one line
+  // naming the flag.
+  EXPECT_EQ(rc, 2) << log;
+  EXPECT_NE(log.find("--size"), std::string::npos) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
   rc = cxr::testing::run_command(std::string(CXR_BINARY) + " --version", &log);
   EXPECT_EQ(rc, 0);
   EXPECT_NE(log.find("cxr "), std::string::npos);
