@@ -118,12 +118,12 @@ struct ResumeState {
 /// validating on `val` when given (required unless train_on=train+val).
 /// Restores the best weights when early stopping applies.
 FitResult fit(models::ClassifierImpl& model,
-                const data::ImageSet& train,
-                const data::ImageSet* val,
-                const TrainOptions& options,
-                const torch::Device& device,
-                const EpochCallback& on_epoch = nullptr,
-                const ResumeState* resume = nullptr);
+              const data::ImageSet& train,
+              const data::ImageSet* val,
+              const TrainOptions& options,
+              const torch::Device& device,
+              const EpochCallback& on_epoch = nullptr,
+              const ResumeState* resume = nullptr);
 
 /// Device layouts (models/layout.h) and batched inference
 /// (infer/run_config.h), under the names the trainer's callers know.
