@@ -66,7 +66,7 @@ void register_explain(CLI::App& app) {
       return;
     }
     o.device = f->runtime.device;
-    o.cache_dir = f->no_cache ? "" : default_cache_dir();
+    o.cache_dir = cache_dir_unless(f->no_cache);
     // Writes RUN/explain by default: one writer per run.
     const auto lock = lock_run_for_writing(o.run_dir, o.out_dir);
     explain::ExplainResult r;
