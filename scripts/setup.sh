@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch 1.13 (CPU), the C++ frontend
+  libopenblas0-openmp     # BLAS behind LibTorch's matmuls and many convolutions: Debian's
+                          # default libblas3 is the unoptimised reference BLAS (6x slower
+                          # MobileNetV2 inference here, docs/performance.md)
   libhdf5-dev             # Keras .h5 weights
   libpng-dev libjpeg-dev  # PNG/JPEG decoding (libpng 1.6, libjpeg-turbo)
   libstb-dev              # BMP decoding, PNG writing
