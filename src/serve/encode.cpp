@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "cxr/common/base64.h"
 #include "cxr/common/fs.h"
 #include "internal.h"
 
@@ -10,31 +11,6 @@ namespace fs = std::filesystem;
 
 namespace cxr::serve {
 namespace {
-
-std::string base64(const std::vector<unsigned char>& in) {
-  static const char* k =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const uint32_t v = (uint32_t(in[i]) << 16) | (uint32_t(in[i + 1]) << 8) |
-                       uint32_t(in[i + 2]);
-    out += k[(v >> 18) & 63];
-    out += k[(v >> 12) & 63];
-    out += k[(v >> 6) & 63];
-    out += k[v & 63];
-  }
-  if (i < in.size()) {
-    uint32_t v = uint32_t(in[i]) << 16;
-    if (i + 1 < in.size()) v |= uint32_t(in[i + 1]) << 8;
-    out += k[(v >> 18) & 63];
-    out += k[(v >> 12) & 63];
-    out += i + 1 < in.size() ? k[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
 
 json number_or_null(double v) {
   return std::isfinite(v) ? json(v) : json(nullptr);
