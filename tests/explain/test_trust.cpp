@@ -17,12 +17,7 @@ namespace nn = torch::nn;
 namespace fs = std::filesystem;
 using cxr::explain::TrustOptions;
 
-cxr::models::ModelConfig hand_config() {
-  cxr::models::ModelConfig c;
-  c.arch = "hand";
-  c.input_size = 32;
-  return c;
-}
+using cxr::testing::hand_config;
 
 /// Adebayo et al.'s failure case in miniature: the tapped layer is the input
 /// itself and the head can only scale the evidence, so every Grad-CAM map is
@@ -48,35 +43,13 @@ class InputMapModelImpl : public cxr::models::ClassifierImpl {
 
 /// The logit is the mean vertical-edge energy of the top-left quadrant
 /// (see test_gradcam.cpp for the map this gives).
-class QuadrantModelImpl : public cxr::models::ClassifierImpl {
- public:
-  QuadrantModelImpl() : ClassifierImpl(hand_config()) {
-    conv_ =
-        register_module("conv", nn::Conv2d(nn::Conv2dOptions(1, 2, 3)
-                                               .padding(1)
-                                               .padding_mode(torch::kReplicate)
-                                               .bias(false)));
-    torch::NoGradGuard no_grad;
-    auto k = torch::zeros({2, 1, 3, 3});
-    k[0][0][1] = torch::tensor({-1.0f, 2.0f, -1.0f});
-    k[1][0].select(1, 1).copy_(torch::tensor({-1.0f, 2.0f, -1.0f}));
-    conv_->weight.copy_(k);
-  }
-  torch::Tensor forward_tapped(const torch::Tensor& x,
-                               cxr::models::Tap* tap) override {
-    check_tap(tap);
-    auto f = torch::avg_pool2d(torch::relu(conv_->forward(x)), 2);
-    maybe_tap(tap, "features", f);
-    const int64_t q = f.size(2) / 2;
-    return 8.0 * f.select(1, 0).slice(1, 0, q).slice(2, 0, q).mean({1, 2}) -
-           2.0;
-  }
-  std::vector<std::string> tap_names() const override { return {"features"}; }
-  std::string default_tap() const override { return "features"; }
-
- private:
-  nn::Conv2d conv_{nullptr};
-};
+std::shared_ptr<cxr::testing::QuadrantModelImpl> quadrant_model() {
+  cxr::testing::QuadrantOptions o;
+  o.top_right = false;
+  o.scale = 8.0;
+  o.offset = -2.0;
+  return std::make_shared<cxr::testing::QuadrantModelImpl>(o);
+}
 
 /// Vertical stripes in the top-left quadrant, noise of the same range
 /// elsewhere.
@@ -310,7 +283,7 @@ TEST(TrustRandomization, TheRuleWantsMapsThatDecorrelateAndStaySo) {
 }
 
 TEST_F(TrustTest, DeletionGuidedByTheMapHurtsMoreThanRandom) {
-  auto model = std::make_shared<QuadrantModelImpl>();
+  auto model = quadrant_model();
   auto x = stripes(6);
   TrustOptions o;
   auto rep = cxr::explain::trust_checks(model, x, {}, o);
