@@ -207,9 +207,14 @@ TEST_F(ServeApi, PredictionsEqualCxrPredict) {
     if (ref["ood_score"].is_null()) {
       EXPECT_TRUE(r["ood_score"].is_null());
     } else {
+      // The detector's distance is float32 arithmetic over up to 2560
+      // features; with OpenBLAS the GEMM blocking (and so the rounding)
+      // depends on the batch: the server scores one image per request, the
+      // CLI both files in one batch. 1e-5 relative is float32 precision;
+      // a wrong image or layer differs by far more.
       EXPECT_NEAR(
           r["ood_score"].get<double>(), ref["ood_score"].get<double>(),
-          1e-6 * std::max(1.0, std::abs(ref["ood_score"].get<double>())));
+          1e-5 * std::max(1.0, std::abs(ref["ood_score"].get<double>())));
     }
   };
 
