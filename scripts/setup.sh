@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch 1.13 (CPU), the C++ frontend
+  libgloo-dev             # Gloo headers: cxr's dist stage uses c10d's ProcessGroupGloo
+                          # (compiled into Debian's libtorch; docs/distributed.md)
   libopenblas0-openmp     # BLAS behind LibTorch's matmuls and many convolutions: Debian's
                           # default libblas3 is the unoptimised reference BLAS (6x slower
                           # MobileNetV2 inference here, docs/performance.md)

@@ -1,0 +1,33 @@
+#pragma once
+/// The distributed launcher of the commands that scale out
+/// (docs/distributed.md), with torchrun's contract: `--nproc N` starts N local
+/// workers (the same command, re-executed with RANK WORLD_SIZE LOCAL_RANK
+/// MASTER_ADDR MASTER_PORT set); `--nnodes M --node-rank K --master-addr
+/// --master-port` run it on each of M nodes; a scheduler (Slurm, Kubernetes,
+/// torchrun) may instead start every worker itself with that environment.
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+namespace cxr::cli {
+
+struct DistFlags {
+  int nproc = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr;  ///< "" = 127.0.0.1 on one node
+  int master_port = 0;      ///< 0 = a free port (one node) or 29500
+  double timeout_s = 300;
+};
+void add_dist_flags(CLI::App& cmd, DistFlags& flags);
+
+/// Call first in the command's callback. As the launcher (N * M > 1, not a
+/// worker): starts this node's workers, forwards their output, waits for
+/// all, and ends the process with their exit status (a failed worker stops
+/// the others; its rank and code in one error line). As a worker (our
+/// launcher's or a scheduler's environment): joins the job through
+/// dist::init and returns; `device` becomes this worker's GPU (cuda:LOCAL_RANK)
+/// when it names CUDA. Single process: returns at once.
+void launch_or_join(const DistFlags& flags, std::string& device);
+
+}  // namespace cxr::cli
