@@ -7,6 +7,7 @@
 #include "cxr/common/runtime.h"
 #include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
+#include "cxr/data/listing.h"
 #include "cxr/evaluate/evaluate.h"
 
 namespace cxr::evaluate {

@@ -18,6 +18,7 @@
 #include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
 #include "cxr/data/image_io.h"
+#include "cxr/data/listing.h"
 #include "cxr/infer/gradcam.h"
 #include "cxr/infer/predictor.h"
 #include "cxr/viz/plot.h"

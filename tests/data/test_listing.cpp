@@ -6,6 +6,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/data/dataset.h"
+#include "cxr/data/listing.h"
 #include "cxr/train/run.h"
 #include "test_util.h"
 

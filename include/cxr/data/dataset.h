@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cxr/data/image_io.h"
+#include "cxr/data/listing.h"
 
 namespace cxr::data {
 
@@ -45,12 +46,6 @@ struct Sample {
   std::string path;  ///< absolute or root-relative path as found
   int label = 0;     ///< 1 = positive class
   Split split = Split::kTrain;
-};
-
-/// A file or folder that could not be used, and why (one line naming it).
-struct BadFile {
-  std::string path;
-  std::string reason;
 };
 
 struct DatasetIndex {
@@ -112,20 +107,6 @@ struct SkippedImage {
 /// explain (summary.json) list them so, since the whole data set is loaded
 /// and a bad image of another split must not be counted in this one.
 std::vector<SkippedImage> skipped_images(const Dataset& dataset);
-
-/// True for .png, .jpg, .jpeg, .bmp, .dcm and .dicom (any case), and for a
-/// file named without an extension or with an all-digit one (a DICOM UID)
-/// whose bytes 128..131 are the DICOM magic "DICM" (132 bytes are read).
-bool is_image_file(const std::string& path);
-
-/// Expands files and folders (searched recursively, sorted; symlinked
-/// folders are not followed) into image files. Throws DataError naming a
-/// missing path or an image-less folder. A symlink loop or a folder that
-/// cannot be read throws DataError naming it, or with `skipped` is appended
-/// there (path + one-line reason) and the listing goes on.
-std::vector<std::string> list_image_files(
-    const std::vector<std::string>& inputs,
-    std::vector<BadFile>* skipped = nullptr);
 
 /// Concatenates image sets.
 ImageSet concat(const std::vector<const ImageSet*>& sets);
