@@ -2,12 +2,18 @@
 // forward in inference mode, and forward+backward with the backbone
 // trainable (fine-tuning; batch norm stays in inference mode). Compare with
 // bench/reference_backbones.py via bench/run_backbones.sh.
+//
+// Each configuration also runs under bfloat16 autocast (`--precision bf16`,
+// cxr::AutocastGuard), named <arch>_<mode>_bf16: the bf16 vs fp32 table of
+// docs/performance.md section 4. Only the fp32 rows have a PyTorch
+// reference. `--benchmark_filter=bf16` or `=-bf16` selects one side.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 
 #include "bench_main.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/runtime.h"
 #include "cxr/models/transfer.h"
 #include "cxr/train/trainer.h"
@@ -27,7 +33,8 @@ int64_t bench_batch() {
 
 void BM_Transfer(benchmark::State& state,
                  const std::string& arch,
-                 bool backward) {
+                 bool backward,
+                 cxr::Precision precision) {
   const int size = static_cast<int>(state.range(0));
   const int64_t batch = bench_batch();
   const torch::Device device = bench_device();
@@ -35,9 +42,15 @@ void BM_Transfer(benchmark::State& state,
   cxr::models::ModelConfig config;
   config.arch = arch;
   config.input_size = size;
-  // Random weights, timed as fine-tuning of a pretrained backbone: marking
-  // it pretrained keeps batch norm in inference mode, as the reference does.
-  config.pretrained = "random weights (benchmark)";
+  if (arch == "baseline") {
+    // The study's baseline (docs/study.md).
+    config.filters = {16, 32, 64, 128, 256};
+  } else {
+    // Random weights, timed as fine-tuning of a pretrained backbone:
+    // marking it pretrained keeps batch norm in inference mode, as the
+    // reference does.
+    config.pretrained = "random weights (benchmark)";
+  }
   auto model = cxr::models::make_model(config);
   model->train(backward);
   model->set_backbone_trainable(true);
@@ -48,12 +61,20 @@ void BM_Transfer(benchmark::State& state,
       torch::rand({batch, 1, size, size}, torch::TensorOptions(device)),
       device);
 
+  // As the trainer and infer::forward run a step: autocast around the
+  // forward pass only, the loss in float32.
   auto step = [&] {
     if (backward) {
       model->zero_grad();
-      model->forward(x).sum().backward();
+      torch::Tensor y;
+      {
+        cxr::AutocastGuard autocast(device, precision);
+        y = model->forward(x);
+      }
+      y.to(torch::kFloat32).sum().backward();
     } else {
       torch::NoGradGuard no_grad;
+      cxr::AutocastGuard autocast(device, precision);
       torch::Tensor y = model->forward(x);
       benchmark::DoNotOptimize(y.data_ptr());
     }
@@ -73,24 +94,31 @@ void configs(benchmark::internal::Benchmark* b) {
   b->Args({128})->Args({224});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
+void baseline_configs(benchmark::internal::Benchmark* b) {
+  // The study trains the baseline at 128 px.
+  b->Args({128});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
 
-BENCHMARK_CAPTURE(BM_Transfer,
-                  mobilenetv2_fwd,
-                  std::string("mobilenetv2"),
-                  false)
-    ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer,
-                  mobilenetv2_fwd_bwd,
-                  std::string("mobilenetv2"),
-                  true)
-    ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer, resnet50v2_fwd, std::string("resnet50v2"), false)
-    ->Apply(configs);
-BENCHMARK_CAPTURE(BM_Transfer,
-                  resnet50v2_fwd_bwd,
-                  std::string("resnet50v2"),
-                  true)
-    ->Apply(configs);
+constexpr auto kFp32 = cxr::Precision::kFloat32;
+constexpr auto kBf16 = cxr::Precision::kBFloat16;
+
+#define CXR_BENCH_ARCH(arch, apply)                                            \
+  BENCHMARK_CAPTURE(BM_Transfer, arch##_fwd, std::string(#arch), false, kFp32) \
+      ->Apply(apply);                                                          \
+  BENCHMARK_CAPTURE(BM_Transfer, arch##_fwd_bwd, std::string(#arch), true,     \
+                    kFp32)                                                     \
+      ->Apply(apply);                                                          \
+  BENCHMARK_CAPTURE(BM_Transfer, arch##_fwd_bf16, std::string(#arch), false,   \
+                    kBf16)                                                     \
+      ->Apply(apply);                                                          \
+  BENCHMARK_CAPTURE(BM_Transfer, arch##_fwd_bwd_bf16, std::string(#arch),      \
+                    true, kBf16)                                               \
+      ->Apply(apply)
+
+CXR_BENCH_ARCH(mobilenetv2, configs);
+CXR_BENCH_ARCH(resnet50v2, configs);
+CXR_BENCH_ARCH(baseline, baseline_configs);
 
 }  // namespace
 

@@ -9,11 +9,12 @@
 #include <sstream>
 
 #include "cxr/common/error.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/runtime.h"
 
 namespace cxr::cli {
 
-void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags) {
+void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags, bool runs_model) {
   cmd.add_option("--device", flags.device,
                  "auto (CUDA when available), cpu, cuda or cuda:N")
       ->capture_default_str();
@@ -21,6 +22,14 @@ void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags) {
                  "CPU threads, 0..1024 (0 = all cores)")
       ->capture_default_str()
       ->check(integer_in(0, 1024));
+  if (runs_model) {
+    cmd.add_option("--precision", flags.precision,
+                   "fp32, or bf16: bfloat16 autocast of the forward passes "
+                   "(weights, loss and scores stay float32; fastest on CPUs "
+                   "with AVX-512 BF16 or AMX; docs/performance.md)")
+        ->capture_default_str()
+        ->check(one_of({"fp32", "bf16"}));
+  }
 }
 
 namespace {
@@ -98,6 +107,7 @@ CLI::Validator seed_value() {
 
 void apply_runtime(const RuntimeFlags& flags) {
   configure_threads(flags.threads);
+  set_precision(parse_precision(flags.precision));
 }
 
 void add_data_flags(CLI::App& cmd, DataFlags& f) {

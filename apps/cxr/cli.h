@@ -16,8 +16,14 @@ namespace cxr::cli {
 struct RuntimeFlags {
   std::string device = "auto";
   int threads = 0;
+  /// fp32 | bf16 (bfloat16 autocast of the forward passes;
+  /// common/precision.h).
+  std::string precision = "fp32";
 };
-void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags);
+/// --device, --threads and, for commands that run a model, --precision.
+void add_runtime_flags(CLI::App& cmd,
+                       RuntimeFlags& flags,
+                       bool runs_model = true);
 
 /// Flag checks that run while CLI11 parses, before any file is read: a bad
 /// value exits 2 with one line naming the flag. Each refuses NaN, which
@@ -33,7 +39,8 @@ CLI::Validator integer_in(long long lo, long long hi);
 CLI::Validator one_of(const std::vector<std::string>& choices);
 /// A seed: a whole number in [0, 2^63 - 1].
 CLI::Validator seed_value();
-/// Applies --threads; returns the device name (validated later).
+/// Applies --threads and --precision (process-wide); the device name is
+/// validated later.
 void apply_runtime(const RuntimeFlags& flags);
 
 /// Data flags shared by explore/train/study: --size, --positive, split

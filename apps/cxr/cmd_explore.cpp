@@ -47,7 +47,7 @@ void register_explore(CLI::App& app) {
                   "augmentation: max zoom (fraction)")
       ->capture_default_str();
   add_data_flags(*cmd, f->data_flags);
-  add_runtime_flags(*cmd, f->runtime);
+  add_runtime_flags(*cmd, f->runtime, /*runs_model=*/false);
   cmd->callback([f] {
     apply_runtime(f->runtime);
     const auto opts = finish_data(f->data_flags, f->data, f->runtime);

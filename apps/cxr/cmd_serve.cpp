@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli.h"
+#include "cxr/common/precision.h"
 #include "cxr/serve/server.h"
 
 namespace cxr::cli {
@@ -57,6 +58,8 @@ void register_serve(CLI::App& app) {
     auto o = f->serve;
     o.device = f->runtime.device;
     o.threads = f->runtime.threads;
+    // The worker thread's forward passes read it (common/precision.h).
+    set_precision(parse_precision(f->runtime.precision));
     o.max_body_bytes =
         std::max<int64_t>(1, static_cast<int64_t>(f->max_body_mb * 1048576.0));
     serve::Server server(o);

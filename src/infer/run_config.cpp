@@ -7,6 +7,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/vectors.h"
 #include "cxr/infer/gradcam.h"
 #include "cxr/models/layout.h"
@@ -349,6 +350,9 @@ ForwardResult forward(models::ClassifierImpl& model,
   const bool maps = !o.cam_layer.empty();
   // Grad-CAM needs a graph; everything else runs without one.
   torch::AutoGradMode grad_mode(maps);
+  // --precision bf16: the forward pass under bfloat16 autocast; logits,
+  // features and maps are converted to float32 below.
+  AutocastGuard autocast(device);
   models::EvalModeGuard eval(model);
   const int64_t n = images.size(0);
   const int batch_size = std::max(1, o.batch_size);

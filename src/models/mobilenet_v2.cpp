@@ -3,6 +3,7 @@
 #include <array>
 
 #include "cxr/common/error.h"
+#include "cxr/models/activation.h"
 
 namespace cxr::models {
 
@@ -117,7 +118,9 @@ torch::Tensor conv_bn_relu6(torch::Tensor h,
   tap(names[0], h);
   h = bn->forward(h);
   tap(names[1], h);
-  h = torch::relu6(h);
+  // models::relu6: its backward also runs in bfloat16 (autocast), where
+  // torch::relu6's has no CPU kernel in LibTorch 1.13.
+  h = models::relu6(h);
   tap(names[2], h);
   return h;
 }

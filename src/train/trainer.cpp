@@ -5,6 +5,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/progress.h"
 #include "cxr/common/text.h"
 #include "cxr/metrics/metrics.h"
@@ -201,7 +202,15 @@ void train_epoch(models::ClassifierImpl& model,
     }
     x = device_layout(x, device);
     opt.zero_grad();
-    auto logits = model.forward(x);
+    torch::Tensor logits;
+    {
+      // --precision bf16: the forward pass under autocast (bfloat16
+      // convolutions, float32 master weights); the loss and the backward's
+      // weight gradients stay float32 (to() is a no-op in float32).
+      AutocastGuard autocast(device);
+      logits = model.forward(x);
+    }
+    logits = logits.to(torch::kFloat32);
     auto loss = torch::binary_cross_entropy_with_logits(logits, y);
     const double lv = loss.item<double>();
     if (!std::isfinite(lv)) {
