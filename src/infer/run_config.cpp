@@ -11,6 +11,7 @@
 #include "cxr/common/vectors.h"
 #include "cxr/infer/gradcam.h"
 #include "cxr/models/layout.h"
+#include "cxr/models/weights_file.h"
 
 namespace fs = std::filesystem;
 
@@ -222,36 +223,29 @@ RunConfig read_run_config(const std::string& dir) {
   return c;
 }
 
-models::Classifier load_model(const std::string& dir,
-                              const models::ModelConfig& config,
-                              const torch::Device& device) {
-  const fs::path d(dir);
-  models::Classifier model;
-  try {
-    model = models::make_model(config);
-  } catch (const ConfigError& e) {
-    throw ModelError("'" + (d / "config.json").string() +
-                     "' describes an invalid model: " + e.what());
-  }
-  const fs::path weights = d / "model.pt";
-  if (!fs::exists(weights)) {
-    throw ModelError("'" + weights.string() +
-                     "' is missing; the run did not finish (use cxr train "
-                     "--resume)");
-  }
+namespace {
+
+/// model.pt of run folders written before model.safetensors (LibTorch's
+/// archive: a zip of pickles and TorchScript source that torch::jit::load
+/// compiles). Trusted input: LibTorch crashes on some hostile files
+/// (docs/reliability.md, "Second campaign"); cxr reads it only when the run
+/// folder has no model.safetensors.
+void load_legacy_weights(const fs::path& weights,
+                         models::ClassifierImpl& model,
+                         const models::ModelConfig& config) {
   try {
     // Module::load replaces tensors whatever their shape: compare against
     // the shapes config.json implies so a mismatch is refused, not used.
     std::map<std::string, std::vector<int64_t>> expected;
-    for (const auto& p : model->named_parameters()) {
+    for (const auto& p : model.named_parameters()) {
       expected[p.key()] = p.value().sizes().vec();
     }
-    for (const auto& b : model->named_buffers()) {
+    for (const auto& b : model.named_buffers()) {
       expected[b.key()] = b.value().sizes().vec();
     }
     torch::serialize::InputArchive ar;
     ar.load_from(weights.string(), torch::kCPU);
-    model->load(ar);
+    model.load(ar);
     auto check = [&](const std::string& name, const torch::Tensor& t) {
       if (t.sizes().vec() != expected[name]) {
         throw ModelError("'" + weights.string() +
@@ -261,8 +255,8 @@ models::Classifier load_model(const std::string& dir,
                          "; retrain or restore the matching config.json");
       }
     };
-    for (const auto& p : model->named_parameters()) check(p.key(), p.value());
-    for (const auto& b : model->named_buffers()) check(b.key(), b.value());
+    for (const auto& p : model.named_parameters()) check(p.key(), p.value());
+    for (const auto& b : model.named_buffers()) check(b.key(), b.value());
     // Pooling makes the shapes of a 48 px and a 32 px model agree: compare
     // the recorded input size (model.pt files older than the entry lack it).
     c10::IValue size;
@@ -274,23 +268,6 @@ models::Classifier load_model(const std::string& dir,
                        std::to_string(config.input_size) +
                        " px; the weights belong to another run: retrain or "
                        "restore the matching model.pt");
-    }
-    // NaN/Inf weights would surface later as a NaN loss or NaN predictions
-    // and be blamed on the learning rate; the file itself is the problem.
-    auto finite = [](const torch::Tensor& t) {
-      return !t.is_floating_point() || torch::isfinite(t).all().item<bool>();
-    };
-    bool all_finite = true;
-    for (const auto& p : model->named_parameters()) {
-      all_finite = all_finite && finite(p.value());
-    }
-    for (const auto& b : model->named_buffers()) {
-      all_finite = all_finite && finite(b.value());
-    }
-    if (!all_finite) {
-      throw ModelError("'" + weights.string() +
-                       "' holds non-finite weights (NaN/Inf); the file is "
-                       "corrupt or the run diverged; retrain it");
     }
   } catch (const Error&) {
     throw;  // already names the file and the fix
@@ -308,6 +285,81 @@ models::Classifier load_model(const std::string& dir,
     why = why.substr(0, why.find('\n'));
     throw ModelError("'" + weights.string() + "' is corrupt (" + why +
                      "); retrain or restore the file");
+  }
+}
+
+/// model.safetensors: read by cxr's own checked reader (models/weights_file.h)
+/// and matched tensor by tensor against the model config.json describes.
+void load_safetensors_weights(const fs::path& weights,
+                              models::ClassifierImpl& model,
+                              const models::ModelConfig& config) {
+  const std::string fix =
+      "retrain the run or restore its model.safetensors and config.json";
+  const auto meta =
+      models::load_module_weights(weights.string(), model, fix, "config.json");
+  // Pooling makes the shapes of a 48 px and a 32 px model agree: the
+  // input size the weights were trained at is part of the file.
+  const auto it = meta.find(kInputSizeKey);
+  const std::string digits = it == meta.end() ? "" : it->second;
+  const bool number =
+      !digits.empty() && digits.size() <= 6 &&
+      digits.find_first_not_of("0123456789") == std::string::npos;
+  if (!number) {
+    throw ModelError(
+        "'" + weights.string() + "' lacks __metadata__." + kInputSizeKey +
+        " (the input size in px the weights were trained at); " + fix);
+  }
+  if (std::stoi(digits) != config.input_size) {
+    throw ModelError("'" + weights.string() + "' was trained at " + digits +
+                     " px but config.json says " +
+                     std::to_string(config.input_size) +
+                     " px; the weights belong to another run: retrain or "
+                     "restore the matching model.safetensors");
+  }
+}
+
+}  // namespace
+
+models::Classifier load_model(const std::string& dir,
+                              const models::ModelConfig& config,
+                              const torch::Device& device) {
+  const fs::path d(dir);
+  models::Classifier model;
+  try {
+    model = models::make_model(config);
+  } catch (const ConfigError& e) {
+    throw ModelError("'" + (d / "config.json").string() +
+                     "' describes an invalid model: " + e.what());
+  }
+  const fs::path weights = d / models::kWeightsFile;
+  const fs::path legacy = d / "model.pt";
+  fs::path used = weights;
+  if (fs::exists(weights)) {
+    load_safetensors_weights(weights, *model, config);
+  } else if (fs::exists(legacy)) {
+    used = legacy;
+    load_legacy_weights(legacy, *model, config);
+  } else {
+    throw ModelError("'" + weights.string() +
+                     "' is missing; the run did not finish (use cxr train "
+                     "--resume)");
+  }
+  // NaN/Inf weights would surface later as a NaN loss or NaN predictions
+  // and be blamed on the learning rate; the file itself is the problem.
+  auto finite = [](const torch::Tensor& t) {
+    return !t.is_floating_point() || torch::isfinite(t).all().item<bool>();
+  };
+  bool all_finite = true;
+  for (const auto& p : model->named_parameters()) {
+    all_finite = all_finite && finite(p.value());
+  }
+  for (const auto& b : model->named_buffers()) {
+    all_finite = all_finite && finite(b.value());
+  }
+  if (!all_finite) {
+    throw ModelError("'" + used.string() +
+                     "' holds non-finite weights (NaN/Inf); the file is "
+                     "corrupt or the run diverged; retrain it");
   }
   model->to(device);
   model->eval();

@@ -14,6 +14,7 @@
 #include "cxr/infer/fit_trust.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/models/transfer.h"
+#include "cxr/models/weights_file.h"
 #include "cxr/train/run_dir.h"
 
 namespace fs = std::filesystem;
@@ -501,7 +502,9 @@ TrainResult train_run(const RunOptions& given, const data::Dataset* preloaded) {
     if (!existed) remove_if_only_lock(target.string());
   };
   const bool has_state = fs::exists(target / "state.pt");
-  const bool has_model = fs::exists(target / "model.pt");
+  // A finished run: its weights (model.pt in folders of older versions).
+  const bool has_model = fs::exists(target / models::kWeightsFile) ||
+                         fs::exists(target / "model.pt");
   RunOptions o = given;
   if (given.resume && has_state) {
     o = resumed_options(given, target);

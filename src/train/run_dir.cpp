@@ -11,6 +11,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/infer/run_config.h"
+#include "cxr/models/weights_file.h"
 #include "cxr/version.h"
 
 namespace fs = std::filesystem;
@@ -160,16 +161,18 @@ void save_run(const std::string& dir,
               models::ClassifierImpl& model,
               const RunMeta& meta) {
   ensure_dir(dir);
-  write_file_atomic(fs::path(dir) / "model.pt", [&](const fs::path& tmp) {
-    torch::serialize::OutputArchive ar;
-    model.save(ar);
-    // The input size the weights were trained at: global pooling makes the
-    // tensor shapes of a 48 px and a 32 px model the same, so infer's loader
-    // checks this entry against config.json (older model.pt files lack it).
-    ar.write(infer::kInputSizeKey,
-             c10::IValue(static_cast<int64_t>(meta.model.input_size)));
-    ar.save_to(tmp.string());
-  });
+  // Data-only weights (safetensors layout, models/weights_file.h): run
+  // folders can be exchanged without trusting LibTorch's archive reader.
+  // The input size the weights were trained at goes with them: global
+  // pooling makes the tensor shapes of a 48 px and a 32 px model the same,
+  // so infer's loader checks it against config.json.
+  models::save_module_weights(
+      (fs::path(dir) / models::kWeightsFile).string(), model,
+      {{infer::kInputSizeKey, std::to_string(meta.model.input_size)}});
+  // A model.pt left by an older cxr in this folder would be stale: the
+  // loaders prefer model.safetensors, but other tools would not know.
+  std::error_code ec;
+  fs::remove(fs::path(dir) / "model.pt", ec);
   RunMeta m = meta;
   if (m.cxr_version.empty()) m.cxr_version = kVersion;
   if (m.created.empty()) m.created = utc_now();

@@ -75,9 +75,9 @@ struct Fixture {
     // Broken run folders.
     fs::create_directories(bad / "not-a-run");
     copy_run("no-model");
-    fs::remove(bad / "no-model" / "model.pt");
+    fs::remove(bad / "no-model" / "model.safetensors");
     copy_run("corrupt-model");
-    write_bytes(bad / "corrupt-model" / "model.pt", "garbage");
+    write_bytes(bad / "corrupt-model" / "model.safetensors", "garbage");
     copy_run("bad-json");
     write_bytes(bad / "bad-json" / "config.json", "{ not json");
     copy_run("threshold-7");
@@ -149,12 +149,12 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
       {"predict " + q(b / "missing-run") + " " + q(b / "crc.png"), 4,
        "missing-run"},
       {"predict " + q(b / "not-a-run") + " x.png", 4, "not-a-run"},
-      {"evaluate " + q(b / "no-model"), 4, "model.pt"},
-      {"evaluate " + q(b / "corrupt-model"), 4, "model.pt"},
+      {"evaluate " + q(b / "no-model"), 4, "model.safetensors"},
+      {"evaluate " + q(b / "corrupt-model"), 4, "model.safetensors"},
       {"evaluate " + q(b / "bad-json"), 4, "config.json"},
       {"evaluate " + q(b / "threshold-7"), 4, "threshold"},
       {"predict " + q(b / "no-ood") + " x.png", 4, "ood.pt"},
-      {"explain " + q(b / "corrupt-model") + " x.png", 4, "model.pt"},
+      {"explain " + q(b / "corrupt-model") + " x.png", 4, "model.safetensors"},
       {"calibrate " + q(b / "not-a-run"), 4, "not-a-run"},
       {"report " + q(b / "empty-folder") + out, 3, "empty-folder"},
       // --- flags that need a run or data to be judged (exit 2) ---

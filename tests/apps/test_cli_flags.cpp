@@ -12,6 +12,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/infer/run_config.h"
+#include "cxr/models/weights_file.h"
 #include "cxr/train/run.h"
 #include "cxr/train/run_dir.h"
 #include "cxr/tune/tune.h"
@@ -308,9 +309,9 @@ TEST_F(CliRun, NonFiniteWeightsAreACorruptModelNotADivergedRun) {
     torch::NoGradGuard no_grad;
     model->parameters().front().fill_(NAN);
   }
-  torch::serialize::OutputArchive ar;
-  model->save(ar);
-  ar.save_to((fs::path(r) / "model.pt").string());
+  cxr::models::save_module_weights(
+      (fs::path(r) / cxr::models::kWeightsFile).string(), *model,
+      {{cxr::infer::kInputSizeKey, std::to_string(cfg.model.input_size)}});
   std::string log;
   EXPECT_EQ(
       stderr_of(kBin + " predict " + r + " " + image() + " --device cpu", &log),

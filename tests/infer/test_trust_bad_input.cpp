@@ -52,7 +52,7 @@ TEST(TrustBadInput, FlagsAndFoldersAreRefusedWithOneLine) {
     }
     EXPECT_EQ(errors, 1u) << c.args << "\n" << log;
   }
-  EXPECT_FALSE(fs::exists(dir / "r2" / "model.pt"));
+  EXPECT_FALSE(fs::exists(dir / "r2" / "model.safetensors"));
 }
 
 }  // namespace

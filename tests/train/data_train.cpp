@@ -53,10 +53,10 @@ TEST(TrainSeed, ShortTrainingBeatsChanceAndEvaluates) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 101);
 
   // A checkpoint with a corrupt weight file is refused with a clear message.
-  cxr::testing::write_bytes(fs::path(run) / "model.pt", "broken");
+  cxr::testing::write_bytes(fs::path(run) / "model.safetensors", "broken");
   EXPECT_EQ(
       cxr::testing::run_command(bin + " predict " + run + " " + img, &log), 4);
-  EXPECT_NE(log.find("model.pt"), std::string::npos) << log;
+  EXPECT_NE(log.find("model.safetensors"), std::string::npos) << log;
 }
 
 }  // namespace

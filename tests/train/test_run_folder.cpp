@@ -125,8 +125,8 @@ TEST(RunFolderOverwrite, WeightsOfAnotherInputSizeAreAModelError) {
   b.model.input_size = 24;
   cxr::train::train_run(b);
   // The baseline pools globally: the tensor shapes agree, the sizes do not.
-  fs::copy_file(fs::path(a.out_dir) / "model.pt",
-                fs::path(b.out_dir) / "model.pt",
+  fs::copy_file(fs::path(a.out_dir) / "model.safetensors",
+                fs::path(b.out_dir) / "model.safetensors",
                 fs::copy_options::overwrite_existing);
   const auto e = error_of<cxr::ModelError>(
       [&] { cxr::train::load_run(b.out_dir, torch::kCPU); });
@@ -154,7 +154,7 @@ void make_interrupted(const cxr::train::RunOptions& o) {
   auto j = cxr::read_json(d / "config.json");
   j["status"] = "training";
   cxr::write_json_atomic(d / "config.json", j);
-  fs::remove(d / "model.pt");
+  fs::remove(d / "model.safetensors");
 }
 
 TEST(RunFolderResume, GivenFlagsMustMatchTheSavedRunOthersAreTakenFromIt) {

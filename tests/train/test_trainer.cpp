@@ -238,7 +238,7 @@ TEST(RunDir, MismatchedOrCorruptCheckpointsAreRefused) {
         << e.what();
   }
   cxr::train::save_run(d, *model, meta);
-  cxr::testing::write_bytes(dir / "model.pt", "garbage");
+  cxr::testing::write_bytes(dir / "model.safetensors", "garbage");
   EXPECT_THROW(cxr::train::load_run(d, kCpu), cxr::ModelError);
   EXPECT_THROW(cxr::train::load_run((dir / "nothing").string(), kCpu),
                cxr::ModelError);

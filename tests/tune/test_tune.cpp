@@ -148,7 +148,7 @@ TEST(Tune, SequentialModeAndRefit) {
   // lr values (2), then dropout values with the best lr (one is a repeat).
   EXPECT_EQ(best.trials, 3);
   ASSERT_TRUE(best.refit.has_value());
-  EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.pt"));
+  EXPECT_TRUE(fs::exists(dir / "tune" / "refit" / "model.safetensors"));
   EXPECT_TRUE(
       fs::exists(dir / "tune" / "refit" / "eval-test" / "metrics.json"));
 }

@@ -2,8 +2,9 @@
 /// The inference view of a run folder (docs/run-dir.md): what config.json
 /// says about the model, its classes, its decision threshold, its
 /// calibration and its out-of-distribution detector, and the weights in
-/// model.pt. Everything that scores images reads runs through this header;
-/// only `cxr train` writes them (train/run_dir.h).
+/// model.safetensors (model.pt in run folders of older versions). Everything
+/// that scores images reads runs through this header; only `cxr train` writes
+/// them (train/run_dir.h).
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -16,8 +17,9 @@ namespace cxr::infer {
 
 /// config.json's "format" for every run this cxr writes and reads.
 inline constexpr const char* kRunFormat = "cxr-run/1";
-/// model.pt entry recording the input size the weights were trained at
-/// (written by train::save_run, checked by load_model when present).
+/// Weights-file entry recording the input size the weights were trained at:
+/// model.safetensors' __metadata__ (required), model.pt's archive (checked
+/// when present). Written by train::save_run, checked by load_model.
 inline constexpr const char* kInputSizeKey = "cxr_input_size";
 
 /// Temperature scaling of the model's logit: P = sigmoid(logit / T).
@@ -71,9 +73,12 @@ std::string utc_now();
 /// the folder or file is missing, not a cxr run, incomplete or invalid.
 RunConfig read_run_config(const std::string& dir);
 
-/// Builds the model config.json describes and loads DIR/model.pt into it,
+/// Builds the model config.json describes and loads its weights into it,
 /// refusing weights whose tensors do not match the config (ModelError).
-/// Eval mode, on `device`.
+/// DIR/model.safetensors is read by cxr's checked reader
+/// (models/weights_file.h); only when it is absent, DIR/model.pt of an older
+/// run folder is read with LibTorch's archive reader, which is trusted input
+/// (docs/reliability.md). Eval mode, on `device`.
 models::Classifier load_model(const std::string& dir,
                               const models::ModelConfig& config,
                               const torch::Device& device);

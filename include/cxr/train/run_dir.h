@@ -1,7 +1,9 @@
 #pragma once
 /// A run directory is the contract between stages (docs/run-dir.md):
 ///   config.json   model config, training options, classes, threshold, data
-///   model.pt      weights (parameters and buffers, torch archive)
+///   model.safetensors  weights (parameters and buffers, safetensors layout,
+///                 models/weights_file.h; run folders of older versions have
+///                 model.pt, a torch archive, which still loads)
 ///   history.csv   one row per epoch;   curves.png  training curves
 ///   state.pt      resumable training state (removed when training ends)
 /// Writes are atomic (temp file + rename).
@@ -51,7 +53,7 @@ struct LoadedRun {
 };
 
 /// Loads a run for inference on `device` (eval mode). Throws ModelError with
-/// the folder and the fix when config.json or model.pt is missing, corrupt
+/// the folder and the fix when config.json or the weights are missing, corrupt
 /// or does not match the architecture.
 LoadedRun load_run(const std::string& dir, const torch::Device& device);
 
