@@ -18,30 +18,25 @@ void register_calibrate(CLI::App& app) {
       "Fit a run's calibration (temperature scaling on validation) and "
       "out-of-distribution detector, and write its model card (cxr train "
       "does this itself; use it for runs made by an older cxr)");
-  cmd->add_option("run", f->run, "run folder from cxr train")->required();
+  add_run_folder(*cmd, f->run);
   cmd->add_option("--from", f->trust.from,
                   "for a run trained on train+val: the train-only run of the "
                   "same recipe whose temperature and held-out detector shift "
                   "it carries over");
-  cmd->add_option("--data", f->trust.data_root,
-                  "dataset folder (default: the one the run was trained on)");
-  cmd->add_option("--ood-false-flag-rate", f->trust.ood.false_flag_rate,
-                  "share of validation images the warning may flag")
-      ->capture_default_str()
-      ->check(CLI::Range(0.001, 0.5));
-  cmd->add_option("--ood-layers", f->trust.ood.layers,
-                  "model layers the detector models (spread early to late)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 16));
-  cmd->add_option("--ood-input-layer", f->trust.ood.input_layer,
-                  "also model the input image itself (8 x 8 grid of cell "
-                  "means and stds)")
-      ->capture_default_str();
-  cmd->add_option("--ood-combine", f->trust.ood.combine,
-                  "how the layers' standardised distances combine: mean or "
-                  "max")
-      ->capture_default_str();
-  cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  add_run_data(*cmd, f->trust.data_root);
+  add_checked(*cmd, "--ood-false-flag-rate", f->trust.ood.false_flag_rate,
+              "share of validation images the warning may flag",
+              CLI::Range(0.001, 0.5));
+  add_checked(*cmd, "--ood-layers", f->trust.ood.layers,
+              "model layers the detector models (spread early to late)",
+              CLI::Range(1, 16));
+  add_default(*cmd, "--ood-input-layer", f->trust.ood.input_layer,
+              "also model the input image itself (8 x 8 grid of cell "
+              "means and stds)");
+  add_default(*cmd, "--ood-combine", f->trust.ood.combine,
+              "how the layers' standardised distances combine: mean or "
+              "max");
+  add_no_cache_flag(*cmd, f->no_cache);
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);

@@ -8,7 +8,7 @@
 
 namespace cxr::cli {
 
-void register_evaluate(CLI::App& app) {
+void register_evaluate(CLI::App &app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::EvalOptions eval;
@@ -20,16 +20,13 @@ void register_evaluate(CLI::App& app) {
     std::string shared;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand(
+  auto *cmd = app.add_subcommand(
       "evaluate",
       "Evaluate a run on a split: confusion matrix, metrics with 95% "
       "bootstrap CIs, ROC");
-  cmd->add_option("run", f->eval.run_dir, "run folder from cxr train")
-      ->required();
-  cmd->add_option("--split", f->eval.split, "train, val or test")
-      ->capture_default_str();
-  cmd->add_option("--data", f->eval.data_root,
-                  "dataset folder (default: the one the run was trained on)");
+  add_run_folder(*cmd, f->eval.run_dir);
+  add_default(*cmd, "--split", f->eval.split, "train, val or test");
+  add_run_data(*cmd, f->eval.data_root);
   cmd->add_option("--threshold", f->threshold,
                   "decision threshold on the calibrated P(positive), in "
                   "[0, 1] (default: the run's)")
@@ -41,11 +38,10 @@ void register_evaluate(CLI::App& app) {
   cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
                 "choose the threshold on validation that maximises "
                 "sensitivity + specificity (Youden's J)");
-  cmd->add_option("--bootstrap", f->eval.bootstrap, "bootstrap replicates")
-      ->capture_default_str();
+  add_default(*cmd, "--bootstrap", f->eval.bootstrap, "bootstrap replicates");
   cmd->add_option("--out", f->eval.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
-  cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  add_no_cache_flag(*cmd, f->no_cache);
   cmd->add_flag("--skip-bad", f->eval.skip_bad,
                 "leave unreadable images out (listed, and counted in "
                 "metrics.json) instead of stopping at the first");
@@ -99,17 +95,16 @@ void register_evaluate(CLI::App& app) {
   });
 }
 
-void register_predict(CLI::App& app) {
+void register_predict(CLI::App &app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::PredictOptions predict;
     double threshold = -1;  // -1: not given (typed values are checked)
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand("predict",
+  auto *cmd = app.add_subcommand("predict",
                                  "Predict P(COVID) for image files or folders");
-  cmd->add_option("run", f->predict.run_dir, "run folder from cxr train")
-      ->required();
+  add_run_folder(*cmd, f->predict.run_dir);
   cmd->add_option("images", f->predict.inputs, "image files or folders")
       ->required();
   cmd->add_option("--threshold", f->threshold,
@@ -129,18 +124,18 @@ void register_predict(CLI::App& app) {
     std::string pos;
     auto preds = evaluate::predict_files(p, &pos);
     size_t w = 4;
-    for (const auto& r : preds) w = std::max(w, r.file.size());
+    for (const auto &r : preds) w = std::max(w, r.file.size());
     std::cout << std::left << std::setw(static_cast<int>(w)) << "file"
               << "  P(" << pos << ")  decision  in-distribution\n";
     bool any_error = false, any_flag = false;
-    for (const auto& r : preds) {
+    for (const auto &r : preds) {
       std::cout << std::left << std::setw(static_cast<int>(w)) << r.file
                 << "  ";
       if (r.error.empty()) {
         std::cout << std::fixed << std::setprecision(4) << std::setw(8) << r.p
                   << "  " << std::setw(8) << r.decision << "  "
                   << (r.in_distribution ? "yes" : "NO") << "\n";
-        for (const auto& why : r.reasons) {
+        for (const auto &why : r.reasons) {
           std::cout << "    warning: " << why << "\n";
         }
         any_flag = any_flag || !r.in_distribution;

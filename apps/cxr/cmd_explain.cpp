@@ -6,7 +6,7 @@
 
 namespace cxr::cli {
 
-void register_explain(CLI::App& app) {
+void register_explain(CLI::App &app) {
   struct Flags {
     RuntimeFlags runtime;
     explain::ExplainOptions explain;
@@ -14,12 +14,12 @@ void register_explain(CLI::App& app) {
     bool no_cache = false;
   };
   auto f = std::make_shared<Flags>();
-  auto& o = f->explain;
-  auto* cmd = app.add_subcommand(
+  auto &o = f->explain;
+  auto *cmd = app.add_subcommand(
       "explain",
       "Grad-CAM panels (original | COVID | Normal evidence) for images, "
       "folders or a split's misclassified images; optional trust checks");
-  cmd->add_option("run", o.run_dir, "run folder from cxr train")->required();
+  add_run_folder(*cmd, o.run_dir);
   cmd->add_option("images", o.inputs,
                   "image files or folders (a parent folder named like a "
                   "class gives the true label)");
@@ -36,24 +36,20 @@ void register_explain(CLI::App& app) {
   cmd->add_flag("--misclassified", o.misclassified,
                 "only the split's wrong predictions at the run's threshold "
                 "(split defaults to test)");
-  cmd->add_option("--data", o.data_root,
-                  "dataset folder (default: the one the run was trained on)");
-  cmd->add_option("--limit", o.limit, "explain at most N images (0 = all)")
-      ->capture_default_str();
+  add_run_data(*cmd, o.data_root);
+  add_default(*cmd, "--limit", o.limit, "explain at most N images (0 = all)");
   cmd->add_flag("--trust", o.trust,
                 "also run the trust checks: model randomisation, deletion, "
                 "lung-field vs border energy (trust.json)");
-  cmd->add_option("--randomize-modules", o.trust_options.randomize_modules,
-                  "trust: steps of the randomisation cascade, layers "
-                  "re-initialised from the output back (0 = all, down to the "
-                  "first layer)")
-      ->capture_default_str();
+  add_default(*cmd, "--randomize-modules", o.trust_options.randomize_modules,
+              "trust: steps of the randomisation cascade, layers "
+              "re-initialised from the output back (0 = all, down to the "
+              "first layer)");
   cmd->add_flag("--save-maps", o.save_maps,
                 "also write the raw float maps as NumPy files: "
                 "maps/NNNN_<name>_<class>.npy, [size, size] float32");
-  cmd->add_option("--batch-size", o.batch_size, "images per forward pass")
-      ->capture_default_str();
-  cmd->add_flag("--no-cache", f->no_cache, "do not use the decoded cache");
+  add_default(*cmd, "--batch-size", o.batch_size, "images per forward pass");
+  add_no_cache_flag(*cmd, f->no_cache);
   cmd->add_flag("--skip-bad", o.skip_bad,
                 "with --split: leave unreadable images out (listed, and in "
                 "summary.json and index.html) instead of stopping");

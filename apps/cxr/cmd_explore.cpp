@@ -7,7 +7,7 @@
 
 namespace cxr::cli {
 
-void register_explore(CLI::App& app) {
+void register_explore(CLI::App &app) {
   struct Flags {
     std::string data;
     RuntimeFlags runtime;
@@ -17,35 +17,22 @@ void register_explore(CLI::App& app) {
     augment::AugmentOptions augment;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand(
+  auto *cmd = app.add_subcommand(
       "explore",
       "Summarise a dataset: counts, sizes, pixel statistics, histograms, "
       "sample grid, duplicate/leakage check");
-  cmd->add_option(
-      "data", f->data,
-      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
-  cmd->add_option("--out", f->explore.out_dir, "output folder")
-      ->capture_default_str();
-  cmd->add_option("--samples", f->explore.samples_per_class,
-                  "sample images per class in samples.png")
-      ->capture_default_str();
-  cmd->add_option("--near-similarity", f->explore.duplicates.min_similarity,
-                  "fingerprint correlation at which two images are "
-                  "near-duplicates, in (0, 1]")
-      ->capture_default_str()
-      ->check(number_in(0, 1, true, false));
+  add_data_folder(*cmd, f->data);
+  add_default(*cmd, "--out", f->explore.out_dir, "output folder");
+  add_default(*cmd, "--samples", f->explore.samples_per_class,
+              "sample images per class in samples.png");
+  add_checked(*cmd, "--near-similarity", f->explore.duplicates.min_similarity,
+              "fingerprint correlation at which two images are "
+              "near-duplicates, in (0, 1]",
+              number_in(0, 1, true, false));
   cmd->add_flag("--augment-preview", f->augment_preview,
                 "also write augment.png: training samples after random "
                 "augmentation");
-  cmd->add_option("--width-shift", f->augment.width_shift,
-                  "augmentation: max width shift (fraction)")
-      ->capture_default_str();
-  cmd->add_option("--rotation", f->augment.rotation_deg,
-                  "augmentation: max rotation (degrees)")
-      ->capture_default_str();
-  cmd->add_option("--zoom", f->augment.zoom,
-                  "augmentation: max zoom (fraction)")
-      ->capture_default_str();
+  add_augment_flags(*cmd, f->augment);
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime, /*runs_model=*/false);
   cmd->callback([f] {

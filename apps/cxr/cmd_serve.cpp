@@ -8,7 +8,7 @@
 
 namespace cxr::cli {
 
-void register_serve(CLI::App& app) {
+void register_serve(CLI::App &app) {
   struct Flags {
     serve::ServeOptions serve;
     RuntimeFlags runtime;
@@ -16,43 +16,35 @@ void register_serve(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   f->runtime.device = "cpu";
-  auto* cmd = app.add_subcommand(
+  auto *cmd = app.add_subcommand(
       "serve",
       "Serve runs over HTTP: a web page and a JSON API (docs/serve.md)");
   cmd->add_option("runs", f->serve.runs,
                   "run folders from cxr train (the first is the default "
                   "model; ids are the folder names)")
       ->required();
-  cmd->add_option("--host", f->serve.host,
-                  "address to listen on; other than 127.0.0.1, ::1 or "
-                  "localhost needs --token")
-      ->capture_default_str();
-  cmd->add_option("--port", f->serve.port, "port, 0 = any free port")
-      ->capture_default_str()
-      ->check(integer_in(0, 65535));
+  add_default(*cmd, "--host", f->serve.host,
+              "address to listen on; other than 127.0.0.1, ::1 or "
+              "localhost needs --token");
+  add_checked(*cmd, "--port", f->serve.port, "port, 0 = any free port",
+              integer_in(0, 65535));
   cmd->add_option("--token", f->serve.token,
                   "secret the API asks for (Authorization: Bearer TOKEN or "
                   "?token=TOKEN)");
-  cmd->add_option("--max-body-mb", f->max_body_mb,
-                  "largest request body in MiB (more: HTTP 413)")
-      ->capture_default_str()
-      ->check(number_in(0, 4096, true));
-  cmd->add_option("--queue", f->serve.queue_capacity,
-                  "requests that may wait for the model (more: HTTP 503)")
-      ->capture_default_str()
-      ->check(integer_in(1, 100000));
-  cmd->add_option("--deadline", f->serve.deadline_s,
-                  "seconds a request may take (more: HTTP 504)")
-      ->capture_default_str()
-      ->check(number_in(0, 86400, true));
-  cmd->add_option("--exit-after", f->serve.exit_after_s,
-                  "stop after this many seconds (0 = until Ctrl-C/SIGTERM)")
-      ->capture_default_str()
-      ->check(number_in(0, 1e9));
-  cmd->add_option("--http-threads", f->serve.http_threads,
-                  "threads that read and decode requests")
-      ->capture_default_str()
-      ->check(integer_in(1, 256));
+  add_checked(*cmd, "--max-body-mb", f->max_body_mb,
+              "largest request body in MiB (more: HTTP 413)",
+              number_in(0, 4096, true));
+  add_checked(*cmd, "--queue", f->serve.queue_capacity,
+              "requests that may wait for the model (more: HTTP 503)",
+              integer_in(1, 100000));
+  add_checked(*cmd, "--deadline", f->serve.deadline_s,
+              "seconds a request may take (more: HTTP 504)",
+              number_in(0, 86400, true));
+  add_checked(*cmd, "--exit-after", f->serve.exit_after_s,
+              "stop after this many seconds (0 = until Ctrl-C/SIGTERM)",
+              number_in(0, 1e9));
+  add_checked(*cmd, "--http-threads", f->serve.http_threads,
+              "threads that read and decode requests", integer_in(1, 256));
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     auto o = f->serve;
@@ -65,7 +57,7 @@ void register_serve(CLI::App& app) {
     serve::Server server(o);
     const int port = server.bind();
     std::string ids;
-    for (const auto& id : server.model_ids()) {
+    for (const auto &id : server.model_ids()) {
       ids += (ids.empty() ? "" : ", ") + id;
     }
     const bool v6 = o.host.find(':') != std::string::npos;

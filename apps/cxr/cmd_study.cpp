@@ -7,7 +7,7 @@
 
 namespace cxr::cli {
 
-void register_study(CLI::App& app) {
+void register_study(CLI::App &app) {
   struct Flags {
     std::string data;
     RuntimeFlags runtime;
@@ -16,15 +16,14 @@ void register_study(CLI::App& app) {
     bool no_weights = false;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand(
+  auto *cmd = app.add_subcommand(
       "study",
       "Run the whole study (explore, tune, baseline, MobileNetV2 transfer, "
       "evaluation with CIs, Grad-CAM, report); re-running resumes");
   cmd->add_option("--data", f->data,
                   "dataset folder (default: $CXR_DATA, else "
                   "../shared/data/cxr-seed)");
-  cmd->add_option("--out", f->study.out_dir, "study folder")
-      ->capture_default_str();
+  add_default(*cmd, "--out", f->study.out_dir, "study folder");
   cmd->add_option("--weights", f->study.weights,
                   "MobileNetV2 Keras ImageNet weights (default: "
                   "../shared/weights/mobilenet_v2_1.0_224_imagenet_notop.h5 "
@@ -35,10 +34,9 @@ void register_study(CLI::App& app) {
   cmd->add_flag("--no-weights", f->no_weights,
                 "train MobileNetV2 from random initialisation");
   cmd->add_flag("!--no-transfer", f->study.transfer, "skip the transfer model");
-  cmd->add_option("--transfer-size", f->study.transfer_size,
-                  "MobileNetV2 input size in pixels (--size sets the "
-                  "baseline's)")
-      ->capture_default_str();
+  add_default(*cmd, "--transfer-size", f->study.transfer_size,
+              "MobileNetV2 input size in pixels (--size sets the "
+              "baseline's)");
   cmd->add_flag("--quick", f->study.quick,
                 "a few minutes: 64 px, one trial, 1-2 epochs (smoke test)");
   cmd->add_flag("--full-grid", f->study.full_grid,
@@ -47,7 +45,7 @@ void register_study(CLI::App& app) {
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
-    auto& s = f->study;
+    auto &s = f->study;
     s.data = finish_data(f->data_flags, f->data, f->runtime);
     if (s.data.root.empty()) {
       throw ConfigError(
@@ -68,18 +66,16 @@ void register_study(CLI::App& app) {
   });
 }
 
-void register_report(CLI::App& app) {
+void register_report(CLI::App &app) {
   auto o = std::make_shared<report::ReportOptions>();
-  auto* cmd = app.add_subcommand(
+  auto *cmd = app.add_subcommand(
       "report",
       "Write one self-contained HTML report from a study folder or "
       "run folders");
   cmd->add_option("inputs", o->inputs, "study folder or run folders")
       ->required();
-  cmd->add_option("--out", o->out_path, "HTML file to write")
-      ->capture_default_str();
-  cmd->add_option("--split", o->split, "evaluation split to report")
-      ->capture_default_str();
+  add_default(*cmd, "--out", o->out_path, "HTML file to write");
+  add_default(*cmd, "--split", o->split, "evaluation split to report");
   cmd->callback([o] {
     const report::ReportSummary r = report::write_report(*o);
     std::cout << "wrote " << r.path << " (" << r.sections.size()

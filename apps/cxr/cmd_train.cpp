@@ -11,76 +11,51 @@ namespace cxr::cli {
 void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
   auto& m = o.model;
   auto& t = o.train;
-  cmd.add_option("--model", m.arch, "baseline, mobilenetv2 or resnet50v2")
-      ->capture_default_str()
-      ->check(one_of({"baseline", "mobilenetv2", "resnet50v2"}));
+  add_checked(cmd, "--model", m.arch, "baseline, mobilenetv2 or resnet50v2",
+              one_of({"baseline", "mobilenetv2", "resnet50v2"}));
   cmd.add_option("--filters", m.filters,
                  "baseline: channels of each conv block, e.g. 32,64,128")
       ->delimiter(',')
       ->capture_default_str();
-  cmd.add_option("--batch-norm", m.batch_norm,
-                 "baseline: batch norm after each conv (true/false)")
-      ->capture_default_str();
-  cmd.add_option("--dropout", m.dropout, "dropout before the output layer")
-      ->capture_default_str();
-  cmd.add_option("--head-units", m.head_units,
-                 "transfer: units of the Dense(relu) head")
-      ->capture_default_str();
+  add_default(cmd, "--batch-norm", m.batch_norm,
+              "baseline: batch norm after each conv (true/false)");
+  add_default(cmd, "--dropout", m.dropout, "dropout before the output layer");
+  add_default(cmd, "--head-units", m.head_units,
+              "transfer: units of the Dense(relu) head");
   cmd.add_option("--weights", o.weights,
                  "transfer: Keras .h5 ImageNet weights (with or without top)");
-  cmd.add_option("--optimizer", t.optimizer, "adam, sgd or rmsprop")
-      ->capture_default_str();
-  cmd.add_option("--lr", t.lr, "learning rate")->capture_default_str();
-  cmd.add_option("--momentum", t.momentum,
-                 "sgd momentum, in [0, 1) (adam and rmsprop do not use it)")
-      ->capture_default_str()
-      ->check(number_in(0, 1, false, true));
-  cmd.add_option("--weight-decay", t.weight_decay, "L2 weight decay, in [0, 1)")
-      ->capture_default_str()
-      ->check(number_in(0, 1, false, true));
-  cmd.add_option("--batch-size", t.batch_size, "images per step")
-      ->capture_default_str();
-  cmd.add_option("--epochs", t.epochs,
-                 "max epochs, 1..10000 (transfer: of the frozen phase, which "
-                 "may be 0 with --fine-tune-epochs)")
-      ->capture_default_str()
-      ->check(integer_in(0, 10000));
-  cmd.add_option("--patience", t.patience,
-                 "early stopping: epochs without val-loss improvement (0=off)")
-      ->capture_default_str();
-  cmd.add_option("--lr-patience", t.lr_patience,
-                 "halve the lr after this many epochs without improvement")
-      ->capture_default_str();
-  cmd.add_option("--schedule", t.schedule,
-                 "lr schedule per phase: plateau (halve on plateaus) or "
-                 "cosine (anneal to lr/100)")
-      ->capture_default_str();
-  cmd.add_option("--seed", t.seed,
-                 "seed of weights, order, augmentation (0..2^63-1)")
-      ->capture_default_str()
-      ->check(seed_value());
+  add_default(cmd, "--optimizer", t.optimizer, "adam, sgd or rmsprop");
+  add_default(cmd, "--lr", t.lr, "learning rate");
+  add_checked(cmd, "--momentum", t.momentum,
+              "sgd momentum, in [0, 1) (adam and rmsprop do not use it)",
+              number_in(0, 1, false, true));
+  add_checked(cmd, "--weight-decay", t.weight_decay,
+              "L2 weight decay, in [0, 1)", number_in(0, 1, false, true));
+  add_default(cmd, "--batch-size", t.batch_size, "images per step");
+  add_checked(cmd, "--epochs", t.epochs,
+              "max epochs, 1..10000 (transfer: of the frozen phase, which "
+              "may be 0 with --fine-tune-epochs)",
+              integer_in(0, 10000));
+  add_default(cmd, "--patience", t.patience,
+              "early stopping: epochs without val-loss improvement (0=off)");
+  add_default(cmd, "--lr-patience", t.lr_patience,
+              "halve the lr after this many epochs without improvement");
+  add_default(cmd, "--schedule", t.schedule,
+              "lr schedule per phase: plateau (halve on plateaus) or "
+              "cosine (anneal to lr/100)");
+  add_checked(cmd, "--seed", t.seed,
+              "seed of weights, order, augmentation (0..2^63-1)", seed_value());
   cmd.add_flag("!--no-augment", t.augment, "disable augmentation");
-  cmd.add_option("--width-shift", t.augmentation.width_shift,
-                 "augmentation: max width shift (fraction)")
-      ->capture_default_str();
-  cmd.add_option("--rotation", t.augmentation.rotation_deg,
-                 "augmentation: max rotation (degrees)")
-      ->capture_default_str();
-  cmd.add_option("--zoom", t.augmentation.zoom,
-                 "augmentation: max zoom (fraction)")
-      ->capture_default_str();
-  cmd.add_option("--fine-tune-epochs", t.fine_tune_epochs,
-                 "transfer: epochs with the backbone unfrozen")
-      ->capture_default_str();
-  cmd.add_option("--fine-tune-lr", t.fine_tune_lr,
-                 "transfer: learning rate of fine-tuning")
-      ->capture_default_str();
+  add_augment_flags(cmd, t.augmentation);
+  add_default(cmd, "--fine-tune-epochs", t.fine_tune_epochs,
+              "transfer: epochs with the backbone unfrozen");
+  add_default(cmd, "--fine-tune-lr", t.fine_tune_lr,
+              "transfer: learning rate of fine-tuning");
   cmd.add_option("--unfreeze-from", t.unfreeze_from,
                  "transfer: unfreeze only from this Keras layer on");
-  cmd.add_option("--train-on", t.train_on,
-                 "train (early stopping on val) or train+val (refit, fixed "
-                 "--epochs)")
-      ->capture_default_str();
+  add_default(cmd, "--train-on", t.train_on,
+              "train (early stopping on val) or train+val (refit, fixed "
+              "--epochs)");
   // Unset unless given; a typed value must be a real sensitivity.
   cmd.add_option_function<double>(
          "--target-sensitivity",
@@ -91,10 +66,9 @@ void add_model_train_flags(CLI::App& cmd, train::RunOptions& o) {
   cmd.add_flag("--balanced-threshold", o.balanced_threshold,
                "choose the decision threshold on validation that maximises "
                "sensitivity + specificity (Youden's J)");
-  cmd.add_option("--keep", t.keep,
-                 "with validation: best (weights of the lowest val loss) or "
-                 "last (the schedule's end, as a refit of the recipe ends)")
-      ->capture_default_str();
+  add_default(cmd, "--keep", t.keep,
+              "with validation: best (weights of the lowest val loss) or "
+              "last (the schedule's end, as a refit of the recipe ends)");
 }
 
 void check_model_train_flags(const CLI::App& cmd,
@@ -125,11 +99,8 @@ void register_train(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("train", "Train a model into a run folder");
-  cmd->add_option(
-      "data", f->data,
-      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
-  cmd->add_option("--out", f->run.out_dir, "run folder to write")
-      ->capture_default_str();
+  add_data_folder(*cmd, f->data);
+  add_default(*cmd, "--out", f->run.out_dir, "run folder to write");
   cmd->add_flag("--resume", f->run.resume, "continue an interrupted run");
   cmd->add_flag("--overwrite", f->run.overwrite,
                 "replace the run in --out (swapped in when the new one is "
@@ -140,11 +111,10 @@ void register_train(CLI::App& app) {
                   "refit: use the decision threshold and calibration "
                   "temperature that this run (same recipe, trained on "
                   "train) chose on validation");
-  cmd->add_option("--ood-false-flag-rate", f->run.ood.false_flag_rate,
-                  "share of validation images the out-of-distribution "
-                  "warning may flag")
-      ->capture_default_str()
-      ->check(CLI::Range(0.001, 0.5));
+  add_checked(*cmd, "--ood-false-flag-rate", f->run.ood.false_flag_rate,
+              "share of validation images the out-of-distribution "
+              "warning may flag",
+              CLI::Range(0.001, 0.5));
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f, cmd] {

@@ -21,33 +21,26 @@ void register_tune(CLI::App& app) {
       "tune",
       "Hyper-parameter search (grid, random, sequential), resumable, with "
       "an optional refit of the best configuration on train+val");
-  cmd->add_option(
-      "data", f->data,
-      "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
+  add_data_folder(*cmd, f->data);
   cmd->add_option("--grid", f->grid,
                   "search space tokens, e.g. filters=8,32,64 dropout=0.4,0.3 "
                   "lr=1e-3,1e-4 optimizer=adam,sgd (random mode also takes "
                   "lr=1e-5..1e-2)");
   cmd->add_option("--config", f->config,
                   "search space as JSON: {\"lr\": [0.001, 0.0001], ...}");
-  cmd->add_option("--mode", f->tune.mode, "grid, random or sequential")
-      ->capture_default_str();
-  cmd->add_option("--trials", f->tune.trials, "random mode: number of trials")
-      ->capture_default_str();
-  cmd->add_option("--search-seed", f->tune.seed, "random mode: seed")
-      ->capture_default_str()
-      ->check(seed_value());
-  cmd->add_option("--metric", f->tune.metric,
-                  "val_loss, val_accuracy, val_auc or val_recall")
-      ->capture_default_str();
-  cmd->add_option("--budget-minutes", f->tune.budget_minutes,
-                  "stop starting trials after this many minutes (0 = none)")
-      ->capture_default_str();
+  add_default(*cmd, "--mode", f->tune.mode, "grid, random or sequential");
+  add_default(*cmd, "--trials", f->tune.trials,
+              "random mode: number of trials");
+  add_checked(*cmd, "--search-seed", f->tune.seed, "random mode: seed",
+              seed_value());
+  add_default(*cmd, "--metric", f->tune.metric,
+              "val_loss, val_accuracy, val_auc or val_recall");
+  add_default(*cmd, "--budget-minutes", f->tune.budget_minutes,
+              "stop starting trials after this many minutes (0 = none)");
   cmd->add_flag("--refit", f->tune.refit,
                 "train the best configuration on train+val for its best "
                 "epoch count and evaluate it on test");
-  cmd->add_option("--out", f->tune.out_dir, "output folder")
-      ->capture_default_str();
+  add_default(*cmd, "--out", f->tune.out_dir, "output folder");
   cmd->add_flag("--overwrite", f->tune.overwrite,
                 "start afresh in --out (its trials are deleted); without it, "
                 "stored trials are reused only if all settings match");
