@@ -14,7 +14,7 @@
 
 namespace cxr::cli {
 
-void add_runtime_flags(CLI::App &cmd, RuntimeFlags &flags, bool runs_model) {
+void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags, bool runs_model) {
   add_default(cmd, "--device", flags.device,
               "auto (CUDA when available), cpu, cuda or cuda:N");
   add_checked(cmd, "--threads", flags.threads,
@@ -37,9 +37,9 @@ std::string num(double v) {
 }
 
 /// Parses all of `text` as a number; false for trailing junk or overflow.
-bool parse_double(const std::string &text, double *out) {
+bool parse_double(const std::string& text, double* out) {
   if (text.empty()) return false;
-  char *end = nullptr;
+  char* end = nullptr;
   errno = 0;
   const double v = std::strtod(text.c_str(), &end);
   if (end != text.c_str() + text.size()) return false;
@@ -53,7 +53,7 @@ CLI::Validator number_in(double lo, double hi, bool lo_open, bool hi_open) {
   const std::string range = std::string(lo_open ? "(" : "[") + num(lo) + ", " +
                             num(hi) + (hi_open ? ")" : "]");
   return CLI::Validator(
-      [=](std::string &text) -> std::string {
+      [=](std::string& text) -> std::string {
         double v = 0;
         const bool ok = parse_double(text, &v) && std::isfinite(v) &&
                         (lo_open ? v > lo : v >= lo) &&
@@ -67,8 +67,8 @@ CLI::Validator number_in(double lo, double hi, bool lo_open, bool hi_open) {
 CLI::Validator integer_in(long long lo, long long hi) {
   const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
   return CLI::Validator(
-      [=](std::string &text) -> std::string {
-        char *end = nullptr;
+      [=](std::string& text) -> std::string {
+        char* end = nullptr;
         errno = 0;
         const long long v = std::strtoll(text.c_str(), &end, 10);
         const bool ok = !text.empty() && end == text.c_str() + text.size() &&
@@ -79,7 +79,7 @@ CLI::Validator integer_in(long long lo, long long hi) {
       "in " + range);
 }
 
-CLI::Validator one_of(const std::vector<std::string> &choices) {
+CLI::Validator one_of(const std::vector<std::string>& choices) {
   std::string list;
   for (size_t i = 0; i < choices.size(); ++i) {
     list += (i == 0                    ? ""
@@ -88,8 +88,8 @@ CLI::Validator one_of(const std::vector<std::string> &choices) {
             choices[i];
   }
   return CLI::Validator(
-      [=](std::string &text) -> std::string {
-        for (const auto &c : choices) {
+      [=](std::string& text) -> std::string {
+        for (const auto& c : choices) {
           if (text == c) return std::string();
         }
         return "unknown value '" + text + "'; use " + list;
@@ -101,31 +101,31 @@ CLI::Validator seed_value() {
   return integer_in(0, std::numeric_limits<long long>::max());
 }
 
-void apply_runtime(const RuntimeFlags &flags) {
+void apply_runtime(const RuntimeFlags& flags) {
   configure_threads(flags.threads);
   set_precision(parse_precision(flags.precision));
 }
 
-void add_data_folder(CLI::App &cmd, std::string &data) {
+void add_data_folder(CLI::App& cmd, std::string& data) {
   cmd.add_option(
       "data", data,
       "dataset folder (default: $CXR_DATA or ../shared/data/cxr-seed)");
 }
 
-void add_run_folder(CLI::App &cmd, std::string &run) {
+void add_run_folder(CLI::App& cmd, std::string& run) {
   cmd.add_option("run", run, "run folder from cxr train")->required();
 }
 
-void add_run_data(CLI::App &cmd, std::string &data) {
+void add_run_data(CLI::App& cmd, std::string& data) {
   cmd.add_option("--data", data,
                  "dataset folder (default: the one the run was trained on)");
 }
 
-void add_no_cache_flag(CLI::App &cmd, bool &no_cache) {
+void add_no_cache_flag(CLI::App& cmd, bool& no_cache) {
   cmd.add_flag("--no-cache", no_cache, "do not use the decoded cache");
 }
 
-void add_augment_flags(CLI::App &cmd, augment::AugmentOptions &a) {
+void add_augment_flags(CLI::App& cmd, augment::AugmentOptions& a) {
   add_default(cmd, "--width-shift", a.width_shift,
               "augmentation: max width shift (fraction)");
   add_default(cmd, "--rotation", a.rotation_deg,
@@ -133,8 +133,8 @@ void add_augment_flags(CLI::App &cmd, augment::AugmentOptions &a) {
   add_default(cmd, "--zoom", a.zoom, "augmentation: max zoom (fraction)");
 }
 
-void add_data_flags(CLI::App &cmd, DataFlags &f) {
-  auto &o = f.options;
+void add_data_flags(CLI::App& cmd, DataFlags& f) {
+  auto& o = f.options;
   add_default(cmd, "--size", o.size, "image side length in pixels");
   add_default(cmd, "--positive", o.positive, "positive class folder name");
   // Each share alone is checked while parsing (NaN too); their sum is
@@ -154,7 +154,7 @@ void add_data_flags(CLI::App &cmd, DataFlags &f) {
   cmd.add_flag("--no-cache", f.no_cache, "do not read or write the cache");
 }
 
-data::DatasetOptions resolve_data(const DataFlags &f) {
+data::DatasetOptions resolve_data(const DataFlags& f) {
   data::DatasetOptions o = f.options;
   if (f.no_cache) {
     o.cache_dir.clear();
@@ -164,9 +164,9 @@ data::DatasetOptions resolve_data(const DataFlags &f) {
   return o;
 }
 
-data::DatasetOptions finish_data(const DataFlags &flags,
-                                 const std::string &data,
-                                 const RuntimeFlags &runtime) {
+data::DatasetOptions finish_data(const DataFlags& flags,
+                                 const std::string& data,
+                                 const RuntimeFlags& runtime) {
   data::DatasetOptions o = resolve_data(flags);
   o.root = data.empty() ? default_data_dir() : data;
   o.threads = runtime.threads;
@@ -177,12 +177,12 @@ std::string cache_dir_unless(bool no_cache) {
   return no_cache ? "" : default_cache_dir();
 }
 
-void without_skip_bad_hint(const std::string &command,
-                           const std::function<void()> &body,
-                           const std::string &why) {
+void without_skip_bad_hint(const std::string& command,
+                           const std::function<void()>& body,
+                           const std::string& why) {
   try {
     body();
-  } catch (const DataError &e) {
+  } catch (const DataError& e) {
     std::string msg = e.what();
     // The two hints the library gives (dataset loading, file prediction).
     for (const std::string hint : {", or pass --skip-bad to load the rest",
@@ -197,8 +197,8 @@ void without_skip_bad_hint(const std::string &command,
   }
 }
 
-std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string &run,
-                                                     const std::string &out) {
+std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string& run,
+                                                     const std::string& out) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (run.empty() || !fs::is_directory(run, ec)) return nullptr;
@@ -211,36 +211,36 @@ std::unique_ptr<train::DirLock> lock_run_for_writing(const std::string &run,
   return std::make_unique<train::DirLock>(run);
 }
 
-void list_skipped(const nlohmann::json &skipped) {
-  for (const auto &b : skipped) {
+void list_skipped(const nlohmann::json& skipped) {
+  for (const auto& b : skipped) {
     std::cerr << "cxr: skipped " << b["reason"].get<std::string>() << "\n";
   }
 }
 
-void list_skipped(const std::vector<data::SkippedImage> &skipped) {
-  for (const auto &b : skipped) {
+void list_skipped(const std::vector<data::SkippedImage>& skipped) {
+  for (const auto& b : skipped) {
     std::cerr << "cxr: skipped " << b.reason << "\n";
   }
 }
 
 std::string default_cache_dir() {
-  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
     return std::string(x) + "/cxr";
   }
-  if (const char *h = std::getenv("HOME"); h && *h) {
+  if (const char* h = std::getenv("HOME"); h && *h) {
     return std::string(h) + "/.cache/cxr";
   }
   return ".cxr-cache";
 }
 
 namespace {
-std::string &command_line_storage() {
+std::string& command_line_storage() {
   static std::string line;
   return line;
 }
 }  // namespace
 
-void set_command_line(int argc, char **argv) {
+void set_command_line(int argc, char** argv) {
   std::string s = "cxr";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -251,20 +251,20 @@ void set_command_line(int argc, char **argv) {
   command_line_storage() = s;
 }
 
-const std::string &command_line() {
+const std::string& command_line() {
   return command_line_storage();
 }
 
 std::string default_shared_dir() {
-  for (const char *c : {"../shared", "shared"}) {
+  for (const char* c : {"../shared", "shared"}) {
     if (std::filesystem::is_directory(c)) return c;
   }
   return "";
 }
 
 std::string default_data_dir() {
-  if (const char *d = std::getenv("CXR_DATA"); d && *d) return d;
-  for (const char *c : {"../shared/data/cxr-seed", "shared/data/cxr-seed"}) {
+  if (const char* d = std::getenv("CXR_DATA"); d && *d) return d;
+  for (const char* c : {"../shared/data/cxr-seed", "shared/data/cxr-seed"}) {
     if (std::filesystem::is_directory(c)) return c;
   }
   return "";

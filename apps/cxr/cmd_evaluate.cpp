@@ -8,7 +8,7 @@
 
 namespace cxr::cli {
 
-void register_evaluate(CLI::App &app) {
+void register_evaluate(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::EvalOptions eval;
@@ -20,7 +20,7 @@ void register_evaluate(CLI::App &app) {
     std::string shared;
   };
   auto f = std::make_shared<Flags>();
-  auto *cmd = app.add_subcommand(
+  auto* cmd = app.add_subcommand(
       "evaluate",
       "Evaluate a run on a split: confusion matrix, metrics with 95% "
       "bootstrap CIs, ROC");
@@ -95,14 +95,14 @@ void register_evaluate(CLI::App &app) {
   });
 }
 
-void register_predict(CLI::App &app) {
+void register_predict(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::PredictOptions predict;
     double threshold = -1;  // -1: not given (typed values are checked)
   };
   auto f = std::make_shared<Flags>();
-  auto *cmd = app.add_subcommand("predict",
+  auto* cmd = app.add_subcommand("predict",
                                  "Predict P(COVID) for image files or folders");
   add_run_folder(*cmd, f->predict.run_dir);
   cmd->add_option("images", f->predict.inputs, "image files or folders")
@@ -124,18 +124,18 @@ void register_predict(CLI::App &app) {
     std::string pos;
     auto preds = evaluate::predict_files(p, &pos);
     size_t w = 4;
-    for (const auto &r : preds) w = std::max(w, r.file.size());
+    for (const auto& r : preds) w = std::max(w, r.file.size());
     std::cout << std::left << std::setw(static_cast<int>(w)) << "file"
               << "  P(" << pos << ")  decision  in-distribution\n";
     bool any_error = false, any_flag = false;
-    for (const auto &r : preds) {
+    for (const auto& r : preds) {
       std::cout << std::left << std::setw(static_cast<int>(w)) << r.file
                 << "  ";
       if (r.error.empty()) {
         std::cout << std::fixed << std::setprecision(4) << std::setw(8) << r.p
                   << "  " << std::setw(8) << r.decision << "  "
                   << (r.in_distribution ? "yes" : "NO") << "\n";
-        for (const auto &why : r.reasons) {
+        for (const auto& why : r.reasons) {
           std::cout << "    warning: " << why << "\n";
         }
         any_flag = any_flag || !r.in_distribution;

@@ -6,7 +6,7 @@
 
 namespace cxr::cli {
 
-void register_explain(CLI::App &app) {
+void register_explain(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     explain::ExplainOptions explain;
@@ -14,8 +14,8 @@ void register_explain(CLI::App &app) {
     bool no_cache = false;
   };
   auto f = std::make_shared<Flags>();
-  auto &o = f->explain;
-  auto *cmd = app.add_subcommand(
+  auto& o = f->explain;
+  auto* cmd = app.add_subcommand(
       "explain",
       "Grad-CAM panels (original | COVID | Normal evidence) for images, "
       "folders or a split's misclassified images; optional trust checks");

@@ -7,7 +7,7 @@
 
 namespace cxr::cli {
 
-void register_explore(CLI::App &app) {
+void register_explore(CLI::App& app) {
   struct Flags {
     std::string data;
     RuntimeFlags runtime;
@@ -17,7 +17,7 @@ void register_explore(CLI::App &app) {
     augment::AugmentOptions augment;
   };
   auto f = std::make_shared<Flags>();
-  auto *cmd = app.add_subcommand(
+  auto* cmd = app.add_subcommand(
       "explore",
       "Summarise a dataset: counts, sizes, pixel statistics, histograms, "
       "sample grid, duplicate/leakage check");

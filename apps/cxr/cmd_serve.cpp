@@ -8,7 +8,7 @@
 
 namespace cxr::cli {
 
-void register_serve(CLI::App &app) {
+void register_serve(CLI::App& app) {
   struct Flags {
     serve::ServeOptions serve;
     RuntimeFlags runtime;
@@ -16,7 +16,7 @@ void register_serve(CLI::App &app) {
   };
   auto f = std::make_shared<Flags>();
   f->runtime.device = "cpu";
-  auto *cmd = app.add_subcommand(
+  auto* cmd = app.add_subcommand(
       "serve",
       "Serve runs over HTTP: a web page and a JSON API (docs/serve.md)");
   cmd->add_option("runs", f->serve.runs,
@@ -57,7 +57,7 @@ void register_serve(CLI::App &app) {
     serve::Server server(o);
     const int port = server.bind();
     std::string ids;
-    for (const auto &id : server.model_ids()) {
+    for (const auto& id : server.model_ids()) {
       ids += (ids.empty() ? "" : ", ") + id;
     }
     const bool v6 = o.host.find(':') != std::string::npos;

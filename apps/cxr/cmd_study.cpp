@@ -7,7 +7,7 @@
 
 namespace cxr::cli {
 
-void register_study(CLI::App &app) {
+void register_study(CLI::App& app) {
   struct Flags {
     std::string data;
     RuntimeFlags runtime;
@@ -16,7 +16,7 @@ void register_study(CLI::App &app) {
     bool no_weights = false;
   };
   auto f = std::make_shared<Flags>();
-  auto *cmd = app.add_subcommand(
+  auto* cmd = app.add_subcommand(
       "study",
       "Run the whole study (explore, tune, baseline, MobileNetV2 transfer, "
       "evaluation with CIs, Grad-CAM, report); re-running resumes");
@@ -45,7 +45,7 @@ void register_study(CLI::App &app) {
   add_runtime_flags(*cmd, f->runtime);
   cmd->callback([f] {
     apply_runtime(f->runtime);
-    auto &s = f->study;
+    auto& s = f->study;
     s.data = finish_data(f->data_flags, f->data, f->runtime);
     if (s.data.root.empty()) {
       throw ConfigError(
@@ -66,9 +66,9 @@ void register_study(CLI::App &app) {
   });
 }
 
-void register_report(CLI::App &app) {
+void register_report(CLI::App& app) {
   auto o = std::make_shared<report::ReportOptions>();
-  auto *cmd = app.add_subcommand(
+  auto* cmd = app.add_subcommand(
       "report",
       "Write one self-contained HTML report from a study folder or "
       "run folders");
