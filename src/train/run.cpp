@@ -8,6 +8,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/runtime.h"
 #include "cxr/common/vectors.h"
 #include "cxr/data/stats.h"
@@ -367,6 +368,8 @@ nlohmann::json result_json(const RunOptions& o,
           {"images_per_second", r.images_per_second()},
           {"device", device.str()},
           {"threads", torch::get_num_threads()},
+          // --precision: bf16 runs round their forward passes differently.
+          {"precision", precision_name(precision())},
           {"parameters", models::count_parameters(model)}};
 }
 
