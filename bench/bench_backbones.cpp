@@ -34,7 +34,8 @@ int64_t bench_batch() {
 void BM_Transfer(benchmark::State& state,
                  const std::string& arch,
                  bool backward,
-                 cxr::Precision precision) {
+                 cxr::Precision precision,
+                 const std::string& trainable_from = "") {
   const int size = static_cast<int>(state.range(0));
   const int64_t batch = bench_batch();
   const torch::Device device = bench_device();
@@ -54,6 +55,9 @@ void BM_Transfer(benchmark::State& state,
   auto model = cxr::models::make_model(config);
   model->train(backward);
   model->set_backbone_trainable(true);
+  // --unfreeze-from: the layers before it stay frozen (no weight gradients,
+  // and the backward pass stops there).
+  if (!trainable_from.empty()) model->set_trainable_from(trainable_from);
   model->to(device);
   // The layout cxr trains and predicts in (channels-last on the CPU).
   cxr::train::use_device_layout(*model, device);
@@ -119,6 +123,42 @@ constexpr auto kBf16 = cxr::Precision::kBFloat16;
 CXR_BENCH_ARCH(mobilenetv2, configs);
 CXR_BENCH_ARCH(resnet50v2, configs);
 CXR_BENCH_ARCH(baseline, baseline_configs);
+
+// Fine-tuning with the earliest MobileNetV2 blocks frozen (cxr train
+// --unfreeze-from): from block 3 (the 112 and 56 px stages frozen) and from
+// block 6 (up to the 28 px stage).
+void frozen_configs(benchmark::internal::Benchmark* b) {
+  b->Args({224});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd_bwd_from_block_3,
+                  std::string("mobilenetv2"),
+                  true,
+                  kFp32,
+                  std::string("block_3_expand"))
+    ->Apply(frozen_configs);
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd_bwd_from_block_3_bf16,
+                  std::string("mobilenetv2"),
+                  true,
+                  kBf16,
+                  std::string("block_3_expand"))
+    ->Apply(frozen_configs);
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd_bwd_from_block_6,
+                  std::string("mobilenetv2"),
+                  true,
+                  kFp32,
+                  std::string("block_6_expand"))
+    ->Apply(frozen_configs);
+BENCHMARK_CAPTURE(BM_Transfer,
+                  mobilenetv2_fwd_bwd_from_block_6_bf16,
+                  std::string("mobilenetv2"),
+                  true,
+                  kBf16,
+                  std::string("block_6_expand"))
+    ->Apply(frozen_configs);
 
 }  // namespace
 

@@ -8,6 +8,8 @@
 #include "cxr/common/precision.h"
 #include "cxr/models/activation.h"
 #include "cxr/models/baseline.h"
+#include "cxr/train/run.h"
+#include "cxr/train/run_dir.h"
 #include "cxr/train/trainer.h"
 #include "test_util.h"
 
@@ -15,6 +17,7 @@ namespace {
 
 using cxr::Precision;
 using cxr::testing::synthetic;
+using cxr::testing::TempDir;
 using cxr::testing::tiny_config;
 
 const torch::Device kCpu(torch::kCPU);
@@ -232,6 +235,41 @@ TEST(Precision, Bfloat16TrainingLowersTheLossLikeFloat32) {
   EXPECT_NEAR(last.val_loss, r32.history.back().val_loss, 0.05);
   // Not vacuous: the two runs differ (bfloat16 forward passes).
   EXPECT_NE(last.train_loss, r32.history.back().train_loss);
+}
+
+TEST(Precision, ABf16RunRecordsItAndPredictsLikeFloat32) {
+  // The whole of train_run under bf16 (validation, threshold, calibration
+  // and the OOD detector's features), and config.json says how it ran.
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  const auto o = cxr::testing::tiny_run_options(dir.path(), "bf16");
+  cxr::train::TrainResult r;
+  {
+    PrecisionScope bf16(Precision::kBFloat16);
+    r = cxr::train::train_run(o);
+  }
+  EXPECT_EQ(r.config["result"]["precision"], "bf16");
+  ASSERT_TRUE(r.val.has_value());
+  EXPECT_TRUE(std::isfinite(r.ood_threshold));
+  // The saved weights are float32; scored in float32 they give the bf16
+  // run's validation decisions wherever the probability is not within the
+  // stated tolerance of the threshold.
+  const auto run = cxr::train::load_run(o.out_dir, kCpu);
+  for (const auto& p : run.model->parameters()) {
+    EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+  }
+  const auto ds = cxr::data::load_dataset(o.data);
+  const auto& val = ds.split(cxr::data::Split::kVal);
+  const auto p32 = cxr::train::predict_proba(*run.model, val.images, kCpu);
+  torch::Tensor p16;
+  {
+    PrecisionScope bf16(Precision::kBFloat16);
+    p16 = cxr::train::predict_proba(*run.model, val.images, kCpu);
+  }
+  EXPECT_LT((p16 - p32).abs().max().item<float>(), 2e-2f);
+  const auto far = (p32 - r.threshold).abs() > 2e-2;
+  EXPECT_TRUE(torch::equal((p16 > r.threshold).masked_select(far),
+                           (p32 > r.threshold).masked_select(far)));
 }
 
 }  // namespace
