@@ -3,7 +3,9 @@
 #include "cli.h"
 #include "cxr/common/error.h"
 #include "cxr/common/runtime.h"
+#include "cxr/dist/dist.h"
 #include "cxr/train/run.h"
+#include "launch.h"
 
 namespace cxr::cli {
 
@@ -96,6 +98,7 @@ void register_train(CLI::App& app) {
     RuntimeFlags runtime;
     DataFlags data_flags;
     train::RunOptions run;
+    DistFlags dist;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("train", "Train a model into a run folder");
@@ -117,8 +120,19 @@ void register_train(CLI::App& app) {
               CLI::Range(0.001, 0.5));
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
+  add_dist_flags(*cmd, f->dist);
   cmd->callback([f, cmd] {
     check_model_train_flags(*cmd, f->run);
+    // Data-parallel: each rank takes batch-size / world images per step.
+    const int world = f->dist.nproc * f->dist.nnodes;
+    if (f->run.train.batch_size % world != 0) {
+      throw ConfigError("--batch-size " +
+                        std::to_string(f->run.train.batch_size) +
+                        " must be a multiple of the " + std::to_string(world) +
+                        " ranks (--nproc x --nnodes): each rank takes an "
+                        "equal share of every batch");
+    }
+    launch_or_join(f->dist, f->runtime.device);
     apply_runtime(f->runtime);
     auto& r = f->run;
     r.data = finish_data(f->data_flags, f->data, f->runtime);
@@ -129,7 +143,9 @@ void register_train(CLI::App& app) {
     for (const auto* opt : cmd->get_options()) {
       if (opt->count() > 0) r.flags_given.insert(opt->get_name());
     }
-    std::cout << train::format_summary(train::train_run(r));
+    auto result = train::train_run(r);
+    // Rank 0 wrote the run; the other ranks only trained.
+    if (dist::world().is_main()) std::cout << train::format_summary(result);
   });
 }
 

@@ -128,6 +128,12 @@ Context::~Context() = default;
 Context::Context(const Env& env, const torch::Device& device) : env_(env) {
   env.validate();
   if (!env.distributed()) return;
+#if defined(CXR_QUIET_GLOG) && defined(C10_USE_GLOG)
+  // c10d logs each socket error through glog before it throws (several
+  // lines, "Logging before InitGoogleLogging()"); the DistError line below
+  // carries the same text, so only glog's fatal messages remain.
+  FLAGS_minloglevel = std::max(FLAGS_minloglevel, 3);
+#endif
   impl_ = std::make_unique<Impl>();
   impl_->device = device;
   impl_->timeout = std::chrono::milliseconds(
@@ -412,6 +418,13 @@ void init(const Env& env, const torch::Device& device) {
 
 void shutdown() {
   current() = std::make_unique<Context>();
+}
+
+SoloScope::SoloScope() : job_(std::move(current())) {
+  current() = std::make_unique<Context>();
+}
+SoloScope::~SoloScope() {
+  current() = std::move(job_);
 }
 
 }  // namespace cxr::dist

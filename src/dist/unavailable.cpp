@@ -70,4 +70,11 @@ void shutdown() {
   current() = std::make_unique<Context>();
 }
 
+SoloScope::SoloScope() : job_(std::move(current())) {
+  current() = std::make_unique<Context>();
+}
+SoloScope::~SoloScope() {
+  current() = std::move(job_);
+}
+
 }  // namespace cxr::dist

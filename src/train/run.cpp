@@ -12,6 +12,7 @@
 #include "cxr/common/runtime.h"
 #include "cxr/common/vectors.h"
 #include "cxr/data/stats.h"
+#include "cxr/dist/dist.h"
 #include "cxr/infer/fit_trust.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/models/transfer.h"
@@ -319,15 +320,19 @@ FitResult fit_with_checkpoints(const RunOptions& o,
   std::optional<FitResult> stopped;
   std::vector<torch::Tensor> best_for_state;
   if (resume) best_for_state = resume->best_state;
+  const bool writes = dist::world().is_main();  // rank 0 alone writes
   auto on_epoch = [&](const TrainState& st) {
-    write_history_csv((fs::path(o.out_dir) / "history.csv").string(),
-                      st.result->history);
-    // Best weights so far: re-snapshot only when the best epoch is the
-    // current one (cheap otherwise).
-    if (st.result->best_epoch == static_cast<int>(st.result->history.size())) {
-      best_for_state = snapshot(*model);
+    if (writes) {
+      write_history_csv((fs::path(o.out_dir) / "history.csv").string(),
+                        st.result->history);
+      // Best weights so far: re-snapshot only when the best epoch is the
+      // current one (cheap otherwise).
+      if (st.result->best_epoch ==
+          static_cast<int>(st.result->history.size())) {
+        best_for_state = snapshot(*model);
+      }
+      save_resume_state(o.out_dir, *model, st, best_for_state);
     }
-    save_resume_state(o.out_dir, *model, st, best_for_state);
     if (o.stop_after_epoch > 0 &&
         static_cast<int>(st.result->history.size()) >= o.stop_after_epoch) {
       stopped = *st.result;
@@ -475,10 +480,50 @@ nlohmann::json train_locked(const RunOptions& o,
   fitted = fit_with_checkpoints(o, model, train_set, val, device,
                                 resuming ? &resume : nullptr);
   meta.result = result_json(o, fitted, device, *model);
+  meta.result["world_size"] = dist::world().world_size();
   choose_threshold(o, carried, *model, val, device, meta);
   if (!o.command.empty()) meta.result["command"] = o.command;
   return write_finished_run(o, target, replace, *model, meta, fitted,
                             val != nullptr, ds);
+}
+
+/// A distributed job's rank other than 0: it trains its share beside
+/// rank 0 and writes nothing (rank 0 checks the folder, writes the run and
+/// fits calibration and the OOD detector alone). It resumes from the same
+/// state.pt as rank 0 (on many nodes, --out must be a shared folder).
+TrainResult train_worker(const RunOptions& given,
+                         const data::Dataset* preloaded) {
+  fs::path target(given.out_dir);
+  if (!target.has_filename()) target = target.parent_path();
+  RunOptions o = given;
+  const bool resuming = given.resume && fs::exists(target / "state.pt");
+  if (resuming) {
+    o = resumed_options(given, target);
+    o.train.validate();
+  }
+  o.out_dir = target.string();
+  const torch::Device device = resolve_device(o.device);
+  data::Dataset owned;
+  const data::Dataset& ds = run_data(o, preloaded, owned);
+  seed_everything(o.train.seed);
+  const data::ImageSet tv = ds.train_val();
+  RunMeta meta;
+  models::Classifier model = build_model(o, ds, tv, meta);
+  ResumeState resume;
+  const bool loaded = resuming && load_resume_state(o.out_dir, *model, &resume);
+  const bool on_train_val = o.train.train_on == "train+val";
+  const data::ImageSet& train_set =
+      on_train_val ? tv : ds.split(data::Split::kTrain);
+  const data::ImageSet* val =
+      on_train_val ? nullptr : &ds.split(data::Split::kVal);
+  const FitResult fitted = fit_with_checkpoints(
+      o, model, train_set, val, device, loaded ? &resume : nullptr);
+  TrainResult r;
+  r.run_dir = given.out_dir;
+  r.arch = o.model.arch;
+  r.best_epoch = fitted.best_epoch;
+  r.epochs_run = static_cast<int>(fitted.history.size());
+  return r;
 }
 
 }  // namespace
@@ -487,6 +532,7 @@ TrainResult train_run(const RunOptions& given, const data::Dataset* preloaded) {
   given.train.validate();
   given.ood.validate();
   check_threshold_options(given);
+  if (!dist::world().is_main()) return train_worker(given, preloaded);
   if (given.resume && given.overwrite) {
     throw ConfigError(
         "give --resume (continue the interrupted run) or --overwrite "

@@ -8,6 +8,7 @@
 #include "cxr/common/precision.h"
 #include "cxr/common/progress.h"
 #include "cxr/common/text.h"
+#include "cxr/dist/dist.h"
 #include "cxr/metrics/metrics.h"
 
 namespace cxr::train {
@@ -72,12 +73,33 @@ std::string fmt(double v, int p = 4) {
   return fixed(v, p, "nan");
 }
 
+/// Probabilities of `images` in input order. Distributed: each rank scores
+/// its contiguous shard and all gather every score, so that validation
+/// (and the early-stopping and learning-rate decisions made from it) is
+/// identical on every rank.
+torch::Tensor sharded_proba(models::ClassifierImpl& model,
+                            const torch::Tensor& images,
+                            const torch::Device& device,
+                            int batch_size) {
+  auto& ctx = dist::world();
+  if (!ctx.distributed()) {
+    return predict_proba(model, images, device, batch_size);
+  }
+  const auto [b, e] =
+      dist::contiguous_shard(images.size(0), ctx.rank(), ctx.world_size());
+  torch::Tensor mine =
+      e > b ? predict_proba(model, images.slice(0, b, e), device, batch_size)
+                  .to(torch::kCPU, torch::kFloat32)
+            : torch::empty({0}, torch::kFloat32);
+  return ctx.all_gather_cat(mine.contiguous());
+}
+
 /// Validation pass: loss and probabilities.
 std::pair<double, torch::Tensor> evaluate_loss(models::ClassifierImpl& model,
                                                const data::ImageSet& set,
                                                const torch::Device& device,
                                                int batch_size) {
-  torch::Tensor probs = predict_proba(model, set.images, device, batch_size);
+  torch::Tensor probs = sharded_proba(model, set.images, device, batch_size);
   auto p = probs.to(torch::kFloat64).clamp(1e-7, 1 - 1e-7);
   auto y = set.labels.to(torch::kFloat64);
   double loss = -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
@@ -170,6 +192,46 @@ std::unique_ptr<torch::optim::Optimizer> phase_optimizer(
   return opt;
 }
 
+/// The epoch's train counts summed over ranks (sums, not averages of
+/// averages), and batch norm's running statistics averaged: each rank
+/// normalised its own share of the batches, and validation, checkpoints and
+/// the saved model need one set of statistics (docs/distributed.md).
+void sum_over_ranks(dist::Context& ctx,
+                    Counts& counts,
+                    int64_t& seen,
+                    models::ClassifierImpl& model) {
+  auto t = torch::tensor(
+      {counts.loss_sum, static_cast<double>(counts.n),
+       static_cast<double>(counts.tp), static_cast<double>(counts.fp),
+       static_cast<double>(counts.tn), static_cast<double>(counts.fn),
+       static_cast<double>(seen)},
+      torch::kFloat64);
+  std::vector<torch::Tensor> stats = {t};
+  for (const auto& nb : model.named_buffers()) {
+    const std::string& k = nb.key();
+    auto ends = [&](const std::string& tail) {
+      return k.size() >= tail.size() &&
+             k.compare(k.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (ends("running_mean") || ends("running_var"))
+      stats.push_back(nb.value());
+  }
+  // One collective: the sums, then the statistics divided by the world.
+  ctx.all_reduce(stats);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 1; i < stats.size(); ++i) {
+    stats[i].div_(static_cast<double>(ctx.world_size()));
+  }
+  auto v = t.accessor<double, 1>();
+  counts.loss_sum = v[0];
+  counts.n = static_cast<int64_t>(v[1]);
+  counts.tp = static_cast<int64_t>(v[2]);
+  counts.fp = static_cast<int64_t>(v[3]);
+  counts.tn = static_cast<int64_t>(v[4]);
+  counts.fn = static_cast<int64_t>(v[5]);
+  seen = static_cast<int64_t>(v[6]);
+}
+
 /// One pass over the shuffled training set (seeded per epoch, so that a
 /// resumed run repeats an uninterrupted one); fills the train columns of
 /// `rec`. The caller finishes `bar` once validation is known.
@@ -184,13 +246,25 @@ void train_epoch(models::ClassifierImpl& model,
                  EpochRecord& rec,
                  int64_t& images_seen) {
   const int64_t n = train.size();
-  torch::manual_seed(epoch_seed);
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(epoch_seed);
-  auto perm = torch::randperm(n, gen, torch::kLong);
+  // Distributed (docs/distributed.md): every rank draws the same
+  // permutation and takes its equal slice of each global batch; dropout and
+  // augmentation get a stream per rank (rank 0's is the single process's).
+  auto& ctx = dist::world();
+  const uint64_t rank_mix =
+      static_cast<uint64_t>(ctx.rank()) * 0x9E3779B97F4A7C15ULL;
+  torch::manual_seed(epoch_seed + rank_mix);
+  auto perm = dist::permutation(n, epoch_seed);
   model.train();
   Counts counts;
+  int64_t seen = 0;
   for (int64_t s = 0, b = 0; s < n; s += o.batch_size, ++b) {
     auto idx = perm.slice(0, s, std::min(n, s + o.batch_size));
+    if (ctx.distributed()) {
+      const auto [lo, hi] =
+          dist::batch_slice(idx.size(0), ctx.rank(), ctx.world_size());
+      idx = idx.slice(0, lo, hi);
+      if (idx.size(0) == 0) continue;  // a last batch smaller than the world
+    }
     auto x = train.images.index_select(0, idx)
                  .to(device)
                  .to(torch::kFloat32)
@@ -198,7 +272,8 @@ void train_epoch(models::ClassifierImpl& model,
     auto y = train.labels.index_select(0, idx).to(device);
     if (o.augment) {
       x = augment::random_affine(
-          x, o.augmentation, epoch_seed * 7919ULL + static_cast<uint64_t>(b));
+          x, o.augmentation,
+          epoch_seed * 7919ULL + static_cast<uint64_t>(b) + rank_mix);
     }
     x = device_layout(x, device);
     opt.zero_grad();
@@ -222,12 +297,17 @@ void train_epoch(models::ClassifierImpl& model,
                   ExitCode::kInternal);
     }
     loss.backward();
+    if (ctx.distributed()) {
+      for (auto& g : opt.param_groups()) ctx.average_gradients(g.params());
+    }
     opt.step();
     counts.add(logits, y, lv);
-    images_seen += idx.size(0);
+    seen += idx.size(0);
     bar.step(
         1, "loss " + fmt(counts.loss()) + " acc " + fmt(counts.accuracy(), 3));
   }
+  if (ctx.distributed()) sum_over_ranks(ctx, counts, seen, model);
+  images_seen += seen;
   rec.train_loss = counts.loss();
   rec.train_accuracy = counts.accuracy();
   rec.train_precision = counts.precision();
@@ -280,56 +360,31 @@ void TrainOptions::validate() const {
   augmentation.validate();
 }
 
+}  // namespace cxr::train
+
+// config.json's "train" object: one field list for both directions (keys are
+// the member names; a missing key keeps the default, as for an older run).
+namespace cxr::augment {
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(
+    AugmentOptions, width_shift, height_shift, rotation_deg, zoom)
+}  // namespace cxr::augment
+
+namespace cxr::train {
+
+// Packed by hand: clang-format would put one name on each line.
+// clang-format off
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions,
+    optimizer, lr, momentum, weight_decay, batch_size, epochs, patience,
+    lr_patience, schedule, seed, augment, augmentation, fine_tune_epochs,
+    fine_tune_lr, unfreeze_from, train_on, keep)
+// clang-format on
+
 nlohmann::json TrainOptions::to_json() const {
-  return {{"optimizer", optimizer},
-          {"lr", lr},
-          {"momentum", momentum},
-          {"weight_decay", weight_decay},
-          {"batch_size", batch_size},
-          {"epochs", epochs},
-          {"patience", patience},
-          {"lr_patience", lr_patience},
-          {"schedule", schedule},
-          {"seed", seed},
-          {"augment", augment},
-          {"augmentation",
-           {{"width_shift", augmentation.width_shift},
-            {"height_shift", augmentation.height_shift},
-            {"rotation_deg", augmentation.rotation_deg},
-            {"zoom", augmentation.zoom}}},
-          {"fine_tune_epochs", fine_tune_epochs},
-          {"fine_tune_lr", fine_tune_lr},
-          {"unfreeze_from", unfreeze_from},
-          {"train_on", train_on},
-          {"keep", keep}};
+  return *this;
 }
 
 TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
-  TrainOptions o;
-  o.optimizer = j.value("optimizer", o.optimizer);
-  o.lr = j.value("lr", o.lr);
-  o.momentum = j.value("momentum", o.momentum);
-  o.weight_decay = j.value("weight_decay", o.weight_decay);
-  o.batch_size = j.value("batch_size", o.batch_size);
-  o.epochs = j.value("epochs", o.epochs);
-  o.patience = j.value("patience", o.patience);
-  o.lr_patience = j.value("lr_patience", o.lr_patience);
-  o.schedule = j.value("schedule", o.schedule);
-  o.seed = j.value("seed", o.seed);
-  o.augment = j.value("augment", o.augment);
-  if (j.contains("augmentation")) {
-    const auto& a = j["augmentation"];
-    o.augmentation.width_shift = a.value("width_shift", 0.1);
-    o.augmentation.height_shift = a.value("height_shift", 0.0);
-    o.augmentation.rotation_deg = a.value("rotation_deg", 15.0);
-    o.augmentation.zoom = a.value("zoom", 0.2);
-  }
-  o.fine_tune_epochs = j.value("fine_tune_epochs", o.fine_tune_epochs);
-  o.fine_tune_lr = j.value("fine_tune_lr", o.fine_tune_lr);
-  o.unfreeze_from = j.value("unfreeze_from", o.unfreeze_from);
-  o.train_on = j.value("train_on", o.train_on);
-  o.keep = j.value("keep", o.keep);
-  return o;
+  return j.get<TrainOptions>();
 }
 
 namespace {
@@ -405,6 +460,19 @@ FitResult fit(models::ClassifierImpl& model,
   if (train.size() == 0) throw DataError("the training split is empty");
   model.to(device);
   use_device_layout(model, device);
+  auto& ctx = dist::world();
+  if (ctx.distributed()) {
+    if (o.batch_size % ctx.world_size() != 0) {
+      throw ConfigError("--batch-size " + std::to_string(o.batch_size) +
+                        " must be a multiple of the " +
+                        std::to_string(ctx.world_size()) +
+                        " ranks: each rank takes an equal share of a batch");
+    }
+    // The same starting weights on every rank: rank 0's.
+    std::vector<torch::Tensor> state = model.parameters();
+    for (const auto& b : model.buffers()) state.push_back(b);
+    ctx.broadcast(state);
+  }
   const bool transfer = models::is_transfer(model.config().arch);
   const std::vector<Phase> phases = phases_of(model, o);
   LoopState ls = initial_state(resume);
@@ -442,7 +510,7 @@ FitResult fit(models::ClassifierImpl& model,
       // is one line that says how far the phase is.
       Progress bar(ph.name + " epoch " + std::to_string(e + 1) + "/" +
                        std::to_string(ph.epochs),
-                   steps_per_epoch, o.progress);
+                   steps_per_epoch, o.progress && ctx.is_main());
       // Per-epoch seeds make a resumed run identical to an uninterrupted one.
       const uint64_t epoch_seed =
           o.seed * 1000003ULL + static_cast<uint64_t>(rec.epoch);

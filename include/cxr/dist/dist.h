@@ -121,6 +121,23 @@ void init(const Env& env, const torch::Device& device = torch::kCPU);
 /// Leaves the job (world() is single-process again).
 void shutdown();
 
+/// While alive, world() is single-process (rank 0 of 1) and the job's
+/// context stays joined, reachable through job(): for work that each rank
+/// does alone through code that asks world(), such as a distributed tune's
+/// trials, each trained in one process exactly as a 1-rank run trains it.
+/// Restores world() when it ends. Not nestable.
+class SoloScope {
+ public:
+  SoloScope();
+  ~SoloScope();
+  SoloScope(const SoloScope&) = delete;
+  SoloScope& operator=(const SoloScope&) = delete;
+  Context& job() { return *job_; }
+
+ private:
+  std::unique_ptr<Context> job_;
+};
+
 /// [begin, end) of one rank's contiguous part of n items: every item in
 /// exactly one shard, sizes differing by at most one, in rank order (for
 /// sharded inference, whose results gather back in input order).
