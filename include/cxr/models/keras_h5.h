@@ -30,16 +30,28 @@ struct KerasLayerWeights {
   std::vector<KerasWeight> weights;
 };
 
+/// How long the HDF5 reader process may take before the file is refused.
+inline constexpr double kKerasReadTimeout = 60;
+
 /// Reads every layer named in `layer_names` that has weights, in file order
 /// (weightless layers such as `Conv1_relu` are skipped). Any numeric dataset
 /// type is converted to float32. Throws ModelError naming the file (and the
 /// layer or dataset) when the file is missing, not HDF5 or not in this layout.
-std::vector<KerasLayerWeights> read_keras_h5(const std::string& path);
+///
+/// libhdf5 (1.10.8 on Debian 12) crashes on some corrupt files, so the file
+/// is parsed in a forked child process that sends the weights back over a
+/// pipe: a crash, a reader slower than `timeout_s`, or more data than 64 MiB
+/// plus 8 times the file's size is a ModelError "weights file 'PATH': not a
+/// readable Keras HDF5 weights file (the HDF5 reader crashed on it ...)"
+/// (docs/reliability.md, "Third campaign").
+std::vector<KerasLayerWeights> read_keras_h5(
+    const std::string& path, double timeout_s = kKerasReadTimeout);
 
 /// The root `layer_names` of a Keras HDF5 file: every layer in model order,
 /// weightless ones and the input included. Throws ModelError like
-/// read_keras_h5.
-std::vector<std::string> read_keras_layer_names(const std::string& path);
+/// read_keras_h5 (in a child process too).
+std::vector<std::string> read_keras_layer_names(
+    const std::string& path, double timeout_s = kKerasReadTimeout);
 
 /// Variants of the layout that exist in the wild; read_keras_h5 reads all.
 struct KerasH5WriteOptions {

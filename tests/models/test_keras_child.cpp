@@ -1,0 +1,169 @@
+// Keras .h5 files are parsed by libhdf5 in a child process (libhdf5 1.10.8
+// crashes on some corrupt files, docs/reliability.md): valid files read as
+// before, and a crash, a slow reader or a file claiming more weights than it
+// can hold is one ModelError naming the file, with cxr's process intact.
+#include <hdf5.h>
+
+#include <cstring>
+
+#include "cxr/common/error.h"
+#include "cxr/models/keras_h5.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using cxr::testing::error_of;
+using cxr::testing::TempDir;
+
+bool has(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
+
+std::vector<cxr::models::KerasLayerWeights> small_layers() {
+  return {{"Conv1",
+           {{"Conv1/kernel:0", torch::rand({3, 3, 1, 2})},
+            {"Conv1/bias:0", torch::rand({2})}}},
+          {"Conv1_relu", {}},
+          {"dense", {{"dense/kernel:0", torch::rand({2, 1})}}}};
+}
+
+TEST(KerasChildReader, ValidFilesReadAsWrittenInEveryLayout) {
+  TempDir dir;
+  const auto layers = small_layers();
+  for (int variant = 0; variant < 4; ++variant) {
+    cxr::models::KerasH5WriteOptions o;
+    o.variable_length_strings = variant & 1;
+    o.model_weights_group = variant & 2;
+    const auto path = (dir / ("w" + std::to_string(variant) + ".h5")).string();
+    cxr::models::write_keras_h5(path, layers, o);
+    const auto back = cxr::models::read_keras_h5(path);
+    ASSERT_EQ(back.size(), 2u) << variant;  // Conv1_relu has no weights
+    EXPECT_EQ(back[0].layer, "Conv1");
+    ASSERT_EQ(back[0].weights.size(), 2u);
+    EXPECT_EQ(back[0].weights[1].name, "Conv1/bias:0");
+    EXPECT_TRUE(
+        torch::equal(back[0].weights[0].value, layers[0].weights[0].value));
+    EXPECT_TRUE(
+        torch::equal(back[1].weights[0].value, layers[2].weights[0].value));
+    EXPECT_EQ(cxr::models::read_keras_layer_names(path),
+              (std::vector<std::string>{"Conv1", "Conv1_relu", "dense"}));
+  }
+}
+
+// The one-line error of a file the reader refuses, with the file named.
+std::string refusal(const std::string& path, double timeout_s = 60) {
+  const auto e = error_of<cxr::ModelError>(
+      [&] { cxr::models::read_keras_h5(path, timeout_s); });
+  EXPECT_TRUE(has(e, "weights file '" + path + "'")) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  return e;
+}
+
+TEST(KerasChildReader, TruncatedAndGarbageFilesAreOneLineModelErrors) {
+  TempDir dir;
+  const auto path = (dir / "w.h5").string();
+  cxr::models::write_keras_h5(path, small_layers());
+  fs::resize_file(path, fs::file_size(path) / 2);
+  refusal(path);
+  cxr::testing::write_bytes(dir / "text.h5", "not hdf5");
+  EXPECT_TRUE(has(refusal((dir / "text.h5").string()), "not an HDF5 file"));
+  // The reader's own messages come through unchanged.
+  const auto none = (dir / "none.h5").string();
+  EXPECT_TRUE(has(refusal(none), "not found"));
+}
+
+// The inputs on which libhdf5 1.10.8 overflowed its heap or crashed under
+// fuzz_keras_h5: whatever the library does with them now happens in the
+// child; this process gets a ModelError and carries on.
+TEST(KerasChildReader, SavedHdf5CrashInputsAreModelErrors) {
+  const fs::path dir =
+      fs::path(CXR_SOURCE_DIR) / "fuzz" / "regressions" / "fuzz_keras_h5";
+  int replayed = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename().string().rfind("hdf5-", 0) != 0) continue;
+    const auto e = refusal(entry.path().string());
+    EXPECT_FALSE(e.empty()) << entry.path();
+    const auto names = error_of<cxr::ModelError>(
+        [&] { cxr::models::read_keras_layer_names(entry.path().string()); });
+    EXPECT_TRUE(has(names, entry.path().string()) || names == "(no error)")
+        << names;
+    ++replayed;
+  }
+  EXPECT_GE(replayed, 2);
+}
+
+TEST(KerasChildReader, AReaderPastItsDeadlineIsKilledAndNamed) {
+  TempDir dir;
+  const auto path = (dir / "w.h5").string();
+  cxr::models::write_keras_h5(path, small_layers());
+  // A deadline already past: the child is killed whatever it was doing.
+  const auto e = refusal(path, 0);
+  EXPECT_TRUE(has(e,
+                  "not a readable Keras HDF5 weights file (the HDF5 "
+                  "reader took longer than 0 s)"))
+      << e;
+  // The next read is unaffected.
+  EXPECT_EQ(cxr::models::read_keras_h5(path).size(), 2u);
+}
+
+// A tiny file whose dataset claims 32 M values that it does not store
+// (chunked, never written: HDF5 reads them as the fill value) would make the
+// parent hold 128 MB; the reader stops at 64 MiB + 8 x the file size.
+TEST(KerasChildReader, MoreWeightsThanTheFileCanHoldAreRefused) {
+  TempDir dir;
+  const auto path = (dir / "claims.h5").string();
+  const hid_t file =
+      H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  auto string_attr = [](hid_t obj, const char* name, const char* value) {
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, std::strlen(value));
+    const hsize_t one = 1;
+    const hid_t space = H5Screate_simple(1, &one, nullptr);
+    const hid_t attr =
+        H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, type, value);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  };
+  string_attr(file, "layer_names", "dense");
+  const hid_t group =
+      H5Gcreate2(file, "dense", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  string_attr(group, "weight_names", "kernel");
+  const hsize_t dims[2] = {8192, 4096};
+  const hid_t space = H5Screate_simple(2, dims, nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const hsize_t chunk[2] = {64, 64};
+  H5Pset_chunk(dcpl, 2, chunk);
+  const hid_t ds = H5Dcreate2(group, "kernel", H5T_IEEE_F32LE, space,
+                              H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Dclose(ds);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Gclose(group);
+  H5Fclose(file);
+  ASSERT_LT(fs::file_size(path), 1u << 20);
+  const auto e = refusal(path);
+  EXPECT_TRUE(has(e, "it holds more than 64 MiB of weights")) << e;
+}
+
+TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  const auto path = (dir / "w.h5").string();
+  cxr::models::write_keras_h5(path, small_layers());
+  fs::resize_file(path, fs::file_size(path) / 2);
+  std::string out;
+  const int rc = cxr::testing::run_command(
+      std::string(CXR_BINARY) + " train " + (dir / "data").string() +
+          " --model mobilenetv2 --weights " + path + " --out " +
+          (dir / "run").string() + " --size 32 --epochs 1 --device cpu " +
+          "--no-cache",
+      &out);
+  EXPECT_EQ(rc, 4) << out;
+  EXPECT_TRUE(has(out, "cxr: error: weights file '" + path + "'")) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+}  // namespace
