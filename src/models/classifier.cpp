@@ -7,36 +7,29 @@
 
 namespace cxr::models {
 
+// config.json's "model" object: one field list for both directions (keys are
+// the member names; arch and input_size are required, the rest default).
+// Packed by hand: clang-format would put one name on each line.
+// clang-format off
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ModelConfig,
+    arch, input_size, filters, batch_norm, dropout, head_units, mean, std,
+    pretrained)
+// clang-format on
+
 nlohmann::json ModelConfig::to_json() const {
-  return {{"arch", arch},
-          {"input_size", input_size},
-          {"filters", filters},
-          {"batch_norm", batch_norm},
-          {"dropout", dropout},
-          {"head_units", head_units},
-          {"mean", mean},
-          {"std", std},
-          {"pretrained", pretrained}};
+  return *this;
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
-  ModelConfig c;
   try {
-    c.arch = j.at("arch").get<std::string>();
-    c.input_size = j.at("input_size").get<int>();
-    c.filters = j.value("filters", c.filters);
-    c.batch_norm = j.value("batch_norm", c.batch_norm);
-    c.dropout = j.value("dropout", c.dropout);
-    c.head_units = j.value("head_units", c.head_units);
-    c.mean = j.value("mean", c.mean);
-    c.std = j.value("std", c.std);
-    c.pretrained = j.value("pretrained", c.pretrained);
+    j.at("arch").get<std::string>();
+    j.at("input_size").get<int>();
+    return j.get<ModelConfig>();
   } catch (const nlohmann::json::exception& e) {
     throw ModelError(std::string("model config is incomplete or has a wrong "
                                  "type: ") +
                      e.what());
   }
-  return c;
 }
 
 std::vector<torch::Tensor> ClassifierImpl::trainable_parameters() {
