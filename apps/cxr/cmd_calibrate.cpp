@@ -43,14 +43,16 @@ void register_calibrate(CLI::App& app) {
     auto t = f->trust;
     t.device = f->runtime.device;
     t.cache_dir = cache_dir_unless(f->no_cache);
-    // Rewrites config.json, ood.pt and model-card.md: one writer per run,
-    // so a train or calibrate of the same run cannot mix its files in.
+    // Rewrites config.json, ood.safetensors and model-card.md: one writer
+    // per run, so a train or calibrate of the same run cannot mix its files
+    // in.
     const auto lock = lock_run_for_writing(f->run, "");
     nlohmann::json cfg;
     without_skip_bad_hint("calibrate",
                           [&] { cfg = infer::fit_trust(f->run, t); });
     std::cout << infer::format_trust_summary(cfg);
-    std::cout << "wrote " << f->run << "/{config.json,ood.pt,model-card.md}\n";
+    std::cout << "wrote " << f->run
+              << "/{config.json,ood.safetensors,model-card.md}\n";
   });
 }
 

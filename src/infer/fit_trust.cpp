@@ -155,8 +155,7 @@ Calibration carry_from(Fit& f, const RunConfig& cfg, const TrustOptions& o) {
                       "cxr calibrate " +
                       o.from);
   }
-  const OodDetector sd =
-      OodDetector::load((fs::path(o.from) / "ood.pt").string());
+  const OodDetector sd = OodDetector::load(ood_file(o.from));
   Calibration cal = src.calibration;
   cal.source = "run " + o.from + " (same recipe on train; " +
                src.calibration.source + ")";
@@ -225,7 +224,10 @@ nlohmann::json fit_trust(const std::string& dir,
   } else {
     cal = without_held_out(f, o);
   }
-  f.det.save((fs::path(dir) / "ood.pt").string());
+  f.det.save((fs::path(dir) / kOodFile).string());
+  // A detector left by an older cxr would be stale beside the new one.
+  std::error_code stale;
+  fs::remove(fs::path(dir) / "ood.pt", stale);
   nlohmann::json j = write_config(dir, cfg, cal, f.det, train.size());
   write_model_card(dir);
   return j;

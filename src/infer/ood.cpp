@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/metrics/metrics.h"
+#include "cxr/models/weights_file.h"
 
 namespace fs = std::filesystem;
 
@@ -216,15 +218,167 @@ void OodDetector::set_threshold(const torch::Tensor& scores,
       (scores > threshold).to(torch::kFloat64).mean().item<double>();
 }
 
+namespace {
+
+bool is_legacy_path(const std::string& path) {
+  return path.size() >= 3 && path.compare(path.size() - 3, 3, ".pt") == 0;
+}
+
+[[noreturn]] void corrupt(const std::string& path, const std::string& why) {
+  throw ModelError("'" + path + "' is corrupt (" +
+                   why.substr(0, why.find('\n')) +
+                   "); re-fit it with cxr calibrate RUN");
+}
+
+/// The scalar fields of a detector from its "meta" JSON (both formats).
+void read_meta(const nlohmann::json& meta,
+               const std::string& path,
+               OodDetector* det) {
+  if (!meta.is_object()) corrupt(path, "its description is not an object");
+  if (!meta.contains("version") || !meta.at("version").is_number_integer() ||
+      meta.at("version").get<int64_t>() != kOodVersion) {
+    throw ModelError("'" + path + "' is an OOD detector of version " +
+                     (meta.contains("version") ? meta.at("version").dump()
+                                               : std::string("?")) +
+                     ", this cxr reads " + std::to_string(kOodVersion) +
+                     "; re-fit it with cxr calibrate RUN");
+  }
+  det->threshold = meta.at("threshold").get<double>();
+  det->threshold_rule = meta.at("threshold_rule").get<std::string>();
+  det->false_flag_rate = meta.at("false_flag_rate").get<double>();
+  det->fitted_flag_rate = meta.at("fitted_flag_rate").get<double>();
+  // NaN (never measured) is written to JSON as null.
+  const auto& tq = meta.at("train_quantile");
+  det->train_quantile = tq.is_null() ? NAN : tq.get<double>();
+  // Files from before "combine" existed averaged the layers.
+  det->combine = meta.value("combine", std::string("mean"));
+  if (det->combine != "mean" && det->combine != "max") {
+    throw ModelError("'" + path + "': unknown layer combination '" +
+                     det->combine + "'; re-fit it with cxr calibrate RUN");
+  }
+}
+
+/// Layer k of `stats` with its tensors, checked and prepared.
+LayerGaussian read_layer(const nlohmann::json& stats,
+                         size_t k,
+                         torch::Tensor means,
+                         torch::Tensor precision,
+                         const std::string& path) {
+  LayerGaussian g;
+  g.layer = stats[k].at(0).get<std::string>();
+  g.score_mean = stats[k].at(1).get<double>();
+  g.score_std = stats[k].at(2).get<double>();
+  g.means = std::move(means);
+  g.precision = std::move(precision);
+  if (g.means.dim() != 2 || g.precision.dim() != 2 ||
+      g.precision.size(0) != g.means.size(1) ||
+      g.precision.size(1) != g.means.size(1)) {
+    throw ModelError("'" + path + "': layer " + g.layer +
+                     " has mismatched shapes; re-fit it with cxr "
+                     "calibrate RUN");
+  }
+  g.prepare();
+  return g;
+}
+
+/// ood.pt of run folders written before ood.safetensors (LibTorch archive:
+/// trusted input, docs/reliability.md).
+OodDetector load_legacy(const std::string& path) {
+  OodDetector det;
+  torch::serialize::InputArchive ar;
+  ar.load_from(path, torch::kCPU);
+  c10::IValue meta_v;
+  ar.read("meta", meta_v);
+  const auto meta = nlohmann::json::parse(meta_v.toStringRef());
+  read_meta(meta, path, &det);
+  const auto& stats = meta.at("stats");
+  for (size_t k = 0; k < stats.size(); ++k) {
+    torch::Tensor means, precision;
+    ar.read("means_" + std::to_string(k), means);
+    ar.read("precision_" + std::to_string(k), precision);
+    det.layers.push_back(read_layer(stats, k, means, precision, path));
+  }
+  torch::Tensor ref;
+  ar.read("reference", ref);
+  if (ref.numel() > 0) det.reference = ref.to(torch::kFloat32);
+  return det;
+}
+
+/// ood.safetensors: cxr's checked reader (models/weights_file.h); the
+/// description is __metadata__.cxr_ood, the tensors exactly means_K and
+/// precision_K (float64) per layer and reference (float32).
+OodDetector load_data_only(const std::string& path) {
+  const std::string fix = "re-fit it with cxr calibrate RUN";
+  const models::TensorFile file = models::read_tensor_file(path, fix);
+  const auto it = file.metadata.find("cxr_ood");
+  if (it == file.metadata.end()) {
+    throw ModelError("'" + path +
+                     "' is not a cxr OOD detector (no __metadata__.cxr_ood); " +
+                     fix);
+  }
+  OodDetector det;
+  const auto meta = nlohmann::json::parse(it->second);
+  read_meta(meta, path, &det);
+  const auto& stats = meta.at("stats");
+  if (!stats.is_array() || stats.size() > 64) {
+    corrupt(path, "\"stats\" is not a list of at most 64 layers");
+  }
+  std::map<std::string, torch::Tensor> tensors(file.tensors.begin(),
+                                               file.tensors.end());
+  auto take = [&](const std::string& name, torch::ScalarType type) {
+    const auto t = tensors.find(name);
+    if (t == tensors.end()) corrupt(path, "tensor '" + name + "' is missing");
+    if (t->second.scalar_type() != type) {
+      corrupt(path, "tensor '" + name + "' is " +
+                        models::safetensors_dtype(t->second.scalar_type()) +
+                        ", expected " + models::safetensors_dtype(type));
+    }
+    torch::Tensor v = t->second;
+    tensors.erase(t);
+    return v;
+  };
+  for (size_t k = 0; k < stats.size(); ++k) {
+    auto means = take("means_" + std::to_string(k), torch::kFloat64);
+    auto precision = take("precision_" + std::to_string(k), torch::kFloat64);
+    det.layers.push_back(read_layer(stats, k, means, precision, path));
+  }
+  torch::Tensor ref = take("reference", torch::kFloat32);
+  if (!tensors.empty()) {
+    corrupt(path, "unexpected tensor '" + tensors.begin()->first + "'");
+  }
+  if (ref.numel() > 0) {
+    if (ref.dim() != 2) corrupt(path, "tensor 'reference' is not an image");
+    det.reference = ref;
+  }
+  return det;
+}
+
+}  // namespace
+
 void OodDetector::save(const std::string& path) const {
+  nlohmann::json meta = summary();
+  nlohmann::json stats = nlohmann::json::array();
+  for (const auto& g : layers) {
+    stats.push_back({g.layer, g.score_mean, g.score_std});
+  }
+  meta["stats"] = stats;
+  const torch::Tensor ref = reference.defined()
+                                ? reference.to(torch::kFloat32)
+                                : torch::empty({0}, torch::kFloat32);
+  if (!is_legacy_path(path)) {
+    models::NamedTensors tensors;
+    for (size_t k = 0; k < layers.size(); ++k) {
+      tensors.emplace_back("means_" + std::to_string(k),
+                           layers[k].means.to(torch::kFloat64));
+      tensors.emplace_back("precision_" + std::to_string(k),
+                           layers[k].precision.to(torch::kFloat64));
+    }
+    tensors.emplace_back("reference", ref);
+    models::write_tensor_file(path, tensors, {{"cxr_ood", meta.dump()}});
+    return;
+  }
   write_file_atomic(path, [&](const fs::path& tmp) {
     torch::serialize::OutputArchive ar;
-    nlohmann::json meta = summary();
-    nlohmann::json stats = nlohmann::json::array();
-    for (const auto& g : layers) {
-      stats.push_back({g.layer, g.score_mean, g.score_std});
-    }
-    meta["stats"] = stats;
     ar.write("meta", c10::IValue(meta.dump()));
     for (size_t k = 0; k < layers.size(); ++k) {
       ar.write("means_" + std::to_string(k), layers[k].means);
@@ -241,72 +395,27 @@ OodDetector OodDetector::load(const std::string& path) {
                      "' is missing; the run's config.json names an OOD "
                      "detector: re-fit it with cxr calibrate RUN");
   }
-  OodDetector det;
   try {
-    torch::serialize::InputArchive ar;
-    ar.load_from(path, torch::kCPU);
-    c10::IValue meta_v;
-    ar.read("meta", meta_v);
-    const auto meta = nlohmann::json::parse(meta_v.toStringRef());
-    if (meta.at("version").get<int>() != kOodVersion) {
-      throw ModelError("'" + path + "' is an OOD detector of version " +
-                       meta.at("version").dump() + ", this cxr reads " +
-                       std::to_string(kOodVersion) +
-                       "; re-fit it with cxr calibrate RUN");
-    }
-    det.threshold = meta.at("threshold").get<double>();
-    det.threshold_rule = meta.at("threshold_rule").get<std::string>();
-    det.false_flag_rate = meta.at("false_flag_rate").get<double>();
-    det.fitted_flag_rate = meta.at("fitted_flag_rate").get<double>();
-    // NaN (never measured) is written to JSON as null.
-    const auto& tq = meta.at("train_quantile");
-    det.train_quantile = tq.is_null() ? NAN : tq.get<double>();
-    // Files from before "combine" existed averaged the layers.
-    det.combine = meta.value("combine", std::string("mean"));
-    if (det.combine != "mean" && det.combine != "max") {
-      throw ModelError("'" + path + "': unknown layer combination '" +
-                       det.combine + "'; re-fit it with cxr calibrate RUN");
-    }
-    const auto& stats = meta.at("stats");
-    for (size_t k = 0; k < stats.size(); ++k) {
-      LayerGaussian g;
-      g.layer = stats[k].at(0).get<std::string>();
-      g.score_mean = stats[k].at(1).get<double>();
-      g.score_std = stats[k].at(2).get<double>();
-      ar.read("means_" + std::to_string(k), g.means);
-      ar.read("precision_" + std::to_string(k), g.precision);
-      if (g.means.dim() != 2 || g.precision.dim() != 2 ||
-          g.precision.size(0) != g.means.size(1) ||
-          g.precision.size(1) != g.means.size(1)) {
-        throw ModelError("'" + path + "': layer " + g.layer +
-                         " has mismatched shapes; re-fit it with cxr "
-                         "calibrate RUN");
-      }
-      g.prepare();
-      det.layers.push_back(std::move(g));
-    }
-    torch::Tensor ref;
-    ar.read("reference", ref);
-    if (ref.numel() > 0) det.reference = ref.to(torch::kFloat32);
+    return is_legacy_path(path) ? load_legacy(path) : load_data_only(path);
   } catch (const ModelError&) {
     throw;
   } catch (const c10::Error& e) {
-    std::string why = e.what_without_backtrace();
-    throw ModelError("'" + path + "' is corrupt (" +
-                     why.substr(0, why.find('\n')) +
-                     "); re-fit it with cxr calibrate RUN");
+    corrupt(path, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    throw ModelError("'" + path + "' is corrupt (" +
-                     why.substr(0, why.find('\n')) +
-                     "); re-fit it with cxr calibrate RUN");
+    corrupt(path, e.what());
   }
-  return det;
+}
+
+std::string ood_file(const std::string& dir) {
+  const fs::path data_only = fs::path(dir) / kOodFile;
+  const fs::path legacy = fs::path(dir) / "ood.pt";
+  if (!fs::exists(data_only) && fs::exists(legacy)) return legacy.string();
+  return data_only.string();
 }
 
 nlohmann::json OodDetector::summary() const {
   return {{"version", kOodVersion},
-          {"file", "ood.pt"},
+          {"file", kOodFile},
           {"method",
            "Mahalanobis distance to the nearest class mean, shared shrunk "
            "covariance, per-channel mean and std of each layer, layers "

@@ -1,5 +1,6 @@
 #include "cxr/infer/predictor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -22,6 +23,41 @@ double logit_of(double p) {
   return std::log(p / (1 - p));
 }
 
+/// The detector must read this model: its layers among the model's taps
+/// and, per layer, as many features as the model gives there (one forward
+/// pass of a blank image). A detector file from another run, or a damaged
+/// one, is a ModelError here rather than a shape error in every prediction.
+void check_detector(const OodDetector& det,
+                    models::ClassifierImpl& model,
+                    const torch::Device& device,
+                    const std::string& file) {
+  const auto taps = model.tap_names();
+  const auto names = det.layer_names();
+  for (const auto& name : names) {
+    if (name != kInputLayer &&
+        std::find(taps.begin(), taps.end(), name) == taps.end()) {
+      throw ModelError("'" + file + "' models layer '" + name +
+                       "', which this run's model does not have; re-fit it "
+                       "with cxr calibrate RUN");
+    }
+  }
+  const int s = model.config().input_size;
+  ForwardOptions fo;
+  fo.layers = names;
+  const auto r =
+      forward(model, torch::zeros({1, 1, s, s}, torch::kUInt8), device, fo);
+  for (size_t k = 0; k < names.size(); ++k) {
+    const int64_t want = det.layers[k].means.size(1);
+    if (r.features[k].size(1) != want) {
+      throw ModelError("'" + file + "' expects " + std::to_string(want) +
+                       " features from layer '" + names[k] +
+                       "', the model gives " +
+                       std::to_string(r.features[k].size(1)) +
+                       "; re-fit it with cxr calibrate RUN");
+    }
+  }
+}
+
 }  // namespace
 
 Predictor Predictor::load(const std::string& dir, const torch::Device& device) {
@@ -36,8 +72,9 @@ Predictor Predictor::load(const std::string& dir, const torch::Device& device) {
   p.device_ = device;
   p.threshold_ = p.config_.threshold;
   if (!p.config_.ood.is_null()) {
-    p.detector_ = std::make_shared<OodDetector>(
-        OodDetector::load((fs::path(dir) / "ood.pt").string()));
+    const std::string file = ood_file(dir);
+    p.detector_ = std::make_shared<OodDetector>(OodDetector::load(file));
+    check_detector(*p.detector_, *p.model_, device, file);
   }
   return p;
 }

@@ -81,7 +81,8 @@ std::string format_summary(const TrainResult& r) {
   s << "out-of-distribution warning: score > " << r.ood_threshold << " ("
     << r.ood_threshold_rule << ")\n";
   s << "wrote " << r.run_dir
-    << "/{config.json,model.safetensors,ood.pt,model-card.md,history.csv,"
+    << "/{config.json,model.safetensors,ood.safetensors,model-card.md,history."
+       "csv,"
        "curves.png}\n";
   return s.str();
 }

@@ -85,7 +85,7 @@ struct Fixture {
     cfg["threshold"] = 7;
     write_bytes(bad / "threshold-7" / "config.json", cfg.dump());
     copy_run("no-ood");
-    fs::remove(bad / "no-ood" / "ood.pt");
+    fs::remove(bad / "no-ood" / "ood.safetensors");
     write_bytes(bad / "space-bad.json", "{\"lr\": [\"abc\"]}");
     write_bytes(bad / "space-broken.json", "{\"lr\": [0.1,");
     write_bytes(bad / "weights.h5", "not an HDF5 file");
@@ -153,7 +153,7 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
       {"evaluate " + q(b / "corrupt-model"), 4, "model.safetensors"},
       {"evaluate " + q(b / "bad-json"), 4, "config.json"},
       {"evaluate " + q(b / "threshold-7"), 4, "threshold"},
-      {"predict " + q(b / "no-ood") + " x.png", 4, "ood.pt"},
+      {"predict " + q(b / "no-ood") + " x.png", 4, "ood.safetensors"},
       {"explain " + q(b / "corrupt-model") + " x.png", 4, "model.safetensors"},
       {"calibrate " + q(b / "not-a-run"), 4, "not-a-run"},
       {"report " + q(b / "empty-folder") + out, 3, "empty-folder"},

@@ -246,7 +246,7 @@ TEST(OodDetector, SaveLoadRoundTrip) {
   EXPECT_TRUE(torch::equal(back.score({n1, n2}), f.det.score({n1, n2})));
   const auto j = back.summary();
   EXPECT_EQ(j["version"], cxr::infer::kOodVersion);
-  EXPECT_EQ(j["file"], "ood.pt");
+  EXPECT_EQ(j["file"], "ood.safetensors");
   EXPECT_EQ(j["layers"], nlohmann::json({"a", "b"}));
   EXPECT_DOUBLE_EQ(j["threshold"].get<double>(), f.det.threshold);
 }

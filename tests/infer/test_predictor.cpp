@@ -123,7 +123,7 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
 TEST(PredictorRun, RunFolderHasCalibrationAndDetector) {
   const auto& s = shared_run();
   const fs::path run(s.run);
-  EXPECT_TRUE(fs::is_regular_file(run / "ood.pt"));
+  EXPECT_TRUE(fs::is_regular_file(run / "ood.safetensors"));
   EXPECT_TRUE(fs::is_regular_file(run / "model-card.md"));
   const auto j = cxr::read_json(run / "config.json");
   ASSERT_TRUE(j.contains("calibration")) << j.dump(2);
@@ -337,7 +337,7 @@ TEST(PredictorRefit, CarriesTheTemperatureAndThresholdOver) {
   EXPECT_TRUE(std::isfinite(j["ood"]["threshold"].get<double>()));
   EXPECT_NE(j["ood"]["threshold_rule"].get<std::string>().find(s.run),
             std::string::npos);
-  EXPECT_TRUE(fs::is_regular_file(dir / "refit" / "ood.pt"));
+  EXPECT_TRUE(fs::is_regular_file(dir / "refit" / "ood.safetensors"));
   const auto p =
       cxr::infer::Predictor::load(o.out_dir, torch::Device(torch::kCPU));
   EXPECT_TRUE(p.has_detector());

@@ -26,7 +26,7 @@ struct TrustOptions {
   int batch_size = 64;
 };
 
-/// Fits and writes DIR/ood.pt, config.json's "calibration", "ood" and
+/// Fits and writes DIR/ood.safetensors, config.json's "calibration", "ood" and
 /// "threshold.calibrated", and DIR/model-card.md. `preloaded` must hold the
 /// run's splits at its input size. Returns the new config.json.
 nlohmann::json fit_trust(const std::string& dir,

@@ -98,13 +98,23 @@ class OodDetector {
                      double rate,
                      const std::string& rule);
 
-  /// Writes/reads the tensors (ood.pt, atomic). Throws ModelError naming the
-  /// file when it is corrupt or of another version.
+  /// Writes/reads the detector, atomically: a path ending in ".pt" in
+  /// LibTorch's archive format (ood.pt of older run folders: trusted input,
+  /// docs/reliability.md), any other (kOodFile) in the data-only safetensors
+  /// layout read by cxr's checked reader (models/weights_file.h). Throws
+  /// ModelError naming the file when it is corrupt or of another version.
   void save(const std::string& path) const;
   static OodDetector load(const std::string& path);
   /// Summary stored in config.json under "ood".
   nlohmann::json summary() const;
 };
+
+/// A run folder's detector file as this cxr writes it.
+inline constexpr const char* kOodFile = "ood.safetensors";
+
+/// DIR's detector file: DIR/ood.safetensors, or DIR/ood.pt in a run folder
+/// of an older version that has only that.
+std::string ood_file(const std::string& dir);
 
 /// Quantile (linear interpolation) of a 1-D tensor.
 double score_quantile(const torch::Tensor& values, double q);

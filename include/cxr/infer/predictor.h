@@ -47,8 +47,9 @@ struct PredictOptions {
 
 class Predictor {
  public:
-  /// Loads DIR (see read_run_config/load_model) and ood.pt when the run has
-  /// a detector. Throws ModelError naming the file and the fix.
+  /// Loads DIR (see read_run_config/load_model) and ood.safetensors (ood.pt
+  /// in older run folders) when the run has a detector. Throws ModelError
+  /// naming the file and the fix.
   static Predictor load(const std::string& dir, const torch::Device& device);
 
   const RunConfig& config() const { return config_; }
