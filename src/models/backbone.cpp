@@ -39,13 +39,23 @@ torch::Tensor KerasBackboneImpl::forward_top(torch::Tensor h,
   return h;
 }
 
+KerasBackboneImpl::KerasBackboneImpl(const std::string& name,
+                                     bool include_top,
+                                     int64_t classes,
+                                     KerasBatchNorm bn)
+    : include_top_(include_top), bn_(bn) {
+  if (include_top && classes < 1) {
+    throw ConfigError(name + ": classes must be >= 1, got " +
+                      std::to_string(classes));
+  }
+}
+
 nn::BatchNorm2d KerasBackboneImpl::add_bn(const std::string& name,
-                                          int64_t channels,
-                                          double eps,
-                                          double keras_momentum) {
+                                          int64_t channels) {
   auto bn = register_module(
-      name, nn::BatchNorm2d(nn::BatchNormOptions(channels).eps(eps).momentum(
-                1.0 - keras_momentum)));
+      name,
+      nn::BatchNorm2d(nn::BatchNormOptions(channels).eps(bn_.eps).momentum(
+          1.0 - bn_.keras_momentum)));
   add_name(name);
   refs_.push_back({name, KerasKind::kBatchNorm, bn});
   return nn::BatchNorm2d(bn);

@@ -2,7 +2,6 @@
 
 #include <array>
 
-#include "cxr/common/error.h"
 #include "cxr/models/activation.h"
 
 namespace cxr::models {
@@ -11,10 +10,6 @@ namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
 namespace {
-
-// Keras MobileNetV2 uses BatchNormalization(epsilon=1e-3, momentum=0.999).
-constexpr double kBnEps = 1e-3;
-constexpr double kBnMomentum = 0.999;
 
 // (expansion t, output channels c, stride s) of blocks 0..16: Table 2 of
 // Sandler et al. with each "n" row unrolled, as keras.applications does.
@@ -51,13 +46,10 @@ torch::Tensor correct_pad(const torch::Tensor& x) {
 }  // namespace
 
 MobileNetV2Impl::MobileNetV2Impl(bool include_top, int64_t classes)
-    : KerasBackboneImpl(include_top) {
-  if (include_top && classes < 1) {
-    throw ConfigError("MobileNetV2: classes must be >= 1, got " +
-                      std::to_string(classes));
-  }
+    // Keras MobileNetV2 uses BatchNormalization(epsilon=1e-3, momentum=0.999).
+    : KerasBackboneImpl("MobileNetV2", include_top, classes, {1e-3, 0.999}) {
   conv1_ = add_conv("Conv1", KerasConvOptions(3, 32, 3).stride(2));
-  bn_conv1_ = add_bn("bn_Conv1", 32, kBnEps, kBnMomentum);
+  bn_conv1_ = add_bn("bn_Conv1", 32);
   add_name("Conv1_relu");
 
   int64_t in = 32;
@@ -71,7 +63,7 @@ MobileNetV2Impl::MobileNetV2Impl(bool include_top, int64_t classes)
     const std::string& p = b.prefix;
     if (id != 0) {
       b.expand = add_conv(p + "expand", KerasConvOptions(in, hidden, 1));
-      b.expand_bn = add_bn(p + "expand_BN", hidden, kBnEps, kBnMomentum);
+      b.expand_bn = add_bn(p + "expand_BN", hidden);
       add_name(p + "expand_relu");
     }
     if (b.stride == 2) add_name(p + "pad");
@@ -81,18 +73,18 @@ MobileNetV2Impl::MobileNetV2Impl(bool include_top, int64_t classes)
                                                 .stride(b.stride)
                                                 .padding(b.stride == 1 ? 1 : 0)
                                                 .depthwise(true));
-    b.depthwise_bn = add_bn(p + "depthwise_BN", hidden, kBnEps, kBnMomentum);
+    b.depthwise_bn = add_bn(p + "depthwise_BN", hidden);
     add_name(p + "depthwise_relu");
     b.project =
         add_conv(p + "project", KerasConvOptions(hidden, spec.filters, 1));
-    b.project_bn = add_bn(p + "project_BN", spec.filters, kBnEps, kBnMomentum);
+    b.project_bn = add_bn(p + "project_BN", spec.filters);
     if (b.residual) add_name(p + "add");
     blocks_.push_back(std::move(b));
     in = spec.filters;
   }
 
   conv_1_ = add_conv("Conv_1", KerasConvOptions(in, 1280, 1));
-  conv_1_bn_ = add_bn("Conv_1_bn", 1280, kBnEps, kBnMomentum);
+  conv_1_bn_ = add_bn("Conv_1_bn", 1280);
   add_name("out_relu");
   if (include_top) {
     add_name("global_average_pooling2d");

@@ -1,7 +1,5 @@
 #include "cxr/models/resnet50_v2.h"
 
-#include "cxr/common/error.h"
-
 namespace cxr::models {
 
 namespace F = torch::nn::functional;
@@ -9,11 +7,6 @@ using torch::indexing::None;
 using torch::indexing::Slice;
 
 namespace {
-
-// keras.applications.resnet_v2: BatchNormalization(epsilon=1.001e-5) with
-// the default momentum 0.99.
-constexpr double kBnEps = 1.001e-5;
-constexpr double kBnMomentum = 0.99;
 
 // (bottleneck filters, blocks, stride of the last block) per stack, as
 // ResNet50V2's stack_fn: stack2(x, 64, 3), (128, 4), (256, 6),
@@ -27,11 +20,9 @@ constexpr StackSpec kStacks[] = {
 }  // namespace
 
 ResNet50V2Impl::ResNet50V2Impl(bool include_top, int64_t classes)
-    : KerasBackboneImpl(include_top) {
-  if (include_top && classes < 1) {
-    throw ConfigError("ResNet50V2: classes must be >= 1, got " +
-                      std::to_string(classes));
-  }
+    // keras.applications.resnet_v2: BatchNormalization(epsilon=1.001e-5)
+    // with the default momentum 0.99.
+    : KerasBackboneImpl("ResNet50V2", include_top, classes, {1.001e-5, 0.99}) {
   add_name("conv1_pad");
   // ZeroPadding2D(3) + Conv2D(64, 7, strides=2, use_bias=True): the padding
   // is symmetric, so the conv pads itself.
@@ -51,15 +42,15 @@ ResNet50V2Impl::ResNet50V2Impl(bool include_top, int64_t classes)
       const std::string& p = b.prefix;
       // Keras model.layers order: by graph depth, so the shortcut
       // (`_0_conv` or the auto-named max-pool) comes right before `_3_conv`.
-      b.preact_bn = add_bn(p + "_preact_bn", in, kBnEps, kBnMomentum);
+      b.preact_bn = add_bn(p + "_preact_bn", in);
       add_name(p + "_preact_relu");
       b.conv1 = add_conv(p + "_1_conv", KerasConvOptions(in, f, 1));
-      b.bn1 = add_bn(p + "_1_bn", f, kBnEps, kBnMomentum);
+      b.bn1 = add_bn(p + "_1_bn", f);
       add_name(p + "_1_relu");
       add_name(p + "_2_pad");
       b.conv2 = add_conv(p + "_2_conv",
                          KerasConvOptions(f, f, 3).stride(b.stride).padding(1));
-      b.bn2 = add_bn(p + "_2_bn", f, kBnEps, kBnMomentum);
+      b.bn2 = add_bn(p + "_2_bn", f);
       add_name(p + "_2_relu");
       if (i == 1)
         b.conv0 =
@@ -71,7 +62,7 @@ ResNet50V2Impl::ResNet50V2Impl(bool include_top, int64_t classes)
       in = 4 * f;
     }
   }
-  post_bn_ = add_bn("post_bn", in, kBnEps, kBnMomentum);
+  post_bn_ = add_bn("post_bn", in);
   add_name("post_relu");
   if (include_top) {
     add_name("avg_pool");

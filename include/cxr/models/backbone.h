@@ -28,6 +28,13 @@ struct KerasConvOptions {
   TORCH_ARG(bool, depthwise) = false;
 };
 
+/// The BatchNormalization settings of a Keras application: every BN layer of
+/// one backbone uses the same.
+struct KerasBatchNorm {
+  double eps;
+  double keras_momentum;  ///< torch's momentum is 1 - this
+};
+
 class KerasBackboneImpl : public torch::nn::Module {
  public:
   ~KerasBackboneImpl() override = default;
@@ -70,17 +77,19 @@ class KerasBackboneImpl : public torch::nn::Module {
   void set_trainable_from(const std::string& layer);
 
  protected:
-  explicit KerasBackboneImpl(bool include_top) : include_top_(include_top) {}
+  /// Throws ConfigError naming `name` ("MobileNetV2") for a top with
+  /// `classes` < 1.
+  KerasBackboneImpl(const std::string& name,
+                    bool include_top,
+                    int64_t classes,
+                    KerasBatchNorm bn);
 
   /// Registers a Keras convolution as a torch Conv2d. Weights are
   /// Glorot-uniform and biases zero, as Keras initialises them.
   torch::nn::Conv2d add_conv(const std::string& name,
                              const KerasConvOptions& options);
-  /// Registers a Keras BatchNormalization; torch momentum = 1 - Keras'.
-  torch::nn::BatchNorm2d add_bn(const std::string& name,
-                                int64_t channels,
-                                double eps,
-                                double keras_momentum);
+  /// Registers a Keras BatchNormalization with the backbone's settings.
+  torch::nn::BatchNorm2d add_bn(const std::string& name, int64_t channels);
   torch::nn::Linear add_dense(const std::string& name, int64_t in, int64_t out);
   /// Appends a weightless layer name to layer_names().
   void add_name(const std::string& name) { layer_names_.push_back(name); }
@@ -101,6 +110,7 @@ class KerasBackboneImpl : public torch::nn::Module {
 
  private:
   bool include_top_;
+  KerasBatchNorm bn_;
   std::vector<std::string> layer_names_;
   std::vector<KerasLayerRef> refs_;
 };
