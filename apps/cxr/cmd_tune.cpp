@@ -2,7 +2,10 @@
 
 #include "cli.h"
 #include "cxr/common/error.h"
+#include "cxr/dist/dist.h"
 #include "cxr/tune/tune.h"
+#include "dist_threads.h"
+#include "launch.h"
 
 namespace cxr::cli {
 
@@ -14,6 +17,7 @@ void register_tune(CLI::App& app) {
     RuntimeFlags runtime;
     DataFlags data_flags;
     tune::TuneOptions tune;
+    DistFlags dist;
   };
   auto f = std::make_shared<Flags>();
   f->tune.base.train.epochs = tune::kDefaultEpochs;
@@ -47,6 +51,7 @@ void register_tune(CLI::App& app) {
   add_model_train_flags(*cmd, f->tune.base);
   add_data_flags(*cmd, f->data_flags);
   add_runtime_flags(*cmd, f->runtime);
+  add_dist_flags(*cmd, f->dist);
   cmd->callback([f, cmd] {
     auto& t = f->tune;
     if (!f->config.empty() && !f->grid.empty()) {
@@ -62,11 +67,23 @@ void register_tune(CLI::App& app) {
       optimizer_varies = optimizer_varies || p.name == "optimizer";
     }
     check_model_train_flags(*cmd, t.base, optimizer_varies);
+    // Distributed: every rank trains whole trials, each in one process
+    // with its share of the cores (docs/distributed.md).
+    if (t.mode == "sequential" && f->dist.nproc * f->dist.nnodes > 1) {
+      // Before the workers start: one error line, not one per rank.
+      throw ConfigError(
+          "--mode sequential runs one trial after another (each parameter "
+          "at the best value so far), so it cannot spread over ranks: use "
+          "--mode grid or random with --nproc, or drop --nproc");
+    }
+    launch_or_join(f->dist, f->runtime.device);
+    share_threads(f->runtime.threads);
     apply_runtime(f->runtime);
     t.base.data = finish_data(f->data_flags, f->data, f->runtime);
     t.base.model.input_size = t.base.data.size;
     t.base.device = f->runtime.device;
-    std::cout << tune::format_summary(tune::run_tune(t));
+    const auto result = tune::run_tune(t);
+    if (dist::world().is_main()) std::cout << tune::format_summary(result);
   });
 }
 

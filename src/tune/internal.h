@@ -8,6 +8,7 @@
 
 #include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
+#include "cxr/dist/dist.h"
 #include "cxr/train/run.h"
 #include "cxr/tune/tune.h"
 
@@ -37,5 +38,42 @@ void write_tables(const std::filesystem::path& dir,
                   std::vector<TrialResult> results,
                   const std::string& metric,
                   const std::string& mode);
+
+/// Grid or random trials, with those that differ only in a momentum their
+/// optimizer ignores made one (the first), and a note saying so (`note`).
+std::vector<Params> listed_trials(const TuneOptions& o, bool note);
+
+/// Trains one new trial into OUT/trials/trial-<index> (k of total for the
+/// progress lines; eta_seconds NaN = unknown).
+TrialResult train_trial(const TuneOptions& o,
+                        const data::Dataset& ds,
+                        const Params& p,
+                        const std::string& key,
+                        int k,
+                        int total,
+                        int index,
+                        double eta_seconds);
+/// The "  -> val loss ..." line after a trial.
+void print_trial_line(const TrialResult& r);
+
+/// What a search visited, for the tables and best.json.
+struct SearchOutcome {
+  std::vector<TrialResult> unique;  ///< distinct trials, in trial order
+  int ran_now = 0;
+  bool budget_hit = false;
+  double minutes = 0;
+};
+
+/// Distributed grid/random search (distributed.cpp), rank 0's side: it
+/// plans (the stored trials skipped), claims and trains trials like every
+/// rank, collects every rank's results into the store file as they arrive,
+/// and returns once all claimed trials are in.
+SearchOutcome tune_main(const TuneOptions& o,
+                        const data::Dataset& ds,
+                        const std::vector<TrialResult>& done,
+                        dist::Context& job);
+/// The other ranks: load the data, take the plan, claim and train trials,
+/// hand each result to rank 0 through the store.
+void tune_worker(const TuneOptions& o, const data::Dataset* preloaded);
 
 }  // namespace cxr::tune::detail

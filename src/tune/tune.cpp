@@ -16,6 +16,7 @@
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/common/progress.h"
+#include "cxr/dist/dist.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/train/run_dir.h"
 #include "internal.h"
@@ -95,6 +96,9 @@ train::RunOptions refit_options(const train::RunOptions& base,
 
 namespace {
 TuneResult tune_locked(const TuneOptions& o, const data::Dataset* preloaded);
+TuneResult finish(const TuneOptions& o,
+                  const data::Dataset& ds,
+                  const detail::SearchOutcome& search);
 }  // namespace
 
 TuneResult run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
@@ -111,6 +115,22 @@ TuneResult run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
     throw ConfigError("tuning selects on validation: --train-on must be train");
   }
   check_space_applies(o.space, o.base.train.optimizer);
+  if (dist::world().distributed()) {
+    if (o.mode == "sequential") {
+      throw ConfigError(
+          "--mode sequential runs one trial after another (each parameter "
+          "at the best value so far), so it cannot spread over ranks: use "
+          "--mode grid or random with --nproc, or run it in one process");
+    }
+    // The other ranks claim and train trials; rank 0 alone holds the lock
+    // and writes the tune folder's files (docs/distributed.md).
+    if (!dist::world().is_main()) {
+      detail::tune_worker(o, preloaded);
+      TuneResult none;
+      none.out_dir = o.out_dir;
+      return none;
+    }
+  }
   const fs::path out(o.out_dir);
   const bool existed = fs::exists(out);
   // One writer per tune folder, for the whole search.
@@ -157,9 +177,11 @@ void check_stored_trials(const TuneOptions& o,
   }
 }
 
-/// Grid or random trials, with those that differ only in a momentum their
-/// optimizer ignores made one (the first), and a note saying so.
-std::vector<Params> listed_trials(const TuneOptions& o) {
+}  // namespace
+
+namespace detail {
+
+std::vector<Params> listed_trials(const TuneOptions& o, bool note) {
   const auto generated = o.mode == "grid"
                              ? grid_trials(o.space)
                              : random_trials(o.space, o.trials, o.seed);
@@ -169,7 +191,7 @@ std::vector<Params> listed_trials(const TuneOptions& o) {
     Params p = without_unused_params(g, o.base.train.optimizer);
     if (kept.insert(trial_key(p)).second) trials.push_back(std::move(p));
   }
-  if (trials.size() < generated.size()) {
+  if (note && trials.size() < generated.size()) {
     const size_t dropped = generated.size() - trials.size();
     std::cerr << "cxr tune: momentum applies to optimizer sgd only; " << dropped
               << (dropped == 1 ? " trial that differs" : " trials that differ")
@@ -179,6 +201,76 @@ std::vector<Params> listed_trials(const TuneOptions& o) {
   }
   return trials;
 }
+
+TrialResult train_trial(const TuneOptions& o,
+                        const data::Dataset& ds,
+                        const Params& p,
+                        const std::string& key,
+                        int k,
+                        int total,
+                        int index,
+                        double eta_seconds) {
+  train::RunOptions ro = o.base;
+  apply_params(p, ro);
+  // A terminal shows the trial lines alone (a bar per epoch would scroll
+  // them away); a log (stderr not a terminal) also gets the trainer's one
+  // plain line per epoch, prefixed with the trial, so a long trial is
+  // not silent.
+  const bool epoch_lines = o.progress && ::isatty(STDERR_FILENO) == 0;
+  ro.train.progress = epoch_lines;
+  TrialResult r;
+  r.index = index;
+  r.params = p;
+  r.key = key;
+  r.settings = trial_settings(ro, ds);
+  char name[32];
+  std::snprintf(name, sizeof name, "trial-%03d", r.index);
+  r.run_dir = (fs::path(o.out_dir) / "trials" / name).string();
+  // An interrupted trial left a partial folder: it is redone from scratch.
+  std::error_code ec;
+  fs::remove_all(r.run_dir, ec);
+  ro.out_dir = r.run_dir;
+  ro.resume = false;
+  if (o.progress) {
+    std::cerr << "trial " << k + 1 << "/" << total << "  " << key
+              << (!std::isnan(eta_seconds)
+                      ? "  (ETA " + format_duration(eta_seconds) + ")"
+                      : "")
+              << "\n";
+  }
+  const auto ts = std::chrono::steady_clock::now();
+  std::optional<CerrLinePrefix> prefix;
+  if (epoch_lines) {
+    prefix.emplace("trial " + std::to_string(k + 1) + "/" +
+                   std::to_string(total) + " ");
+  }
+  const train::TrainResult t = train::train_run(ro, &ds);
+  prefix.reset();
+  r.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
+          .count();
+  r.best_epoch = t.best_epoch;
+  r.val_loss = t.best_val_loss;
+  if (t.val) {
+    r.val_accuracy = t.val->accuracy;
+    r.val_precision = t.val->precision;
+    r.val_recall = t.val->recall;
+    r.val_auc = t.val->auc;
+  }
+  r.frozen_epochs = t.frozen_epochs;
+  return r;
+}
+
+void print_trial_line(const TrialResult& r) {
+  std::cerr << "  -> val loss " << fmt(r.val_loss) << "  acc "
+            << fmt(r.val_accuracy, 3) << "  recall " << fmt(r.val_recall, 3)
+            << "  AUC " << fmt(r.val_auc, 3) << "  best epoch " << r.best_epoch
+            << "  " << format_duration(r.seconds) << "\n";
+}
+
+}  // namespace detail
+
+namespace {
 
 /// One search: the trials it visits (stored ones reused, new ones trained
 /// into OUT/trials/trial-NNN and appended to the store) and the budget.
@@ -273,74 +365,17 @@ class Search {
       budget_hit_ = true;
       return nullptr;
     }
-    TrialResult r = train_trial(p, key, k, total);
+    const double eta =
+        ran_now_ > 0 ? ran_seconds_ / ran_now_ * (total - k) : NAN;
+    TrialResult r =
+        detail::train_trial(o_, ds_, p, key, k, total, next_index_++, eta);
     append_store(store_, r);
     ++ran_now_;
     ran_seconds_ += r.seconds;
-    if (o_.progress) {
-      std::cerr << "  -> val loss " << fmt(r.val_loss) << "  acc "
-                << fmt(r.val_accuracy, 3) << "  recall " << fmt(r.val_recall, 3)
-                << "  AUC " << fmt(r.val_auc, 3) << "  best epoch "
-                << r.best_epoch << "  " << format_duration(r.seconds) << "\n";
-    }
+    if (o_.progress) detail::print_trial_line(r);
     by_key_[key] = r;
     session_.push_back(r);
     return &by_key_[key];
-  }
-
-  TrialResult train_trial(const Params& p,
-                          const std::string& key,
-                          int k,
-                          int total) {
-    train::RunOptions ro = o_.base;
-    apply_params(p, ro);
-    // A terminal shows the trial lines alone (a bar per epoch would scroll
-    // them away); a log (stderr not a terminal) also gets the trainer's one
-    // plain line per epoch, prefixed with the trial, so a long trial is
-    // not silent.
-    const bool epoch_lines = o_.progress && ::isatty(STDERR_FILENO) == 0;
-    ro.train.progress = epoch_lines;
-    TrialResult r;
-    r.index = next_index_++;
-    r.params = p;
-    r.key = key;
-    r.settings = trial_settings(ro, ds_);
-    char name[32];
-    std::snprintf(name, sizeof name, "trial-%03d", r.index);
-    r.run_dir = (out_ / "trials" / name).string();
-    // An interrupted trial left a partial folder: it is redone from scratch.
-    std::error_code ec;
-    fs::remove_all(r.run_dir, ec);
-    ro.out_dir = r.run_dir;
-    ro.resume = false;
-    if (o_.progress) {
-      const double eta =
-          ran_now_ > 0 ? ran_seconds_ / ran_now_ * (total - k) : NAN;
-      std::cerr << "trial " << k + 1 << "/" << total << "  " << key
-                << (ran_now_ > 0 ? "  (ETA " + format_duration(eta) + ")" : "")
-                << "\n";
-    }
-    const auto ts = std::chrono::steady_clock::now();
-    std::optional<CerrLinePrefix> prefix;
-    if (epoch_lines) {
-      prefix.emplace("trial " + std::to_string(k + 1) + "/" +
-                     std::to_string(total) + " ");
-    }
-    const train::TrainResult t = train::train_run(ro, &ds_);
-    prefix.reset();
-    r.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts)
-            .count();
-    r.best_epoch = t.best_epoch;
-    r.val_loss = t.best_val_loss;
-    if (t.val) {
-      r.val_accuracy = t.val->accuracy;
-      r.val_precision = t.val->precision;
-      r.val_recall = t.val->recall;
-      r.val_auc = t.val->auc;
-    }
-    r.frozen_epochs = t.frozen_epochs;
-    return r;
   }
 
   const TuneOptions& o_;
@@ -410,13 +445,28 @@ TuneResult tune_locked(const TuneOptions& o, const data::Dataset* preloaded) {
     write_text_atomic(store, clean);
   }
 
+  if (dist::world().distributed()) {
+    // Each trial trains in one process (world() single-process inside the
+    // scope, the refit too); the job's store hands out the trials.
+    dist::SoloScope solo;
+    return finish(o, ds, detail::tune_main(o, ds, done, solo.job()));
+  }
   Search search(o, ds, done);
   if (o.mode == "sequential") {
     search.sequential();
   } else {
-    search.listed(listed_trials(o));
+    search.listed(detail::listed_trials(o, o.progress));
   }
-  const std::vector<TrialResult> unique = search.distinct();
+  return finish(o, ds,
+                {search.distinct(), search.ran_now(), search.budget_hit(),
+                 search.elapsed_minutes()});
+}
+
+TuneResult finish(const TuneOptions& o,
+                  const data::Dataset& ds,
+                  const detail::SearchOutcome& search) {
+  const fs::path out(o.out_dir);
+  const std::vector<TrialResult>& unique = search.unique;
   if (unique.empty()) {
     throw ConfigError("--budget-minutes " + fmt(o.budget_minutes, 1) +
                       ": no trial could start; raise the budget");
@@ -426,17 +476,17 @@ TuneResult tune_locked(const TuneOptions& o, const data::Dataset* preloaded) {
   result.metric = o.metric;
   result.mode = o.mode;
   result.trials = static_cast<int>(unique.size());
-  result.trials_run_now = search.ran_now();
+  result.trials_run_now = search.ran_now;
   result.budget_minutes = o.budget_minutes;
-  result.budget_exhausted = search.budget_hit();
-  result.minutes = search.elapsed_minutes();
+  result.budget_exhausted = search.budget_hit;
+  result.minutes = search.minutes;
   result.best =
       *std::max_element(unique.begin(), unique.end(),
                         [&](const TrialResult& a, const TrialResult& b) {
                           return a.score(o.metric) < b.score(o.metric);
                         });
   result.out_dir = o.out_dir;
-  if (search.budget_hit() && o.progress) {
+  if (search.budget_hit && o.progress) {
     std::cerr << "cxr tune: --budget-minutes " << o.budget_minutes
               << " reached; " << unique.size()
               << " trials done, the rest not started\n";
