@@ -3,8 +3,11 @@
 
 #include "cli.h"
 #include "cxr/common/error.h"
+#include "cxr/dist/dist.h"
 #include "cxr/evaluate/evaluate.h"
 #include "cxr/evaluate/ood_sets.h"
+#include "dist_threads.h"
+#include "launch.h"
 
 namespace cxr::cli {
 
@@ -18,6 +21,7 @@ void register_evaluate(CLI::App& app) {
     bool no_cache = false;
     bool ood_sets = false;
     std::string shared;
+    DistFlags dist;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
@@ -39,6 +43,10 @@ void register_evaluate(CLI::App& app) {
                 "choose the threshold on validation that maximises "
                 "sensitivity + specificity (Youden's J)");
   add_default(*cmd, "--bootstrap", f->eval.bootstrap, "bootstrap replicates");
+  add_checked(*cmd, "--batch-size", f->eval.batch_size,
+              "images per forward pass (with --nproc, each rank scores "
+              "whole batches)",
+              integer_in(1, 65536));
   cmd->add_option("--out", f->eval.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
   add_no_cache_flag(*cmd, f->no_cache);
@@ -54,16 +62,26 @@ void register_evaluate(CLI::App& app) {
                   "with --ood-sets: the shared folder with weights/ and "
                   "data/dicom/ (default ../shared)");
   add_runtime_flags(*cmd, f->runtime);
+  add_dist_flags(*cmd, f->dist);
   cmd->callback([f] {
-    apply_runtime(f->runtime);
     if (f->ood_sets && f->eval.skip_bad) {
       throw ConfigError(
           "--skip-bad does not apply to --ood-sets, which scores every "
           "image of the split; drop --skip-bad");
     }
+    if (f->ood_sets && f->dist.nproc * f->dist.nnodes > 1) {
+      throw ConfigError(
+          "--ood-sets runs in one process; drop --nproc/--nnodes");
+    }
+    // Sharded: each rank scores a part of the split, rank 0 the metrics.
+    launch_or_join(f->dist, f->runtime.device);
+    share_threads(f->runtime.threads);
+    apply_runtime(f->runtime);
+    const bool main = dist::world().is_main();
     // Writes RUN/eval-SPLIT (and on test the model card): one writer per
-    // run, as cxr train and calibrate.
-    const auto lock = lock_run_for_writing(f->eval.run_dir, f->eval.out_dir);
+    // run, as cxr train and calibrate; rank 0 alone writes.
+    const auto lock =
+        main ? lock_run_for_writing(f->eval.run_dir, f->eval.out_dir) : nullptr;
     if (f->ood_sets) {
       evaluate::OodEvalOptions oo;
       oo.run_dir = f->eval.run_dir;
@@ -85,6 +103,7 @@ void register_evaluate(CLI::App& app) {
     // Without --skip-bad the first unreadable image is a DataError naming
     // it and suggesting --skip-bad.
     const auto r = evaluate::evaluate_run(e);
+    if (!main) return;
     list_skipped(r.skipped);
     std::cout << evaluate::format_summary(r);
     std::cout << "wrote "
@@ -100,6 +119,7 @@ void register_predict(CLI::App& app) {
     RuntimeFlags runtime;
     evaluate::PredictOptions predict;
     double threshold = -1;  // -1: not given (typed values are checked)
+    DistFlags dist;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("predict",
@@ -115,14 +135,23 @@ void register_predict(CLI::App& app) {
   cmd->add_option("--json", f->predict.json_path, "write predictions as JSON");
   cmd->add_flag("--skip-bad", f->predict.skip_bad,
                 "report unreadable images and predict the rest");
+  add_checked(*cmd, "--batch-size", f->predict.batch_size,
+              "images per forward pass (with --nproc, each rank scores "
+              "whole batches)",
+              integer_in(1, 65536));
   add_runtime_flags(*cmd, f->runtime);
+  add_dist_flags(*cmd, f->dist);
   cmd->callback([f] {
+    // Sharded: each rank scores a part of the files, rank 0 writes them.
+    launch_or_join(f->dist, f->runtime.device);
+    share_threads(f->runtime.threads);
     apply_runtime(f->runtime);
     auto p = f->predict;
     if (f->threshold >= 0) p.threshold = f->threshold;
     p.device = f->runtime.device;
     std::string pos;
     auto preds = evaluate::predict_files(p, &pos);
+    if (!dist::world().is_main()) return;
     size_t w = 4;
     for (const auto& r : preds) w = std::max(w, r.file.size());
     std::cout << std::left << std::setw(static_cast<int>(w)) << "file"

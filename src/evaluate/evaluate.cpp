@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iomanip>
 #include <random>
+#include <sstream>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
@@ -10,15 +11,24 @@
 #include "cxr/common/text.h"
 #include "cxr/common/vectors.h"
 #include "cxr/data/dataset.h"
+#include "cxr/dist/dist.h"
 #include "cxr/infer/fit_trust.h"
 #include "cxr/infer/predictor.h"
 #include "cxr/metrics/metrics.h"
 #include "cxr/viz/plot.h"
+#include "sharded.h"
 
 namespace fs = std::filesystem;
 
 namespace cxr::evaluate {
 namespace {
+
+// Exact text of a double (strtod reads it back bit for bit).
+std::string hexfloat(double v) {
+  std::ostringstream s;
+  s << std::hexfloat << v;
+  return s.str();
+}
 
 constexpr int kCalibrationBins = 15;
 
@@ -79,6 +89,7 @@ void check_options(const EvalOptions& o, const infer::RunConfig& cfg) {
     throw ConfigError("--threshold must be in [0, 1]");
   }
   if (o.bootstrap < 100) throw ConfigError("--bootstrap must be >= 100");
+  if (o.batch_size < 1) throw ConfigError("--batch-size must be >= 1");
   if ((o.target_sensitivity || o.balanced_threshold) &&
       cfg.train_on() != "train") {
     throw ConfigError(
@@ -136,9 +147,16 @@ struct Scores {
   int64_t flagged = 0;
 };
 
+// Sharded (--nproc): each rank scores its whole batches of the split, and
+// every rank gets all rows back in the split's order.
 Scores score(const infer::Predictor& pred, const data::ImageSet& set) {
   Scores s;
-  s.preds = pred.predict(set.images);
+  auto& ctx = dist::world();
+  const auto [begin, end] = detail::batch_shard(
+      set.images.size(0), pred.batch_size, ctx.rank(), ctx.world_size());
+  detail::say_shard("evaluate", "images", ctx, begin, end, set.images.size(0));
+  s.preds = detail::gather_predictions(
+      ctx, pred.predict(set.images.slice(0, begin, end)));
   for (const auto& r : s.preds) {
     s.raw.push_back(r.p_raw);
     s.calibrated.push_back(r.p);
@@ -322,10 +340,23 @@ EvaluateResult evaluate_run(const EvalOptions& o) {
   infer::Predictor pred = infer::Predictor::load(o.run_dir, device);
   const data::Split split = data::parse_split(o.split);
   check_options(o, pred.config());
+  pred.batch_size = o.batch_size;
   const data::Dataset ds = load_data(o, pred.config());
   const std::string rule = choose_threshold(o, ds, pred, device);
+  auto& ctx = dist::world();
+  if (ctx.distributed()) {
+    // Every rank chose the threshold from the same validation scores (no
+    // rank waits for another's); rank 0's, bit for bit, decides everywhere.
+    pred.set_threshold(
+        std::stod(ctx.all_gather(ctx.is_main() ? hexfloat(pred.threshold())
+                                               : std::string())
+                      .at(0)));
+  }
   const auto& set = ds.split(split);
   const Scores s = score(pred, set);
+  // The metrics (and their bootstrap) on rank 0 from all the rows, as one
+  // process computes them; it alone writes.
+  if (!ctx.is_main()) return {};
   const EvaluateResult r = measure(o, pred, ds, s, rule);
 
   const fs::path out = o.out_dir.empty()

@@ -1,4 +1,5 @@
-// cxr predict: the Predictor on image files, with CSV and JSON outputs.
+// cxr predict: the Predictor on image files, with CSV and JSON outputs;
+// with --nproc each rank scores a contiguous shard and rank 0 writes them.
 #include <cmath>
 #include <sstream>
 
@@ -8,7 +9,9 @@
 #include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
 #include "cxr/data/listing.h"
+#include "cxr/dist/dist.h"
 #include "cxr/evaluate/evaluate.h"
+#include "sharded.h"
 
 namespace cxr::evaluate {
 namespace {
@@ -91,7 +94,19 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
   std::vector<data::BadFile> unlisted;
   const std::vector<std::string> files =
       data::list_image_files(o.inputs, o.skip_bad ? &unlisted : nullptr);
-  std::vector<Prediction> out = pred.predict_files(files, o.skip_bad);
+  // Sharded (--nproc): every rank lists the same files (sorted) and scores
+  // its whole batches of them; the rows come back in input order, on every
+  // rank, and rank 0 alone writes the files.
+  auto& ctx = dist::world();
+  const auto [begin, end] =
+      detail::batch_shard(static_cast<int64_t>(files.size()), pred.batch_size,
+                          ctx.rank(), ctx.world_size());
+  detail::say_shard("predict", "files", ctx, begin, end,
+                    static_cast<int64_t>(files.size()));
+  std::vector<Prediction> out = detail::gather_predictions(
+      ctx, pred.predict_files(std::vector<std::string>(files.begin() + begin,
+                                                       files.begin() + end),
+                              o.skip_bad));
   for (const auto& b : unlisted) {
     Prediction r;
     r.file = b.path;
@@ -99,6 +114,7 @@ std::vector<Prediction> predict_files(const PredictOptions& o,
     r.in_distribution = false;
     out.push_back(std::move(r));
   }
+  if (!ctx.is_main()) return out;
   if (!o.csv_path.empty()) write_predictions_csv(o.csv_path, pos, out);
   if (!o.json_path.empty()) {
     write_predictions_json(o.json_path, o.run_dir, pred, out);

@@ -35,6 +35,8 @@ struct EvalOptions {
   /// Leave unreadable images out (listed in metrics.json "skipped") instead
   /// of stopping at the first with a DataError naming it.
   bool skip_bad = false;
+  /// Images per forward pass (with --nproc also the unit of the shards).
+  int batch_size = 32;
 };
 
 /// ECE (with a percentile-bootstrap 95 % CI), Brier score, log loss and the
