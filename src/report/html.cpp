@@ -1,5 +1,6 @@
 #include "html.h"
 
+#include <limits>
 #include <sstream>
 
 #include "cxr/common/base64.h"
@@ -20,6 +21,20 @@ std::string img(const fs::path& p,
   return "<img alt=\"" + html_escape(alt) + "\"" +
          (style.empty() ? "" : " style=\"" + style + "\"") +
          " src=\"data:image/png;base64," + base64(read_text(p)) + "\">";
+}
+
+std::string chart_img(const viz::LineChart& chart,
+                      const std::string& alt,
+                      const std::string& style) {
+  return "<img alt=\"" + html_escape(alt) + "\"" +
+         (style.empty() ? "" : " style=\"" + style + "\"") +
+         " src=\"data:image/svg+xml;base64," +
+         base64(viz::line_chart_svg(chart)) + "\">";
+}
+
+double number(const nlohmann::json& v) {
+  return v.is_number() ? v.get<double>()
+                       : std::numeric_limits<double>::quiet_NaN();
 }
 
 std::string num(const nlohmann::json& v, int p) {

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "cxr/viz/plot.h"
+
 namespace cxr::report::detail {
 
 /// `p` as an embedded <img> (data: URI), or a "(name not found)" line when
@@ -14,6 +16,17 @@ namespace cxr::report::detail {
 std::string img(const std::filesystem::path& p,
                 const std::string& alt,
                 const std::string& style = "");
+
+/// `chart` drawn as SVG in an <img> (data: URI): sharp when zoomed or
+/// printed, and each chart its own document (cairo's SVG ids would clash
+/// if several were inlined in one page).
+std::string chart_img(const viz::LineChart& chart,
+                      const std::string& alt,
+                      const std::string& style = "");
+
+/// A JSON number as a double; NaN for anything else (null = NaN in the
+/// files other stages write, missing keys).
+double number(const nlohmann::json& v);
 
 /// A JSON number with `p` decimals; "n/a" for anything else (missing keys).
 std::string num(const nlohmann::json& v, int p = 3);

@@ -3,8 +3,6 @@
 // files, so a missing file costs one section a "not found" line).
 #include "cxr/report/report.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <fstream>
 #include <limits>
@@ -16,6 +14,7 @@
 #include "cxr/version.h"
 #include "cxr/viz/plot.h"
 #include "html.h"
+#include "page.h"
 
 namespace fs = std::filesystem;
 
@@ -24,23 +23,12 @@ namespace {
 
 using detail::ci;
 using detail::img;
+using detail::Inputs;
 using detail::maybe_json;
+using detail::Model;
 using detail::num;
+using detail::Page;
 using nlohmann::json;
-
-struct Model {
-  std::string name;
-  fs::path run;
-  json config, metrics;
-};
-
-// What the report is about: the study (empty for run folders) and its
-// models with their config.json and metrics.json (null when missing).
-struct Inputs {
-  fs::path study;
-  json sj;  // study.json, null for run folders
-  std::vector<Model> models;
-};
 
 Inputs read_inputs(const ReportOptions& o) {
   if (o.inputs.empty()) {
@@ -74,45 +62,46 @@ Inputs read_inputs(const ReportOptions& o) {
   return in;
 }
 
-// The page being written, what it is about, and the summary of what it
-// holds.
-struct Page {
-  Page(const ReportOptions& options, const Inputs& inputs)
-      : o(options), in(inputs) {}
-
-  const ReportOptions& o;
-  const Inputs& in;
-  std::ostringstream h;
-  ReportSummary summary;
-
-  void section(const std::string& id, const std::string& title) {
-    h << "<h2 id=\"" << id << "\">" << html_escape(title) << "</h2>\n";
-    summary.sections.push_back(id);
-  }
-};
+// Readable at 1280 px (no page-wide horizontal scroll: wide tables and
+// code scroll inside their own box, long words wrap) and printable (no
+// fixed elements, each section on a new page, figures kept whole).
+constexpr char kStyle[] =
+    "body{font-family:'DejaVu Sans',sans-serif;max-width:1180px;margin:2em "
+    "auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}"
+    "h1{border-bottom:3px solid #2a6;padding-bottom:.2em}"
+    "h2{margin-top:2em;border-bottom:1px solid #ccc}"
+    ".scroll{max-width:100%;overflow-x:auto}"
+    "table{border-collapse:collapse;margin:.8em 0;font-size:14px;"
+    "max-width:100%}"
+    "caption{text-align:left;font-weight:bold;padding:2px 0}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
+    "vertical-align:top}"
+    "td small,td code{overflow-wrap:anywhere}"
+    "th{background:#f0f4f2}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;height:auto;border:1px solid #ddd;margin:4px 0}"
+    "figure{margin:0;display:inline-block;max-width:520px;width:100%;"
+    "vertical-align:top}"
+    "figcaption{font-size:13px;color:#555}"
+    ".figs,.tables{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}"
+    ".ci{color:#666;font-size:12px}.note{background:#fff8e0;border-left:4px "
+    "solid #e0b000;padding:.5em 1em}.missing{color:#a00}"
+    ".summary li{margin:.35em 0}"
+    ".grid img{width:32%}code{background:#f4f4f4;padding:0 3px}"
+    "pre{white-space:pre-wrap;max-height:40em;overflow:auto;"
+    "background:#fafafa;padding:.5em}"
+    "nav.toc{background:#f6f8f7;border:1px solid #dde5e0;padding:.3em 1.2em}"
+    "nav.toc ol{columns:2;margin:.3em 0}"
+    "@media print{body{max-width:none;margin:0}"
+    "h2{break-before:page}h2#summary{break-before:auto}"
+    "img,figure,table{break-inside:avoid}"
+    "pre{max-height:none;overflow:visible}"
+    ".grid img{width:45%}nav.toc ol{columns:1}}";
 
 void write_head(Page& p) {
-  p.h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-         "<title>cxr study report</title><style>"
-         "body{font-family:'DejaVu Sans',sans-serif;max-width:1200px;margin:"
-         "2em "
-         "auto;padding:0 1em;color:#222;line-height:1.45}"
-         "h1{border-bottom:3px solid #2a6;padding-bottom:.2em}"
-         "h2{margin-top:2em;border-bottom:1px solid #ccc}"
-         "table{border-collapse:collapse;margin:.8em 0;font-size:14px}"
-         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-         "th{background:#f0f4f2}td:first-child,th:first-child{text-align:left}"
-         "img{max-width:100%;border:1px solid #ddd;margin:4px 0}"
-         ".ci{color:#666;font-size:12px}.note{background:#fff8e0;border-left:"
-         "4px "
-         "solid #e0b000;padding:.5em 1em}.missing{color:#a00}"
-         ".grid img{width:32%}code{background:#f4f4f4;padding:0 3px}"
-         "</style></head><body>\n";
   p.h << "<h1>cxr: COVID-19 vs Normal chest X-ray study</h1>\n"
       << "<p class=\"note\">Research use only; not for clinical decisions. "
-         "The two classes come from different hospitals, so a model can learn "
-         "the source instead of the disease: read the Grad-CAM and trust "
-         "sections before trusting the accuracy.</p>\n";
+         "Read the summary's known confound and the trust checks before "
+         "trusting the accuracy.</p>\n";
   const json& sj = p.in.sj;
   if (!sj.is_null()) {
     p.h << "<p>Data <code>" << html_escape(sj.value("data", std::string()))
@@ -121,6 +110,23 @@ void write_head(Page& p) {
         << num(sj.value("minutes", json(nullptr)), 1) << " minutes on "
         << html_escape(sj.value("device", std::string())) << ".</p>\n";
   }
+}
+
+// The page: head, title block, table of contents, then the sections.
+std::string assemble(const Page& p, const std::string& title_block) {
+  std::ostringstream out;
+  out << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+         "<meta name=\"viewport\" content=\"width=device-width, "
+         "initial-scale=1\"><title>cxr study report</title><style>"
+      << kStyle << "</style></head><body>\n"
+      << title_block
+      << "<nav class=\"toc\" id=\"contents\"><b>Contents</b><ol>";
+  for (const auto& [id, title] : p.toc) {
+    out << "<li><a href=\"#" << html_escape(id) << "\">" << html_escape(title)
+        << "</a></li>";
+  }
+  out << "</ol></nav>\n" << p.h.str() << "</body></html>\n";
+  return out.str();
 }
 
 // The reference study's and the plain-PyTorch numbers under ours.
@@ -137,7 +143,7 @@ void write_published_rows(Page& p) {
          "<tr><td><i>plain PyTorch MobileNetV2 fine-tuned on cxr-seed</i>"
          "</td><td>200</td><td><b>0.930</b> <span class=ci>[0.89, 0.96]"
          "</span></td><td></td><td><b>0.940</b></td><td></td><td></td><td>"
-         "<b>0.982</b></td><td></td></tr></table>\n";
+         "<b>0.982</b></td><td></td></tr></table></div>\n";
 }
 
 // metrics.json's {"key": {"value": v}} as v; NaN when it is not there.
@@ -153,7 +159,8 @@ double headline(const json& metrics, const char* key) {
 void write_results(Page& p) {
   const std::string& split = p.o.split;
   p.section("results", "Results on the " + split + " split (95 % CIs)");
-  p.h << "<table><tr><th>model</th><th>n</th><th>accuracy</th>"
+  p.h << "<div class=\"scroll\"><table "
+         "class=\"results\"><tr><th>model</th><th>n</th><th>accuracy</th>"
          "<th>precision</th><th>recall (sensitivity)</th><th>specificity"
          "</th><th>F1</th><th>AUC</th><th>threshold</th></tr>\n";
   for (const auto& m : p.in.models) {
@@ -265,7 +272,9 @@ void write_tuning(Page& p) {
           << "</code> (best epoch " << best["best"]["best_epoch"] << ").</p>\n";
     }
     if (fs::exists(td / "trials.csv")) {
-      p.h << detail::table_from_csv(read_text(td / "trials.csv"), 60) << "\n";
+      p.h << "<div class=\"scroll\">"
+          << detail::table_from_csv(read_text(td / "trials.csv"), 60)
+          << "</div>\n";
     }
   }
 }
@@ -328,13 +337,10 @@ void write_roc(Page& p) {
          m.metrics["roc"]["fpr"].get<std::vector<double>>(),
          m.metrics["roc"]["tpr"].get<std::vector<double>>()});
   }
-  const fs::path tmp =
-      fs::temp_directory_path() /
-      ("cxr-report-roc-" + std::to_string(::getpid()) + ".png");
-  viz::save_line_chart(rc, tmp.string());
-  p.h << img(tmp, "ROC curves", "width:60%") << "\n";
-  std::error_code ec;
-  fs::remove(tmp, ec);
+  rc.legend = viz::LineChart::Legend::kBelow;  // long model names, whole
+  rc.width = 720;
+  rc.height = 520 + 18 * static_cast<int>(rc.series.size());
+  p.h << detail::chart_img(rc, "ROC curves", "width:720px") << "\n";
 }
 
 void write_calibration(Page& p) {
@@ -444,19 +450,6 @@ void write_cards(Page& p) {
   }
 }
 
-// explain's trust checks (nested JSON) as a key/value table.
-void write_trust_table(Page& p, const Model& m, const json& trust, bool mis) {
-  std::vector<std::pair<std::string, std::string>> rows;
-  detail::flatten(trust, "", rows);
-  p.h << "<h4>Trust checks (" << html_escape(m.name) << ", "
-      << (mis ? "misclassified images" : "examples") << ")</h4><table>";
-  for (const auto& [k, v] : rows) {
-    p.h << "<tr><td>" << html_escape(k) << "</td><td>" << html_escape(v)
-        << "</td></tr>";
-  }
-  p.h << "</table>";
-}
-
 // One explain folder's panels (at most `limit`) and trust checks. Returns
 // whether the folder exists.
 bool write_gallery(Page& p, const Model& m, const std::string& kind) {
@@ -488,7 +481,6 @@ bool write_gallery(Page& p, const Model& m, const std::string& kind) {
         << html_escape(ed.string()) << "/panels</code>)</p>";
   }
   if (panels.empty()) p.h << "<p>None.</p>";
-  if (es.contains("trust")) write_trust_table(p, m, es["trust"], mis);
   return true;
 }
 
@@ -502,7 +494,6 @@ void write_gradcam(Page& p) {
     write_gallery(p, m, "explain-examples");
     gallery += write_gallery(p, m, "explain-misclassified");
   }
-  p.summary.sections.push_back("trust");
   if (gallery == 0) p.h << "<p>No misclassification gallery was produced.</p>";
 }
 
@@ -513,16 +504,33 @@ void write_config(Page& p) {
     if (m.config.is_null()) continue;
     json c = m.config;
     c.erase("result");
-    p.h << "<h3>" << html_escape(m.name) << "</h3><pre>"
-        << html_escape(c.dump(2)) << "</pre>";
+    p.h << "<details><summary>" << html_escape(m.name) << "</summary><pre>"
+        << html_escape(c.dump(2)) << "</pre></details>";
   }
   if (!p.in.sj.is_null()) {
-    p.h << "<h3>study.json</h3><pre>" << html_escape(p.in.sj.dump(2))
-        << "</pre>";
+    p.h << "<details><summary>study.json</summary><pre>"
+        << html_escape(p.in.sj.dump(2)) << "</pre></details>";
   }
 }
 
 }  // namespace
+
+namespace detail {
+
+std::string Page::section(const std::string& id, const std::string& title) {
+  std::string anchor = id;
+  for (int k = 2; std::any_of(toc.begin(), toc.end(),
+                              [&](const auto& t) { return t.first == anchor; });
+       ++k) {
+    anchor = id + "-" + std::to_string(k);
+  }
+  h << "<h2 id=\"" << anchor << "\">" << html_escape(title) << "</h2>\n";
+  toc.emplace_back(anchor, title);
+  summary.sections.push_back(anchor);
+  return anchor;
+}
+
+}  // namespace detail
 
 json published_numbers() {
   return {{"study_baseline_test_accuracy", 0.79},
@@ -537,6 +545,9 @@ ReportSummary write_report(const ReportOptions& o) {
   const Inputs in = read_inputs(o);
   Page p(o, in);
   write_head(p);
+  const std::string title_block = p.h.str();
+  p.h.str("");
+  detail::write_summary(p);
   write_results(p);
   write_exploration(p);
   write_tuning(p);
@@ -547,10 +558,10 @@ ReportSummary write_report(const ReportOptions& o) {
   write_calibration(p);
   write_ood(p);
   write_cards(p);
+  detail::write_trust(p);
   write_gradcam(p);
   write_config(p);
-  p.h << "</body></html>\n";
-  write_text_atomic(o.out_path, p.h.str());
+  write_text_atomic(o.out_path, assemble(p, title_block));
   p.summary.path = o.out_path;
   return p.summary;
 }

@@ -1,5 +1,6 @@
 // Line charts (curves, ROC, histograms as steps) with axes, ticks, grid
 // and legend.
+#include <cairo-svg.h>
 #include <cairo.h>
 
 #include <algorithm>
@@ -64,33 +65,139 @@ void rounded_rect(
   cairo_close_path(cr);
 }
 
-void draw_legend(cairo_t* cr,
-                 const LineChart& chart,
-                 const std::vector<std::vector<Pt>>& pixel_lines,
-                 double left,
-                 double top,
-                 double right,
-                 double bottom) {
-  std::vector<size_t> named;
-  for (size_t i = 0; i < chart.series.size(); ++i) {
-    if (!chart.series[i].name.empty()) named.push_back(i);
-  }
-  if (named.empty()) return;
-  set_font(cr, 11.5);
-  const double pad = 8, row = 18, swatch = 26, margin = 8;
-  const double max_text =
-      std::max(40.0, right - left - 2 * margin - 2 * pad - swatch - 7);
-  std::vector<std::string> names;
-  double text_w = 0;
-  for (size_t i : named) {
-    names.push_back(fit_text(cr, chart.series[i].name, max_text));
-    text_w = std::max(text_w, text_width(cr, names.back()));
-  }
-  const double box_w = pad + swatch + 7 + text_w + pad;
-  const double box_h = 2 * pad + named.size() * row - 6;
+constexpr double kChartPad = 14, kTickFont = 11, kLabelFont = 12.5;
 
-  // matplotlib's "best": fewest covered data samples, corners in the order
-  // upper right, upper left, lower left, lower right.
+constexpr double kLegendFont = 11.5, kLegendPad = 8, kLegendRow = 18,
+                 kSwatch = 26, kSwatchGap = 7, kLegendMargin = 8;
+
+// One line of the legend: the series it belongs to (a wrapped name gives
+// several lines; only the first has the line sample).
+struct LegendLine {
+  size_t series = 0;
+  std::string text;
+  bool first = true;
+};
+
+struct LegendLayout {
+  std::vector<LegendLine> lines;
+  double text_w = 0;
+  double box_w() const {
+    return kLegendPad + kSwatch + kSwatchGap + text_w + kLegendPad;
+  }
+  double box_h() const {
+    return lines.empty() ? 0 : 2 * kLegendPad + lines.size() * kLegendRow - 6;
+  }
+};
+
+// `s` cut at spaces into lines no wider than `max_width`; a single word
+// wider than that is shortened with an ellipsis.
+std::vector<std::string> wrap_text(cairo_t* cr,
+                                   const std::string& s,
+                                   double max_width) {
+  std::vector<std::string> lines;
+  std::string cur;
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t sp = s.find(' ', i);
+    const std::string word =
+        s.substr(i, sp == std::string::npos ? std::string::npos : sp - i);
+    i = sp == std::string::npos ? s.size() : sp + 1;
+    if (word.empty()) continue;
+    const std::string joined = cur.empty() ? word : cur + " " + word;
+    if (text_width(cr, joined) <= max_width || cur.empty()) {
+      cur = joined;
+    } else {
+      lines.push_back(fit_text(cr, cur, max_width));
+      cur = word;
+    }
+  }
+  if (!cur.empty() || lines.empty())
+    lines.push_back(fit_text(cr, cur, max_width));
+  return lines;
+}
+
+// The legend's lines: names shortened (inside the plot) or wrapped (below
+// it) to `max_text` px.
+LegendLayout legend_layout(cairo_t* cr,
+                           const LineChart& chart,
+                           double max_text) {
+  LegendLayout l;
+  set_font(cr, kLegendFont);
+  max_text = std::max(40.0, max_text);
+  for (size_t i = 0; i < chart.series.size(); ++i) {
+    const std::string& name = chart.series[i].name;
+    if (name.empty()) continue;
+    const std::vector<std::string> parts =
+        chart.legend == LineChart::Legend::kBelow
+            ? wrap_text(cr, name, max_text)
+            : std::vector<std::string>{fit_text(cr, name, max_text)};
+    for (size_t k = 0; k < parts.size(); ++k) {
+      l.lines.push_back({i, parts[k], k == 0});
+      l.text_w = std::max(l.text_w, text_width(cr, parts[k]));
+    }
+  }
+  return l;
+}
+
+// Room for the text of a legend below the plot: the chart's width.
+double below_text_width(const LineChart& chart) {
+  return chart.width - 2 * kChartPad - 2 * kLegendPad - kSwatch - kSwatchGap;
+}
+
+// Room for the text of a legend inside the plot (left..right).
+double inside_text_width(double left, double right) {
+  return right - left - 2 * kLegendMargin - 2 * kLegendPad - kSwatch -
+         kSwatchGap;
+}
+
+void draw_legend_box(cairo_t* cr,
+                     const LineChart& chart,
+                     const LegendLayout& l,
+                     Pt at) {
+  rounded_rect(cr, crisp(at.x), crisp(at.y), std::round(l.box_w()),
+               std::round(l.box_h()), 4);
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.88);
+  cairo_fill_preserve(cr);
+  set_color(cr, {0.8, 0.8, 0.8});
+  cairo_set_line_width(cr, 1);
+  cairo_stroke(cr);
+  set_font(cr, kLegendFont);
+  for (size_t k = 0; k < l.lines.size(); ++k) {
+    const LegendLine& line = l.lines[k];
+    const Series& s = chart.series[line.series];
+    const double cy = at.y + kLegendPad + kLegendRow * k + 6;
+    if (line.first) {
+      set_color(cr, kPalette[line.series % std::size(kPalette)]);
+      cairo_set_line_width(cr, 2.2);
+      if (s.dashed) {
+        const double dash[] = {6, 3};
+        cairo_set_dash(cr, dash, 2, 0);
+      }
+      cairo_move_to(cr, at.x + kLegendPad, cy);
+      cairo_line_to(cr, at.x + kLegendPad + kSwatch, cy);
+      cairo_stroke(cr);
+      cairo_set_dash(cr, nullptr, 0, 0);
+    }
+    set_color(cr, kText);
+    draw_text(cr, line.text, at.x + kLegendPad + kSwatch + kSwatchGap, cy,
+              Align::kStart, Align::kCenter);
+  }
+}
+
+// A legend inside the plot area, in matplotlib's "best" corner: fewest
+// covered data samples, corners in the order upper right, upper left,
+// lower left, lower right.
+void draw_legend_inside(cairo_t* cr,
+                        const LineChart& chart,
+                        const std::vector<std::vector<Pt>>& pixel_lines,
+                        double left,
+                        double top,
+                        double right,
+                        double bottom) {
+  const LegendLayout l =
+      legend_layout(cr, chart, inside_text_width(left, right));
+  if (l.lines.empty()) return;
+  const double box_w = l.box_w(), box_h = l.box_h(), margin = kLegendMargin;
   const std::array<Pt, 4> corners = {
       {{right - margin - box_w, top + margin},
        {left + margin, top + margin},
@@ -111,31 +218,7 @@ void draw_legend(cairo_t* cr,
       best = c;
     }
   }
-
-  rounded_rect(cr, crisp(best.x), crisp(best.y), std::round(box_w),
-               std::round(box_h), 4);
-  cairo_set_source_rgba(cr, 1, 1, 1, 0.88);
-  cairo_fill_preserve(cr);
-  set_color(cr, {0.8, 0.8, 0.8});
-  cairo_set_line_width(cr, 1);
-  cairo_stroke(cr);
-  for (size_t k = 0; k < named.size(); ++k) {
-    const Series& s = chart.series[named[k]];
-    const double cy = best.y + pad + row * k + 6;
-    set_color(cr, kPalette[named[k] % std::size(kPalette)]);
-    cairo_set_line_width(cr, 2.2);
-    if (s.dashed) {
-      const double dash[] = {6, 3};
-      cairo_set_dash(cr, dash, 2, 0);
-    }
-    cairo_move_to(cr, best.x + pad, cy);
-    cairo_line_to(cr, best.x + pad + swatch, cy);
-    cairo_stroke(cr);
-    cairo_set_dash(cr, nullptr, 0, 0);
-    set_color(cr, kText);
-    draw_text(cr, names[k], best.x + pad + swatch + 7, cy, Align::kStart,
-              Align::kCenter);
-  }
+  draw_legend_box(cr, chart, l, best);
 }
 
 // ---- line chart, step by step
@@ -168,8 +251,6 @@ DataRange data_range(const LineChart& chart, const std::string& what) {
   }
   return d;
 }
-
-constexpr double kChartPad = 14, kTickFont = 11, kLabelFont = 12.5;
 
 // The plot area (frame) of a chart in figure pixels and its two axes.
 struct PlotArea {
@@ -212,18 +293,21 @@ Axis fit_x_axis(cairo_t* cr,
 }
 
 // Places the plot area in the box (ox, oy, chart.width, chart.height),
-// leaving room for the title, the axis labels and the tick labels.
+// leaving room for the title, the axis labels, the tick labels and
+// `legend_h` px of legend below it.
 PlotArea layout_plot(cairo_t* cr,
                      const LineChart& chart,
                      const DataRange& d,
                      Pt origin,
+                     double legend_h,
                      const std::string& what) {
   const double ox = origin.x, oy = origin.y;
   const double w = chart.width, h = chart.height;
   PlotArea a;
   a.top = oy + kChartPad + (chart.title.empty() ? 4 : 28);
-  a.bottom =
-      oy + h - kChartPad - 20 - (chart.x_label.empty() ? 0 : kLabelFont + 9);
+  a.bottom = oy + h - kChartPad - 20 -
+             (chart.x_label.empty() ? 0 : kLabelFont + 9) -
+             (legend_h > 0 ? legend_h + 6 : 0);
   const int y_ticks =
       std::clamp(static_cast<int>((a.bottom - a.top) / 38), 3, 9);
   a.ya = make_axis(
@@ -405,22 +489,36 @@ void draw_titles(cairo_t* cr,
   }
 }
 
-// Draws `chart` into the box (ox, oy, chart.width, chart.height).
-void draw_line_chart(cairo_t* cr,
-                     const LineChart& chart,
-                     double ox,
-                     double oy,
-                     const std::string& png_path) {
+// How a chart is named in errors; throws ConfigError for a size outside
+// 160..8000 px.
+std::string checked_name(const LineChart& chart, const std::string& path) {
   const std::string what =
-      "line chart '" + (chart.title.empty() ? png_path : chart.title) + "'";
+      "line chart '" + (chart.title.empty() ? path : chart.title) + "'";
   if (chart.width < 160 || chart.width > 8000 || chart.height < 160 ||
       chart.height > 8000) {
     throw ConfigError(what + ": size " + std::to_string(chart.width) + "x" +
                       std::to_string(chart.height) +
                       " px is outside 160..8000 px per side");
   }
+  return what;
+}
+
+// A legend below the plot (empty for one inside it).
+LegendLayout below_legend(cairo_t* cr, const LineChart& chart) {
+  if (chart.legend != LineChart::Legend::kBelow) return {};
+  return legend_layout(cr, chart, below_text_width(chart));
+}
+
+// Draws `chart` into the box (ox, oy, chart.width, chart.height).
+void draw_line_chart(cairo_t* cr,
+                     const LineChart& chart,
+                     double ox,
+                     double oy,
+                     const std::string& png_path) {
+  const std::string what = checked_name(chart, png_path);
   const DataRange d = data_range(chart, what);
-  const PlotArea a = layout_plot(cr, chart, d, {ox, oy}, what);
+  const LegendLayout below = below_legend(cr, chart);
+  const PlotArea a = layout_plot(cr, chart, d, {ox, oy}, below.box_h(), what);
   draw_grid(cr, a);
   const std::vector<std::vector<Pt>> pixel_lines = draw_data(cr, chart, a);
   if (!d.has_data()) {
@@ -431,7 +529,27 @@ void draw_line_chart(cairo_t* cr,
   }
   draw_axes(cr, a);
   draw_titles(cr, chart, a, ox, oy);
-  draw_legend(cr, chart, pixel_lines, a.left, a.top, a.right, a.bottom);
+  if (chart.legend == LineChart::Legend::kBelow) {
+    if (!below.lines.empty()) {
+      // Under the x label, aligned with the plot while it fits.
+      const double x =
+          std::min(a.left, ox + chart.width - kChartPad - below.box_w());
+      draw_legend_box(cr, chart, below,
+                      {std::max(ox + kChartPad / 2, x),
+                       oy + chart.height - kChartPad / 2 - below.box_h()});
+    }
+  } else {
+    draw_legend_inside(cr, chart, pixel_lines, a.left, a.top, a.right,
+                       a.bottom);
+  }
+}
+
+cairo_status_t append_to_string(void* closure,
+                                const unsigned char* data,
+                                unsigned int length) {
+  static_cast<std::string*>(closure)->append(
+      reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
 }
 
 }  // namespace
@@ -458,6 +576,50 @@ void save_line_charts(const std::vector<LineChart>& charts,
     x += c.width;
   }
   write_png_atomic(cr.get(), surface.get(), png_path);
+}
+
+std::string line_chart_svg(const LineChart& chart) {
+  const std::string what = checked_name(chart, "(svg)");
+  std::string out;
+  Surface surface(cairo_svg_surface_create_for_stream(
+      append_to_string, &out, chart.width, chart.height));
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
+    throw IoError(what + ": cannot make an SVG surface: " +
+                  cairo_status_to_string(cairo_surface_status(surface.get())));
+  }
+#if CAIRO_VERSION >= CAIRO_VERSION_ENCODE(1, 15, 10)
+  // Without it cairo writes pt, and browsers draw the chart a third larger.
+  cairo_svg_surface_set_document_unit(surface.get(), CAIRO_SVG_UNIT_PX);
+#endif
+  {
+    Context cr = new_context(surface.get());
+    draw_line_chart(cr.get(), chart, 0, 0, "(svg)");
+    if (cairo_status(cr.get()) != CAIRO_STATUS_SUCCESS) {
+      throw IoError(what + ": cannot draw: " +
+                    cairo_status_to_string(cairo_status(cr.get())));
+    }
+  }
+  cairo_surface_finish(surface.get());
+  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
+    throw IoError(what + ": cannot write the SVG: " +
+                  cairo_status_to_string(cairo_surface_status(surface.get())));
+  }
+  return out;
+}
+
+std::vector<std::string> legend_lines(const LineChart& chart) {
+  const std::string what = checked_name(chart, "(legend)");
+  Surface surface = new_surface(1, 1, "(legend)");
+  Context cr = new_context(surface.get());
+  LegendLayout l = below_legend(cr.get(), chart);
+  if (chart.legend != LineChart::Legend::kBelow) {
+    const PlotArea a =
+        layout_plot(cr.get(), chart, data_range(chart, what), {0, 0}, 0, what);
+    l = legend_layout(cr.get(), chart, inside_text_width(a.left, a.right));
+  }
+  std::vector<std::string> out;
+  for (const LegendLine& line : l.lines) out.push_back(line.text);
+  return out;
 }
 
 }  // namespace cxr::viz

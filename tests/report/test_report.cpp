@@ -109,7 +109,7 @@ TEST(Report, StudyFromFilesAlone) {
   EXPECT_TRUE(has(html,
                   "<td>baseline</td><td>8</td><td><b>0.875</b> <span "
                   "class=\"ci\">[0.529, 0.978]</span></td>"));
-  EXPECT_TRUE(has(html, "data:image/png;base64,"));  // the ROC chart
+  EXPECT_TRUE(has(html, "data:image/svg+xml;base64,"));  // the ROC chart
   // The hostile name is text, never markup.
   EXPECT_FALSE(has(html, kHostile));
   EXPECT_TRUE(has(html, "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>"));

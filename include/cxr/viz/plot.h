@@ -29,6 +29,13 @@ struct LineChart {
   std::vector<double> x_markers;  ///< vertical dotted lines (e.g. best epoch)
   int width = 720;
   int height = 460;
+  /// Where the legend goes. kInside: the plot corner that hides the least
+  /// data, names shortened with an ellipsis to fit the plot's width.
+  /// kBelow: under the plot, each name wrapped over as many lines as it
+  /// needs within the chart's width (the plot gets shorter), so long names
+  /// such as a study's model names with their AUC are shown whole.
+  enum class Legend { kInside, kBelow };
+  Legend legend = Legend::kInside;
 };
 
 /// Draws a line chart with axes, ticks, grid and a legend. Atomic write;
@@ -41,6 +48,16 @@ void save_line_chart(const LineChart& chart, const std::string& png_path);
 /// Several charts side by side in one PNG (e.g. loss | accuracy).
 void save_line_charts(const std::vector<LineChart>& charts,
                       const std::string& png_path);
+
+/// The same chart as an SVG document (text drawn as outlines, so it needs
+/// no fonts where it is shown; sizes in px): for HTML pages that should stay
+/// sharp when zoomed or printed. Same checks and errors as save_line_chart.
+std::string line_chart_svg(const LineChart& chart);
+
+/// The legend's lines as the chart draws them (names shortened or wrapped
+/// to the room they get; a wrapped name gives several lines), for checks
+/// that a legend shows what it should. Same checks as save_line_chart.
+std::vector<std::string> legend_lines(const LineChart& chart);
 
 /// A 2x2 confusion matrix with counts and row percentages; cells are shaded
 /// by their share of the row. ConfigError for negative counts.
