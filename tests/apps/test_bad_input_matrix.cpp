@@ -209,4 +209,44 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
   for (const auto& r : rows) check(r);
 }
 
+// cxr serve's numeric flags: out of range, negative or not a number, each
+// refused while parsing (exit 2, one line naming the flag) before any run is
+// loaded or port bound. --port 0 is valid (any free port), so not a row.
+TEST(BadInputMatrix, ServeFlagsOutOfRangeOrNotANumber) {
+  const Fixture& f = fixture();
+  ASSERT_EQ(f.train_rc, 0) << f.train_log;
+  const std::string serve = "serve " + q(f.run) + " --exit-after 5 ";
+  const std::vector<Row> rows = {
+      {serve + "--port -1", 2, "--port"},
+      {serve + "--port 70000", 2, "--port"},
+      {serve + "--port 65536", 2, "--port"},
+      {serve + "--port abc", 2, "--port"},
+      {serve + "--port 80.5", 2, "--port"},
+      {serve + "--port", 2, "--port"},
+      {serve + "--queue 0", 2, "--queue"},
+      {serve + "--queue -3", 2, "--queue"},
+      {serve + "--queue 100001", 2, "--queue"},
+      {serve + "--queue many", 2, "--queue"},
+      {serve + "--deadline 0", 2, "--deadline"},
+      {serve + "--deadline -1", 2, "--deadline"},
+      {serve + "--deadline 86401", 2, "--deadline"},
+      {serve + "--deadline nan", 2, "--deadline"},
+      {serve + "--deadline soon", 2, "--deadline"},
+      {serve + "--max-body-mb 0", 2, "--max-body-mb"},
+      {serve + "--max-body-mb -8", 2, "--max-body-mb"},
+      {serve + "--max-body-mb 5000", 2, "--max-body-mb"},
+      {serve + "--max-body-mb big", 2, "--max-body-mb"},
+      {"serve " + q(f.run) + " --exit-after -1", 2, "--exit-after"},
+      {"serve " + q(f.run) + " --exit-after inf", 2, "--exit-after"},
+      {"serve " + q(f.run) + " --exit-after later", 2, "--exit-after"},
+      {serve + "--http-threads 0", 2, "--http-threads"},
+      {serve + "--http-threads 257", 2, "--http-threads"},
+      {serve + "--threads -1", 2, "--threads"},
+      // Not a range, but a flag judged before binding: a public address
+      // without --token.
+      {serve + "--host 0.0.0.0", 2, "--token"},
+  };
+  for (const auto& r : rows) check(r);
+}
+
 }  // namespace
