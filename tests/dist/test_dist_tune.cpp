@@ -4,7 +4,10 @@
 // the same command again runs only the trials that were not finished.
 // Workers are processes on 127.0.0.1 (the launcher picks a free port);
 // every wait is bounded.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +77,19 @@ std::vector<std::string> comparable_rows(const fs::path& csv) {
     out.push_back(row);
   }
   return out;
+}
+
+/// A TCP port that nobody listens on now.
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  EXPECT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  ::close(s);
+  return ntohs(a.sin_port);
 }
 
 pid_t spawn(const std::string& cmd) {
@@ -225,6 +241,43 @@ TEST(DistTune, KilledRankFailsTheRunAndTheSameCommandRunsTheRest) {
   EXPECT_EQ(best["trials_run_now"], static_cast<int>(4 - stored.size()));
   EXPECT_EQ(lines_of(slurp(dir / "t" / "trials.csv")).size(), 5u);
   EXPECT_EQ(lines_of(slurp(store)).size(), 4u);
+}
+
+TEST(DistTune, ScheduledRankThatDiesIsNamedByRankZero) {
+  // torchrun's environment, no launcher: rank 0 runs the other trials, then
+  // sees rank 1's heartbeat stop and fails with one line naming it.
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  const int port = free_port();
+  const std::string env =
+      "env WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 "
+      "MASTER_PORT=" +
+      std::to_string(port) + " ";
+  const std::string cmd = tune_cmd(dir, "t", 100) + " --dist-timeout 5";
+  const pid_t r0 = spawn(env + "RANK=0 LOCAL_RANK=0 " + cmd + " > " +
+                         (dir / "r0.log").string() + " 2>&1");
+  const pid_t r1 = spawn(env + "RANK=1 LOCAL_RANK=1 " + cmd + " > " +
+                         (dir / "r1.log").string() + " 2>&1");
+  const fs::path store = dir / "t" / "trials.jsonl";
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < end &&
+         lines_of(fs::exists(store) ? slurp(store) : "").empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(r1, SIGKILL);
+  wait_bounded(r1, 10);
+  const int st = wait_bounded(r0, 120);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 5);
+  const std::string text = slurp(dir / "r0.log");
+  EXPECT_NE(text.find("cxr: error: rank 1 stopped answering"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("run the same command again"), std::string::npos) << text;
+  EXPECT_EQ(count_of(text, "cxr: error"), 1) << text;
+  // Rank 0 ran and stored every trial but the one rank 1 held (if the kill
+  // fell between two of its trials, it held none).
+  EXPECT_GE(lines_of(slurp(store)).size(), 3u) << text;
 }
 
 TEST(DistTune, SequentialModeIsRefusedWithRanks) {
