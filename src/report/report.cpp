@@ -77,6 +77,7 @@ constexpr char kStyle[] =
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
     "vertical-align:top}"
     "td small,td code{overflow-wrap:anywhere}"
+    ".trust-cascade td:nth-child(2){text-align:left}"
     "th{background:#f0f4f2}td:first-child,th:first-child{text-align:left}"
     "img{max-width:100%;height:auto;border:1px solid #ddd;margin:4px 0}"
     "figure{margin:0;display:inline-block;max-width:520px;width:100%;"
