@@ -187,6 +187,15 @@ TEST(Precision, MobileNetV2TrainsUnderBfloat16Autocast) {
     ++with_grad;
   }
   EXPECT_GT(with_grad, 100);
+  // Batch norm (training mode here) kept float32 running statistics.
+  int stats = 0;
+  for (const auto& b : model->named_buffers()) {
+    if (b.key().find("running_") == std::string::npos) continue;
+    EXPECT_EQ(b.value().scalar_type(), torch::kFloat32) << b.key();
+    EXPECT_TRUE(torch::isfinite(b.value()).all().item<bool>()) << b.key();
+    ++stats;
+  }
+  EXPECT_GT(stats, 50);
 }
 
 TEST(Precision, Bfloat16GivesFloat32sDecisionsOnAFixedBatch) {
