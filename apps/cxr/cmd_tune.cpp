@@ -39,8 +39,13 @@ void register_tune(CLI::App& app) {
               seed_value());
   add_default(*cmd, "--metric", f->tune.metric,
               "val_loss, val_accuracy, val_auc or val_recall");
-  add_default(*cmd, "--budget-minutes", f->tune.budget_minutes,
-              "stop starting trials after this many minutes (0 = none)");
+  // Unset unless given (no limit); a typed value must be a real budget.
+  cmd->add_option_function<double>(
+         "--budget-minutes",
+         [f](const double& v) { f->tune.budget_minutes = v; },
+         "stop starting trials after this many minutes, > 0 (default: no "
+         "limit)")
+      ->check(number_in(0, 1e9, true));
   cmd->add_flag("--refit", f->tune.refit,
                 "train the best configuration on train+val for its best "
                 "epoch count and evaluate it on test");

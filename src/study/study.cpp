@@ -412,7 +412,7 @@ Plan make_plan(const StudyOptions& o) {
     p.baseline_filters = {8, 16, 32};
     p.baseline_epochs = 2;
     p.schedule = "cosine";
-    p.tune_budget_minutes = 0;
+    p.tune_budget_minutes = std::nullopt;
     p.transfer_size = 64;
     p.frozen_epochs = 1;
     p.fine_tune_epochs = 1;
@@ -434,7 +434,7 @@ Plan make_plan(const StudyOptions& o) {
   if (o.full_grid) {
     p.baseline_grid = {"filters=8,32,64", "dropout=0.4,0.3,0.2",
                        "lr=1e-3,1e-4,1e-5", "optimizer=adam,sgd"};
-    p.tune_budget_minutes = 0;
+    p.tune_budget_minutes = std::nullopt;
   }
   return p;
 }

@@ -190,7 +190,7 @@ bool claim_loop(const TuneOptions& o,
   double ran_seconds = 0;
   for (;;) {
     // As in one process: the budget stops new trials, never a started one.
-    if (o.budget_minutes > 0 && minutes_since(t0) >= o.budget_minutes) {
+    if (o.budget_minutes && minutes_since(t0) >= *o.budget_minutes) {
       budget_hit = true;
       break;
     }

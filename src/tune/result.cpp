@@ -22,7 +22,7 @@ nlohmann::json TuneResult::to_json() const {
                       {"mode", mode},
                       {"trials", trials},
                       {"trials_run_now", trials_run_now},
-                      {"budget_minutes", budget_minutes},
+                      {"budget_minutes", budget_minutes.value_or(0)},
                       {"budget_exhausted", budget_exhausted},
                       {"minutes", minutes},
                       {"best", best.to_json()}};

@@ -110,7 +110,11 @@ TuneResult run_tune(const TuneOptions& o, const data::Dataset* preloaded) {
   if (o.mode != "grid" && o.mode != "random" && o.mode != "sequential") {
     throw ConfigError("--mode " + o.mode + ": use grid, random or sequential");
   }
-  if (o.budget_minutes < 0) throw ConfigError("--budget-minutes must be >= 0");
+  if (o.budget_minutes && !(*o.budget_minutes > 0)) {
+    throw ConfigError("--budget-minutes " + fmt(*o.budget_minutes, 1) +
+                      ": give a number of minutes > 0, or leave it out for "
+                      "no limit");
+  }
   if (o.base.train.train_on != "train") {
     throw ConfigError("tuning selects on validation: --train-on must be train");
   }
@@ -361,7 +365,7 @@ class Search {
       session_.push_back(it->second);
       return &it->second;
     }
-    if (o_.budget_minutes > 0 && elapsed_minutes() >= o_.budget_minutes) {
+    if (o_.budget_minutes && elapsed_minutes() >= *o_.budget_minutes) {
       budget_hit_ = true;
       return nullptr;
     }
@@ -468,7 +472,8 @@ TuneResult finish(const TuneOptions& o,
   const fs::path out(o.out_dir);
   const std::vector<TrialResult>& unique = search.unique;
   if (unique.empty()) {
-    throw ConfigError("--budget-minutes " + fmt(o.budget_minutes, 1) +
+    throw ConfigError("--budget-minutes " +
+                      fmt(o.budget_minutes.value_or(0), 1) +
                       ": no trial could start; raise the budget");
   }
   write_tables(out, unique, o.metric, o.mode);
@@ -487,7 +492,7 @@ TuneResult finish(const TuneOptions& o,
                         });
   result.out_dir = o.out_dir;
   if (search.budget_hit && o.progress) {
-    std::cerr << "cxr tune: --budget-minutes " << o.budget_minutes
+    std::cerr << "cxr tune: --budget-minutes " << *o.budget_minutes
               << " reached; " << unique.size()
               << " trials done, the rest not started\n";
   }

@@ -80,6 +80,10 @@ TEST(CliFlags, BadValuesAreRefusedWithOneLineBeforeReadingData) {
       {"train nope --train-fraction 0", "--train-fraction"},
       {"explore nope --val-fraction nan", "--val-fraction"},
       {"tune nope --val-fraction -0.1", "--val-fraction"},
+      // Unset means no limit; a typed budget must be one.
+      {"tune nope --budget-minutes 0", "--budget-minutes"},
+      {"tune nope --budget-minutes -1", "--budget-minutes"},
+      {"tune nope --budget-minutes nan", "--budget-minutes"},
       {"train nope --no-such-flag", "cxr train --help"},
       {"train nope --epochs abc", "--epochs"},
       {"", "cxr --help"},
@@ -104,6 +108,8 @@ TEST(CliFlags, HelpAndVersionStillExitZero) {
   EXPECT_NE(log.find("cxr "), std::string::npos);
   EXPECT_EQ(run_command(kBin + " train --help", &log), 0) << log;
   EXPECT_NE(log.find("--epochs"), std::string::npos);
+  EXPECT_EQ(run_command(kBin + " tune --help", &log), 0) << log;
+  EXPECT_NE(log.find("(default: no limit)"), std::string::npos) << log;
 }
 
 TEST(CliFlags, TrainOptionsValidateRangesTorchWouldRejectLate) {

@@ -1,4 +1,6 @@
 // Search-space parsing, trial enumeration, determinism and resumability.
+#include <cmath>
+
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
 #include "cxr/tune/tune.h"
@@ -253,6 +255,25 @@ TEST(Tune, ABudgetStopsNewTrialsMidSearch) {
   const auto best = cxr::read_json(dir / "tune" / "best.json");
   EXPECT_EQ(best, r.to_json());
   EXPECT_EQ(best["budget_exhausted"], true);
+}
+
+TEST(Tune, AGivenBudgetMustBePositiveAndUnsetMeansNoLimit) {
+  cxr::tune::TuneOptions o;
+  o.base.data.root = "/nonexistent/data";  // the options are checked first
+  o.space = parse_space({"lr=1e-3"});
+  EXPECT_FALSE(o.budget_minutes.has_value());  // the default: no limit
+  for (double bad : {0.0, -2.0, std::nan("")}) {
+    o.budget_minutes = bad;
+    const auto why = cxr::testing::error_of<cxr::ConfigError>(
+        [&] { cxr::tune::run_tune(o); });
+    EXPECT_NE(why.find("--budget-minutes"), std::string::npos) << why;
+    EXPECT_NE(why.find("leave it out for no limit"), std::string::npos) << why;
+  }
+  // best.json keeps its format: 0 when there was no limit.
+  cxr::tune::TuneResult r;
+  EXPECT_EQ(r.to_json()["budget_minutes"], 0.0);
+  r.budget_minutes = 2.5;
+  EXPECT_EQ(r.to_json()["budget_minutes"], 2.5);
 }
 
 TEST(Tune, TheSummaryNamesTheBestTrialAndTheRefit) {

@@ -6,6 +6,7 @@
 /// test with CIs -> Grad-CAM examples, misclassified gallery and trust
 /// checks -> one HTML report. docs/study.md says how the recipes were chosen.
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,8 +53,8 @@ struct Plan {
   int baseline_epochs = 30;
   /// Learning-rate schedule of every training step.
   std::string schedule = "cosine";
-  /// The baseline search stops starting trials after this (0 = no limit).
-  double tune_budget_minutes = 0;
+  /// The baseline search stops starting trials after this; unset: no limit.
+  std::optional<double> tune_budget_minutes;
   /// MobileNetV2 input size (px), frozen-head and fine-tuning epochs.
   int transfer_size = 224;
   int frozen_epochs = 3;

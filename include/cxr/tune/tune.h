@@ -73,8 +73,9 @@ struct TuneOptions {
   uint64_t seed = 42;
   /// val_loss | val_accuracy | val_auc | val_recall
   std::string metric = "val_loss";
-  /// Stop starting new trials after this many minutes (0 = no limit).
-  double budget_minutes = 0;
+  /// Stop starting new trials after this many minutes (> 0); unset: no
+  /// limit.
+  std::optional<double> budget_minutes;
   /// Train the best configuration on train+val and evaluate it on test.
   bool refit = false;
   std::string out_dir = "tune";
@@ -129,7 +130,7 @@ struct TuneResult {
   std::string mode;
   int trials = 0;          ///< distinct trials of this search
   int trials_run_now = 0;  ///< of them, trained by this call (not reused)
-  double budget_minutes = 0;
+  std::optional<double> budget_minutes;  ///< best.json: 0 when unset
   bool budget_exhausted = false;
   double minutes = 0;
   TrialResult best;
