@@ -251,8 +251,9 @@ void write_ood_summary(Page& p) {
         hi = std::max(hi, f);
       }
       if (lo <= hi) {
-        part += " (out-of-distribution sets: " + fixed(100 * lo, 1) + "–" +
-                fixed(100 * hi, 1) + " %)";
+        const std::string a = fixed(100 * lo, 1), b = fixed(100 * hi, 1);
+        part +=
+            " (out-of-distribution sets: " + (a == b ? a : a + "–" + b) + " %)";
       }
     }
     parts.push_back(part);
