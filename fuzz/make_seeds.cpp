@@ -31,6 +31,7 @@
 #endif
 
 #include "cxr/data/image_io.h"
+#include "cxr/infer/ood.h"
 #include "cxr/models/classifier.h"
 #include "cxr/models/keras_h5.h"
 #include "cxr/train/run_dir.h"
@@ -300,7 +301,9 @@ int main(int argc, char** argv) {
   }
 
   // A run folder of a tiny baseline, packed as the target reads it: 4 bytes
-  // little-endian length of config.json, config.json, model.pt.
+  // little-endian length of config.json, config.json, 4 bytes length of
+  // model.safetensors, model.safetensors, ood.safetensors (what train
+  // writes).
   cxr::train::RunMeta meta;
   meta.model.arch = "baseline";
   meta.model.input_size = 16;
@@ -312,13 +315,30 @@ int main(int argc, char** argv) {
   auto model = cxr::models::make_model(meta.model);
   cxr::train::save_run(tmp.string(), *model, meta);
   const auto cfg = slurp(tmp / "config.json");
-  const auto pt = slurp(tmp / "model.pt");
-  std::string packed(4, '\0');
-  for (int i = 0; i < 4; ++i) packed[i] = char((cfg.size() >> (8 * i)) & 0xff);
+  const auto weights = slurp(tmp / "model.safetensors");
+  // A small detector on two layers (6 and 4 features), as fit_trust writes.
+  torch::manual_seed(1);
+  const auto f1 = torch::randn({40, 6}), f2 = torch::randn({40, 4});
+  auto det = cxr::infer::OodDetector::fit(
+      {"a", "b"}, {f1, f2}, (torch::arange(40) % 2).to(torch::kFloat32),
+      cxr::infer::OodOptions());
+  det.set_threshold(det.score({f1, f2}), 0.05, "seed");
+  det.reference = torch::rand({32, 32});
+  det.save((tmp / cxr::infer::kOodFile).string());
+  const auto ood = slurp(tmp / cxr::infer::kOodFile);
+  auto length = [](size_t n) {
+    std::string s(4, '\0');
+    for (int i = 0; i < 4; ++i) s[i] = char((n >> (8 * i)) & 0xff);
+    return s;
+  };
+  std::string packed = length(cfg.size());
   packed.append(cfg.begin(), cfg.end());
-  std::string with_pt = packed;
-  with_pt.append(pt.begin(), pt.end());
-  put(root / "fuzz_run_folder/run.bin", with_pt);
+  std::string run = packed + length(weights.size());
+  run.append(weights.begin(), weights.end());
+  std::string with_ood = run;
+  with_ood.append(ood.begin(), ood.end());
+  put(root / "fuzz_run_folder/run.bin", with_ood);
+  put(root / "fuzz_run_folder/no_ood.bin", run);
   put(root / "fuzz_run_folder/config_only.bin", packed);
   fs::remove_all(tmp);
 
