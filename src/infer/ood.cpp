@@ -347,7 +347,10 @@ OodDetector load_data_only(const std::string& path) {
     corrupt(path, "unexpected tensor '" + tensors.begin()->first + "'");
   }
   if (ref.numel() > 0) {
-    if (ref.dim() != 2) corrupt(path, "tensor 'reference' is not an image");
+    // The input checks compare every image with it, rotated too: 32 x 32.
+    if (ref.dim() != 2 || ref.size(0) != 32 || ref.size(1) != 32) {
+      corrupt(path, "tensor 'reference' is not a 32 x 32 image");
+    }
     det.reference = ref;
   }
   return det;

@@ -133,6 +133,14 @@ TEST(OodFile, DamagedOrHostileFilesAreModelErrors) {
   }
   expect("shape.safetensors", with({{"cxr_ood", meta_text}}, shapes),
          "mismatched shapes");
+  // The input checks rotate the reference: a non-square one would fail
+  // inside every prediction.
+  auto wide = file.tensors;
+  for (auto& [name, t] : wide) {
+    if (name == "reference") t = torch::rand({32, 48});
+  }
+  expect("wide.safetensors", with({{"cxr_ood", meta_text}}, wide),
+         "tensor 'reference' is not a 32 x 32 image");
 }
 
 // A detector that does not fit the run's model (another run's, or edited)
