@@ -15,9 +15,6 @@ void register_evaluate(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::EvalOptions eval;
-    // -1 stays the internal "not given"; typed values are range-checked
-    // while parsing, so a typed -1 or NaN cannot reach it.
-    double threshold = -1, target = -1;
     bool no_cache = false;
     bool ood_sets = false;
     std::string shared;
@@ -31,13 +28,16 @@ void register_evaluate(CLI::App& app) {
   add_run_folder(*cmd, f->eval.run_dir);
   add_default(*cmd, "--split", f->eval.split, "train, val or test");
   add_run_data(*cmd, f->eval.data_root);
-  cmd->add_option("--threshold", f->threshold,
-                  "decision threshold on the calibrated P(positive), in "
-                  "[0, 1] (default: the run's)")
+  // Unset unless given; typed values are range-checked while parsing.
+  cmd->add_option_function<double>(
+         "--threshold", [f](const double& v) { f->eval.threshold = v; },
+         "decision threshold on the calibrated P(positive), in [0, 1] "
+         "(default: the run's)")
       ->check(number_in(0, 1));
-  cmd->add_option("--target-sensitivity", f->target,
-                  "choose the threshold on validation for this sensitivity, "
-                  "in (0, 1]")
+  cmd->add_option_function<double>(
+         "--target-sensitivity",
+         [f](const double& v) { f->eval.target_sensitivity = v; },
+         "choose the threshold on validation for this sensitivity, in (0, 1]")
       ->check(number_in(0, 1, true, false));
   cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
                 "choose the threshold on validation that maximises "
@@ -96,8 +96,6 @@ void register_evaluate(CLI::App& app) {
       return;
     }
     auto e = f->eval;
-    if (f->threshold >= 0) e.threshold = f->threshold;
-    if (f->target >= 0) e.target_sensitivity = f->target;
     e.device = f->runtime.device;
     e.cache_dir = cache_dir_unless(f->no_cache);
     // Without --skip-bad the first unreadable image is a DataError naming
@@ -118,7 +116,6 @@ void register_predict(CLI::App& app) {
   struct Flags {
     RuntimeFlags runtime;
     evaluate::PredictOptions predict;
-    double threshold = -1;  // -1: not given (typed values are checked)
     DistFlags dist;
   };
   auto f = std::make_shared<Flags>();
@@ -127,9 +124,11 @@ void register_predict(CLI::App& app) {
   add_run_folder(*cmd, f->predict.run_dir);
   cmd->add_option("images", f->predict.inputs, "image files or folders")
       ->required();
-  cmd->add_option("--threshold", f->threshold,
-                  "decision threshold on the calibrated P(positive), in "
-                  "[0, 1] (default: the run's)")
+  // Unset unless given; a typed value is range-checked while parsing.
+  cmd->add_option_function<double>(
+         "--threshold", [f](const double& v) { f->predict.threshold = v; },
+         "decision threshold on the calibrated P(positive), in [0, 1] "
+         "(default: the run's)")
       ->check(number_in(0, 1));
   cmd->add_option("--csv", f->predict.csv_path, "write predictions as CSV");
   cmd->add_option("--json", f->predict.json_path, "write predictions as JSON");
@@ -147,7 +146,6 @@ void register_predict(CLI::App& app) {
     share_threads(f->runtime.threads);
     apply_runtime(f->runtime);
     auto p = f->predict;
-    if (f->threshold >= 0) p.threshold = f->threshold;
     p.device = f->runtime.device;
     std::string pos;
     auto preds = evaluate::predict_files(p, &pos);

@@ -227,6 +227,38 @@ class CliRun : public ::testing::Test {
 };
 TempDir* CliRun::dir_ = nullptr;
 
+// --threshold and --target-sensitivity are unset unless given (the run's
+// threshold applies); a given value, 0 included, is the one used.
+TEST_F(CliRun, AGivenThresholdIsUsedAndZeroIsAValue) {
+  const fs::path json = *dir_ / "threshold.json";
+  const std::string predict = kBin + " predict " + run() + " " + image() +
+                              " --device cpu --json " + json.string();
+  std::string log;
+  ASSERT_EQ(run_command(predict, &log), 0) << log;
+  const double run_threshold = cxr::read_json(json)["threshold"];
+  ASSERT_EQ(run_command(predict + " --threshold 0", &log), 0) << log;
+  auto j = cxr::read_json(json);
+  EXPECT_EQ(j["threshold"], 0.0);
+  EXPECT_EQ(j["predictions"][0]["decision"], "COVID") << j.dump();
+  ASSERT_EQ(run_command(predict, &log), 0) << log;
+  EXPECT_EQ(cxr::read_json(json)["threshold"], run_threshold);
+
+  const std::string evaluate = kBin + " evaluate " + run() +
+                               " --device cpu --bootstrap 100 --out " +
+                               (*dir_ / "eval-threshold").string();
+  ASSERT_EQ(run_command(evaluate + " --threshold 0", &log), 0) << log;
+  const auto m = cxr::read_json(*dir_ / "eval-threshold" / "metrics.json");
+  EXPECT_NE(m["threshold_rule"].get<std::string>().find("--threshold 0.0000"),
+            std::string::npos)
+      << m.dump();
+  ASSERT_EQ(run_command(evaluate + " --target-sensitivity 1", &log), 0) << log;
+  EXPECT_NE(cxr::read_json(*dir_ / "eval-threshold" /
+                           "metrics.json")["threshold_rule"]
+                .get<std::string>()
+                .find("sensitivity"),
+            std::string::npos);
+}
+
 TEST_F(CliRun, PredictCsvWritesThroughStdoutFifoAndSymlinks) {
   const std::string predict =
       kBin + " predict " + run() + " " + image() + " --device cpu";
