@@ -19,15 +19,10 @@ cxr::tune::TuneOptions tiny_tune(const fs::path& dir) {
   t.space = cxr::tune::parse_space({"lr=1e-2"});
   t.out_dir = (dir / "tune").string();
   t.progress = false;
-  auto& b = t.base;
-  b.data.root = (dir / "data").string();
-  b.data.size = 16;
-  b.model.input_size = 16;
-  b.model.filters = {4, 8};
-  b.train.epochs = 1;
-  b.train.batch_size = 6;
-  b.train.patience = 0;
-  b.device = "cpu";
+  // The tiny run's recipe, one epoch a trial (tune gives every trial its own
+  // run folder and progress setting).
+  t.base = cxr::testing::tiny_run_options(dir, "unused");
+  t.base.train.epochs = 1;
   return t;
 }
 
