@@ -84,6 +84,25 @@ struct Spec {
   bool pixels = true;
 };
 
+/// An 8-bit image (BitsAllocated = BitsStored = 8), 2 x 3 unless changed.
+Spec eight_bit(std::vector<int> samples) {
+  Spec s;
+  s.allocated = 8;
+  s.stored = 8;
+  s.samples = std::move(samples);
+  return s;
+}
+
+/// A rows x cols gray image (12 of 16 bits) whose i-th pixel is pixel(i).
+template <typename F>
+Spec gray(int rows, int cols, F pixel) {
+  Spec s;
+  s.rows = rows;
+  s.cols = cols;
+  for (int i = 0; i < rows * cols; ++i) s.samples.push_back(pixel(i));
+  return s;
+}
+
 // Identifying tags that no message may repeat.
 const char* kPatientName = "Doe^Jane";
 const char* kPatientId = "PID-77123";
@@ -166,6 +185,15 @@ std::vector<float> pixels_of(const cxr::data::GrayImage& g) {
   return {t.data_ptr<float>(), t.data_ptr<float>() + t.numel()};
 }
 
+/// Pixels 0, 1, 2 and 4 at 0, 1/4, 1/2 and 1: the samples' range mapped
+/// whole onto [0, 1] (the 16-bit ramps below).
+void expect_quarters(const std::vector<float>& px) {
+  EXPECT_NEAR(px[0], 0.0f, 1e-6);
+  EXPECT_NEAR(px[1], 0.25f, 2e-4);
+  EXPECT_NEAR(px[2], 0.5f, 2e-4);
+  EXPECT_NEAR(px[4], 1.0f, 1e-6);
+}
+
 std::vector<float> decode(const std::vector<unsigned char>& b,
                           const std::string& name = "x.dcm",
                           cxr::data::ImageInfo* info = nullptr) {
@@ -176,10 +204,7 @@ std::vector<float> decode(const std::vector<unsigned char>& b,
 
 TEST(Dicom, EightBitWithoutWindowSpansTheStoredMinToMax) {
   TempDir dir;
-  Spec s;
-  s.allocated = 8;
-  s.stored = 8;
-  s.samples = {20, 20, 70, 120, 120, 220};  // min 20, max 220
+  const Spec s = eight_bit({20, 20, 70, 120, 120, 220});  // min 20, max 220
   cxr::data::ImageInfo info;
   const auto px = decode(write(s, dir / "a.dcm"), "a.dcm", &info);
   EXPECT_EQ(info.format, "dicom");
@@ -213,10 +238,7 @@ TEST(Dicom, TwelveAndSixteenBitUnsignedKeepTheirPrecision) {
   s.samples = {0, 16384, 32768, 49152, 65535, 65535};
   px = decode(write(s, dir / "b.dcm"), "b.dcm", &info);
   EXPECT_EQ(info.bit_depth, 16);
-  EXPECT_NEAR(px[0], 0.0f, 1e-6);
-  EXPECT_NEAR(px[1], 0.25f, 2e-4);
-  EXPECT_NEAR(px[2], 0.5f, 2e-4);
-  EXPECT_NEAR(px[4], 1.0f, 1e-6);
+  expect_quarters(px);
 }
 
 TEST(Dicom, SignedPixelsAreOrderedBySignedValue) {
@@ -227,10 +249,7 @@ TEST(Dicom, SignedPixelsAreOrderedBySignedValue) {
   s.samples = {-1000, -500, 0, 500, 1000, 0};
   const auto px = decode(write(s, dir / "a.dcm"));
   // Read as unsigned, -1000 would be 64536: the brightest pixel.
-  EXPECT_NEAR(px[0], 0.0f, 1e-6);
-  EXPECT_NEAR(px[1], 0.25f, 2e-4);
-  EXPECT_NEAR(px[2], 0.5f, 2e-4);
-  EXPECT_NEAR(px[4], 1.0f, 1e-6);
+  expect_quarters(px);
 }
 
 TEST(Dicom, TheFirstWindowIsAppliedToRescaledValues) {
@@ -310,12 +329,9 @@ TEST(Dicom, ColourBecomesGrayWithTheDecodersLumaAndIsFlagged) {
 
 TEST(Dicom, MultiFrameGivesTheFirstFrameAndSaysSo) {
   TempDir dir;
-  Spec s;
-  s.allocated = 8;
-  s.stored = 8;
+  Spec s = eight_bit({0, 51, 102, 153, 204, 255,    // frame 1
+                      255, 204, 153, 102, 51, 0});  // frame 2: reversed
   s.frames = 2;
-  s.samples = {0,   51,  102, 153, 204, 255,  // frame 1
-               255, 204, 153, 102, 51,  0};   // frame 2: reversed
   cxr::data::ImageInfo info;
   const auto px = decode(write(s, dir / "two.dcm"), "two.dcm", &info);
   ASSERT_EQ(px.size(), 6u);
@@ -328,11 +344,7 @@ TEST(Dicom, MultiFrameGivesTheFirstFrameAndSaysSo) {
 
 TEST(Dicom, LosslessCompressedSyntaxesDecodeToTheSamePixels) {
   TempDir dir;
-  Spec s;
-  s.rows = 16;
-  s.cols = 16;
-  s.stored = 12;
-  for (int i = 0; i < 256; ++i) s.samples.push_back((i * 37) % 4096);
+  const Spec s = gray(16, 16, [](int i) { return (i * 37) % 4096; });
   const auto plain = decode(write(s, dir / "plain.dcm"));
   const DJ_RPLossless jpeg_lossless;
   const DJLSRepresentationParameter jpls_lossless;
@@ -358,12 +370,9 @@ TEST(Dicom, LosslessCompressedSyntaxesDecodeToTheSamePixels) {
 
 TEST(Dicom, JpegBaselineDecodesCloseToTheOriginal) {
   TempDir dir;
-  Spec s;
-  s.rows = 16;
-  s.cols = 16;
+  Spec s = gray(16, 16, [](int i) { return i; });  // smooth ramp
   s.allocated = 8;
   s.stored = 8;
-  for (int i = 0; i < 256; ++i) s.samples.push_back(i);  // smooth ramp
   const auto plain = decode(write(s, dir / "plain.dcm"));
   const DJ_RPLossy q90(90);
   const auto px =
@@ -375,10 +384,7 @@ TEST(Dicom, JpegBaselineDecodesCloseToTheOriginal) {
 
 TEST(Dicom, AFileWithoutPreambleIsReadWhenNamedDcm) {
   TempDir dir;
-  Spec s;
-  s.allocated = 8;
-  s.stored = 8;
-  s.samples = {0, 50, 100, 150, 200, 250};
+  const Spec s = eight_bit({0, 50, 100, 150, 200, 250});
   const auto with = decode(write(s, dir / "with.dcm"));
   auto ff = build(s);
   const fs::path bare = dir / "bare.dcm";
@@ -410,10 +416,7 @@ void expect_refusal(const std::string& m,
 
 TEST(Dicom, BadFilesAreOneLineDataErrorsWithoutPatientData) {
   TempDir dir;
-  Spec s;
-  s.rows = 64;
-  s.cols = 64;
-  s.samples.assign(64 * 64, 1000);
+  const Spec s = gray(64, 64, [](int) { return 1000; });
   const auto good = write(s, dir / "good.dcm");
   ASSERT_EQ(decode(good).size(), 64u * 64);
 
@@ -492,11 +495,7 @@ TEST(Dicom, RleSegmentOffsetsOutsideTheFragmentAreRefused) {
   // DCMTK 3.6.7's RLE decoder reads wherever the header's offsets point
   // (a SEGV found by fuzz_decode_image); cxr checks them first.
   TempDir dir;
-  Spec s;
-  s.rows = 16;
-  s.cols = 16;
-  s.stored = 12;
-  for (int i = 0; i < 256; ++i) s.samples.push_back(i * 16);
+  const Spec s = gray(16, 16, [](int i) { return i * 16; });
   auto b = write(s, dir / "rle.dcm", EXS_RLELossless);
   ASSERT_EQ(decode(b).size(), 256u);
   // 16-bit gray: 2 segments (high and low bytes), the first at 64.
@@ -537,10 +536,7 @@ TEST(Dicom, JpegTwoThousandIsRefusedByName) {
 
 TEST(Dicom, PixelCapsAreCheckedFromTheHeader) {
   TempDir dir;
-  Spec s;
-  s.rows = 40;
-  s.cols = 30;
-  s.samples.assign(40 * 30, 7);
+  const Spec s = gray(40, 30, [](int) { return 7; });
   const auto b = write(s, dir / "big.dcm");
   cxr::data::DecodeLimits side;
   side.max_side = 32;
@@ -559,10 +555,7 @@ TEST(Dicom, PixelCapsAreCheckedFromTheHeader) {
 
 TEST(Dicom, ListingCountsDicomFilesByExtensionOrMagic) {
   TempDir dir;
-  Spec s;
-  s.allocated = 8;
-  s.stored = 8;
-  s.samples = {0, 50, 100, 150, 200, 250};
+  const Spec s = eight_bit({0, 50, 100, 150, 200, 250});
   const auto b = write(s, dir / "a.dcm");
   const std::string bytes(b.begin(), b.end());
   cxr::testing::write_bytes(dir / "IM0001", bytes);
@@ -585,11 +578,7 @@ TEST(Dicom, PredictScoresADicomAndSkipsABrokenOne) {
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
   cxr::train::train_run(cxr::testing::tiny_run_options(dir.path(), "run"));
-  Spec s;
-  s.rows = 16;
-  s.cols = 16;
-  s.stored = 12;
-  for (int i = 0; i < 256; ++i) s.samples.push_back(i * 16);
+  const Spec s = gray(16, 16, [](int i) { return i * 16; });
   const fs::path in = dir / "in";
   fs::create_directories(in);
   const auto good = write(s, in / "good.dcm");
