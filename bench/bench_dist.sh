@@ -61,7 +61,7 @@ PY
 common=(train "$work/data" --size "$size" --epochs "${CXR_BENCH_EPOCHS:-2}"
         --batch-size "${CXR_BENCH_BATCH:-32}" --patience 0 --device cpu
         --quiet --cache-dir "$work/cache" --overwrite)
-"$build/cxr" explore "$work/data" --size "$size" --cache-dir "$work/cache" > /dev/null 2>&1 || true
+"$build/cxr" explore "$work/data" --size "$size" --cache-dir "$work/cache" --out "$work/explore" > /dev/null 2>&1 || true
 speed() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['result']['images_per_second'])" "$1/config.json"; }
 one=(); many=(); single=()
 for rep in 1 2; do
