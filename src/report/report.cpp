@@ -96,6 +96,7 @@ constexpr char kStyle[] =
     "h2{break-before:page}h2#summary{break-before:auto}"
     "img,figure,table{break-inside:avoid}"
     "pre{max-height:none;overflow:visible}"
+    ".scroll{overflow:visible}table{font-size:11px}td,th{padding:2px 4px}"
     ".grid img{width:45%}nav.toc ol{columns:1}}";
 
 void write_head(Page& p) {
