@@ -36,16 +36,20 @@ inline torch::Tensor predicted_maps(const infer::CamResult& r,
 /// Mean of the finite values; NaN when there are none.
 double nan_mean(const std::vector<double>& v);
 
-/// Runs the randomisation cascade on float images `x` [N, 1, H, W] whose
-/// predicted-class maps are `maps` [N, H, W] (pred [N] bool: positive
-/// predicted): fills report.randomized_modules, report.cascade, the images'
-/// rank correlations, mean_rank_correlation and untrustworthy. Weights and
-/// buffers are restored before returning, also when it throws.
+/// The images the trust checks judge, as the model explained them.
+struct Explained {
+  torch::Tensor x;     ///< [N, 1, H, W] float in [0, 1]
+  torch::Tensor pred;  ///< [N] bool: positive predicted
+  torch::Tensor maps;  ///< [N, H, W] maps of the predicted class
+};
+
+/// Runs the randomisation cascade on `in`: fills report.randomized_modules,
+/// report.cascade, the images' rank correlations, mean_rank_correlation and
+/// untrustworthy. Weights and buffers are restored before returning, also
+/// when it throws.
 void randomization_cascade(const models::Classifier& model,
                            infer::GradCam& cam,
-                           const torch::Tensor& x,
-                           const torch::Tensor& pred,
-                           const torch::Tensor& maps,
+                           const Explained& in,
                            const TrustOptions& options,
                            TrustReport& report);
 

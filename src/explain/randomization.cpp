@@ -201,9 +201,7 @@ double nan_mean(const std::vector<double>& v) {
 
 void randomization_cascade(const models::Classifier& model,
                            infer::GradCam& cam,
-                           const torch::Tensor& x,
-                           const torch::Tensor& pred,
-                           const torch::Tensor& maps,
+                           const Explained& in,
                            const TrustOptions& o,
                            TrustReport& rep) {
   auto groups = cascade_groups(*model, o.cascade_steps);
@@ -215,7 +213,7 @@ void randomization_cascade(const models::Classifier& model,
   for (const auto& g : groups) {
     for (const auto& name : g) rep.randomized_modules.push_back(name);
   }
-  const int64_t n = x.size(0);
+  const int64_t n = in.x.size(0);
   if (n == 0) return;  // e.g. a split without a misclassified image
   const auto saved = models::snapshot(*model);
   try {
@@ -224,13 +222,13 @@ void randomization_cascade(const models::Classifier& model,
       // seed keeps a step's weights independent of how many came before.
       reinitialize_modules(*model, groups[step], o.seed + step,
                            /*reset_statistics=*/true);
-      auto random_maps = predicted_maps(cam.compute(x), pred);
+      auto random_maps = predicted_maps(cam.compute(in.x), in.pred);
       CascadeStep s;
       s.layer = groups[step].back();
       s.modules = groups[step];
       std::vector<double> signed_c, abs_c;
       for (int64_t i = 0; i < n; ++i) {
-        const double c = map_correlation(maps[i], random_maps[i]);
+        const double c = map_correlation(in.maps[i], random_maps[i]);
         rep.images[static_cast<size_t>(i)].cascade_correlations.push_back(c);
         signed_c.push_back(c);
         abs_c.push_back(std::abs(c));

@@ -360,7 +360,7 @@ TrustReport trust_checks(const models::Classifier& model,
   auto pred = prob >= o.threshold;
   auto maps = predicted_maps(base, pred);
   TrustReport rep = start_report(cam.layer(), prob, pred, labels, cell, o);
-  detail::randomization_cascade(model, cam, x, pred, maps, o, rep);
+  detail::randomization_cascade(model, cam, {x, pred, maps}, o, rep);
   if (n == 0) return rep;  // e.g. a split without a misclassified image
   const Deletion deletion(model, x, maps, pred, prob, cell, o);
   for (double f : o.deletion_fractions) deletion.run(f, rep);
