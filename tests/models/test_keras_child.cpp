@@ -91,6 +91,14 @@ TEST(KerasChildReader, SavedHdf5CrashInputsAreModelErrors) {
     ++replayed;
   }
   EXPECT_GE(replayed, 2);
+  // This one makes libhdf5 1.10.8 (Debian 12) read a corrupt global heap:
+  // a SEGV in a release build, an ASan report (abort) in a sanitized one;
+  // either way the child dies and the parent says so. (A libhdf5 that no
+  // longer crashes on it would fail here: then drop the expectation.)
+  const auto heap = (dir / "hdf5-vlen-global-heap").string();
+  EXPECT_TRUE(has(refusal(heap),
+                  "': not a readable Keras HDF5 weights file (the HDF5 "
+                  "reader crashed on it"));
 }
 
 TEST(KerasChildReader, AReaderPastItsDeadlineIsKilledAndNamed) {
@@ -151,9 +159,9 @@ TEST(KerasChildReader, MoreWeightsThanTheFileCanHoldAreRefused) {
 TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
-  const auto path = (dir / "w.h5").string();
-  cxr::models::write_keras_h5(path, small_layers());
-  fs::resize_file(path, fs::file_size(path) / 2);
+  const auto path = (fs::path(CXR_SOURCE_DIR) / "fuzz" / "regressions" /
+                     "fuzz_keras_h5" / "hdf5-vlen-global-heap")
+                        .string();
   std::string out;
   const int rc = cxr::testing::run_command(
       std::string(CXR_BINARY) + " train " + (dir / "data").string() +
@@ -162,7 +170,9 @@ TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
           "--no-cache",
       &out);
   EXPECT_EQ(rc, 4) << out;
-  EXPECT_TRUE(has(out, "cxr: error: weights file '" + path + "'")) << out;
+  EXPECT_TRUE(has(out, "cxr: error: weights file '" + path +
+                           "': not a readable Keras HDF5 weights file"))
+      << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }
 
