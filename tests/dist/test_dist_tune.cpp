@@ -280,6 +280,29 @@ TEST(DistTune, ScheduledRankThatDiesIsNamedByRankZero) {
   EXPECT_GE(lines_of(slurp(store)).size(), 3u) << text;
 }
 
+TEST(DistTune, TheBudgetStopsClaimingOnEveryRank) {
+  // 0.01 min = 0.6 s: each rank claims one trial at once, none after it
+  // (a trial takes longer), so the search is the grid's first two trials.
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  std::string log;
+  ASSERT_EQ(cxr::testing::run_command(tune_cmd(dir, "b", 100) +
+                                          " --budget-minutes 0.01 "
+                                          "--nproc 2 --dist-timeout 60",
+                                      &log),
+            0)
+      << log;
+  const auto best = nlohmann::json::parse(slurp(dir / "b" / "best.json"));
+  EXPECT_EQ(best["trials"], 2) << log;
+  EXPECT_EQ(best["budget_exhausted"], true);
+  const auto rows = comparable_rows(dir / "b" / "trials.csv");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[1].rfind("0|", 0), 0u) << rows[1];
+  EXPECT_EQ(rows[2].rfind("1|", 0), 0u) << rows[2];
+  EXPECT_NE(log.find("--budget-minutes 0.01 reached"), std::string::npos)
+      << log;
+}
+
 TEST(DistTune, SequentialModeIsRefusedWithRanks) {
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
