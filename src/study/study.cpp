@@ -8,6 +8,7 @@
 #include "cxr/augment/augment.h"
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/precision.h"
 #include "cxr/common/progress.h"
 #include "cxr/common/runtime.h"
 #include "cxr/data/explore.h"
@@ -111,7 +112,7 @@ train::RunOptions transfer_recipe(const Plan& plan,
 /// shapes a step's result. A finished step is not redone unless it was
 /// made with other options.
 nlohmann::json options_fingerprint(const StudyOptions& o) {
-  return {
+  nlohmann::json fp = {
       {"data", fs::absolute(o.data.root).lexically_normal().string()},
       {"size", o.data.size},
       {"split_seed", o.data.seed},
@@ -129,6 +130,13 @@ nlohmann::json options_fingerprint(const StudyOptions& o) {
       {"transfer", o.transfer},
       {"transfer_size", o.transfer_size},
       {"recipe", kRecipeVersion}};
+  // --precision is a runtime setting, but bf16 steps are not fp32 steps: a
+  // resumed study must not mix them. Recorded only when not fp32, so study
+  // folders made before the option existed (all fp32) still resume.
+  if (precision() != Precision::kFloat32) {
+    fp["precision"] = precision_name(precision());
+  }
+  return fp;
 }
 
 /// The models every later step evaluates, explains and reports.

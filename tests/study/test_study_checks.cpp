@@ -4,6 +4,7 @@
 // must have been made with every same setting.
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/precision.h"
 #include "cxr/models/keras_h5.h"
 #include "cxr/study/study.h"
 #include "test_util.h"
@@ -72,14 +73,17 @@ TEST(StudyChecks, EverySettingIsPartOfTheResumeFingerprint) {
   ASSERT_TRUE(fs::exists(fs::path(s.out_dir) / "study.json"));
   EXPECT_THROW(cxr::study::run_study(s), cxr::DataError);  // same options
 
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 5; ++k) {
     auto t = s;
     if (k == 0) t.data.size = 96;
     if (k == 1) t.data.seed = 7;
     if (k == 2) t.data.val_fraction = 0.2;
     if (k == 3) t.data.positive = "Normal";
+    // --precision is process-wide: a bf16 resume of an fp32 study.
+    if (k == 4) cxr::set_precision(cxr::Precision::kBFloat16);
     const auto e =
         error_of<cxr::ConfigError>([&] { cxr::study::run_study(t); });
+    cxr::set_precision(cxr::Precision::kFloat32);
     EXPECT_NE(e.find("holds a study made with other options"),
               std::string::npos)
         << k << ": " << e;
