@@ -173,11 +173,17 @@ void write_results(Page& p) {
       continue;
     }
     const auto& x = m.metrics;
-    p.h << "<tr><td>" << html_escape(m.name) << "</td><td>" << x["n"]
-        << "</td><td>" << ci(x["accuracy"]) << "</td><td>" << ci(x["precision"])
-        << "</td><td>" << ci(x["recall"]) << "</td><td>" << ci(x["specificity"])
-        << "</td><td>" << ci(x["f1"]) << "</td><td>" << ci(x["auc"])
-        << "</td><td>" << num(x["threshold"]) << "<br><small>"
+    // operator[] on a const json with a missing key is undefined behaviour
+    // (it crashed the report test when a metric was absent): look up.
+    const auto at = [&x](const char* key) {
+      const auto it = x.find(key);
+      return it != x.end() ? *it : json();
+    };
+    p.h << "<tr><td>" << html_escape(m.name) << "</td><td>" << at("n")
+        << "</td><td>" << ci(at("accuracy")) << "</td><td>"
+        << ci(at("precision")) << "</td><td>" << ci(at("recall")) << "</td><td>"
+        << ci(at("specificity")) << "</td><td>" << ci(at("f1")) << "</td><td>"
+        << ci(at("auc")) << "</td><td>" << num(at("threshold")) << "<br><small>"
         << html_escape(x.value("threshold_rule", std::string()))
         << "</small></td></tr>\n";
     p.summary.models.push_back(
