@@ -3,6 +3,7 @@
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace cxr::evaluate::detail {
 namespace {
@@ -36,14 +37,19 @@ void say_shard(const char* command,
                int64_t end,
                int64_t n) {
   if (!ctx.distributed()) return;
-  std::cerr << "cxr " << command << ": rank " << ctx.rank() << " of "
-            << ctx.world_size() << " scores ";
+  // One string, one write: the ranks share the terminal (rank 0 directly,
+  // the others through the launcher), and a line written in pieces came
+  // out interleaved with another rank's.
+  std::ostringstream line;
+  line << "cxr " << command << ": rank " << ctx.rank() << " of "
+       << ctx.world_size() << " scores ";
   if (begin < end) {
-    std::cerr << what << " " << begin + 1 << "-" << end;
+    line << what << " " << begin + 1 << "-" << end;
   } else {
-    std::cerr << "no " << what << " (fewer whole batches than ranks)";
+    line << "no " << what << " (fewer whole batches than ranks)";
   }
-  std::cerr << " of " << n << "\n";
+  line << " of " << n << "\n";
+  std::cerr << line.str() << std::flush;
 }
 
 std::vector<infer::Prediction> gather_predictions(
