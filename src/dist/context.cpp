@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cxr/dist/dist.h"
+#include "local.h"
 
 namespace cxr::dist {
 namespace {
@@ -58,32 +59,6 @@ bool is_loopback(const std::string& addr) {
 
 }  // namespace
 
-void Env::validate() const {
-  if (world_size < 1) {
-    throw ConfigError("WORLD_SIZE must be >= 1 (it is " +
-                      std::to_string(world_size) + ")");
-  }
-  if (rank < 0 || rank >= world_size) {
-    throw ConfigError("RANK " + std::to_string(rank) + " is outside 0.." +
-                      std::to_string(world_size - 1) + " (WORLD_SIZE " +
-                      std::to_string(world_size) + ")");
-  }
-  if (local_rank < 0) throw ConfigError("LOCAL_RANK must be >= 0");
-  if (master_port < 1 || master_port > 65535) {
-    throw ConfigError("MASTER_PORT (--master-port) " +
-                      std::to_string(master_port) +
-                      " is not a port (1..65535)");
-  }
-  if (master_addr.empty()) {
-    throw ConfigError(
-        "MASTER_ADDR (--master-addr) is empty: give rank 0's "
-        "host name or address");
-  }
-  if (!(timeout_s > 0)) {
-    throw ConfigError("--dist-timeout must be > 0 seconds");
-  }
-}
-
 struct Context::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // counters and small values
   c10::intrusive_ptr<Group> group;
@@ -105,6 +80,17 @@ struct Context::Impl {
                       "within --dist-timeout " +
                       seconds_text(env.timeout_s) + "): " + what_of(e));
     }
+  }
+  // Every rank's `t` (the same shape everywhere), in rank order.
+  std::vector<torch::Tensor> gather_same(const torch::Tensor& t,
+                                         const Env& env) {
+    std::vector<torch::Tensor> in = {t};
+    std::vector<std::vector<torch::Tensor>> out(1);
+    for (int r = 0; r < env.world_size; ++r) {
+      out[0].push_back(torch::empty_like(t));
+    }
+    run("all-gather", env, [&] { return group->allgather(out, in); });
+    return out[0];
   }
   template <class F>
   auto store_op(const std::string& what, const Env& env, F&& f)
@@ -307,15 +293,9 @@ torch::Tensor Context::all_gather_cat(const torch::Tensor& local) {
   auto x = local.contiguous();
   // First dimensions may differ: gather the sizes, pad to the largest.
   auto n = torch::tensor({x.dim() ? x.size(0) : int64_t{1}}, torch::kLong);
-  std::vector<torch::Tensor> n_in = {n};
-  std::vector<std::vector<torch::Tensor>> n_out(1);
-  for (int r = 0; r < world_size(); ++r)
-    n_out[0].push_back(torch::empty_like(n));
-  impl_->run("all-gather", env_,
-             [&] { return impl_->group->allgather(n_out, n_in); });
   int64_t most = 0;
   std::vector<int64_t> sizes;
-  for (const auto& t : n_out[0]) {
+  for (const auto& t : impl_->gather_same(n, env_)) {
     sizes.push_back(t.item<int64_t>());
     most = std::max(most, sizes.back());
   }
@@ -324,16 +304,10 @@ torch::Tensor Context::all_gather_cat(const torch::Tensor& local) {
   shape[0] = most;
   auto padded = torch::zeros(shape, x.options());
   if (x.size(0) > 0) padded.slice(0, 0, x.size(0)).copy_(x);
-  std::vector<torch::Tensor> in = {padded};
-  std::vector<std::vector<torch::Tensor>> out(1);
-  for (int r = 0; r < world_size(); ++r)
-    out[0].push_back(torch::empty_like(padded));
-  impl_->run("all-gather", env_,
-             [&] { return impl_->group->allgather(out, in); });
+  const auto out = impl_->gather_same(padded, env_);
   std::vector<torch::Tensor> parts;
-  for (int r = 0; r < world_size(); ++r) {
-    parts.push_back(out[0][static_cast<size_t>(r)].slice(
-        0, 0, sizes[static_cast<size_t>(r)]));
+  for (size_t r = 0; r < out.size(); ++r) {
+    parts.push_back(out[r].slice(0, 0, sizes[r]));
   }
   return torch::cat(parts, 0);
 }
@@ -347,18 +321,12 @@ std::vector<std::string> Context::all_gather(const std::string& local) {
   }
   // Rank order and each rank's length: gather the lengths first.
   auto len = torch::tensor({static_cast<int64_t>(local.size())}, torch::kLong);
-  std::vector<torch::Tensor> len_in = {len};
-  std::vector<std::vector<torch::Tensor>> len_out(1);
-  for (int r = 0; r < world_size(); ++r) {
-    len_out[0].push_back(torch::empty_like(len));
-  }
-  impl_->run("all-gather", env_,
-             [&] { return impl_->group->allgather(len_out, len_in); });
+  const auto lens = impl_->gather_same(len, env_);
   auto all = all_gather_cat(bytes);
   std::vector<std::string> result;
   int64_t at = 0;
   const auto* p = reinterpret_cast<const char*>(all.data_ptr<uint8_t>());
-  for (const auto& l : len_out[0]) {
+  for (const auto& l : lens) {
     const int64_t k = l.item<int64_t>();
     result.emplace_back(p + at, p + at + k);
     at += k;
@@ -372,11 +340,7 @@ void Context::barrier() {
 }
 
 int64_t Context::add(const std::string& key, int64_t delta) {
-  if (!distributed()) {
-    // One process: a local counter keeps the same contract.
-    static std::map<std::string, int64_t> counters;
-    return counters[key] += delta;
-  }
+  if (!distributed()) return local_add(key, delta);
   return impl_->store_op("counter '" + key + "'", env_,
                          [&] { return impl_->store->add(key, delta); });
 }
@@ -397,34 +361,6 @@ std::string Context::store_get(const std::string& key) {
   auto v = impl_->store_op("get '" + key + "'", env_,
                            [&] { return impl_->store->get(key); });
   return std::string(v.begin(), v.end());
-}
-
-namespace {
-std::unique_ptr<Context>& current() {
-  static std::unique_ptr<Context> ctx = std::make_unique<Context>();
-  return ctx;
-}
-}  // namespace
-
-Context& world() {
-  return *current();
-}
-
-void init(const Env& env, const torch::Device& device) {
-  env.validate();
-  if (!env.distributed()) return;
-  current() = std::make_unique<Context>(env, device);
-}
-
-void shutdown() {
-  current() = std::make_unique<Context>();
-}
-
-SoloScope::SoloScope() : job_(std::move(current())) {
-  current() = std::make_unique<Context>();
-}
-SoloScope::~SoloScope() {
-  current() = std::move(job_);
 }
 
 }  // namespace cxr::dist

@@ -1,18 +1,11 @@
 // cxr built without c10d's Gloo headers (CMakeLists.txt: a machine with no
 // apt): a single process works unchanged, a distributed job says how to get
-// the real dist stage (src/dist/context.cpp).
-#include <map>
-
+// the real dist stage (src/dist/context.cpp). world.cpp holds what both
+// builds share.
 #include "cxr/dist/dist.h"
+#include "local.h"
 
 namespace cxr::dist {
-
-void Env::validate() const {
-  if (world_size < 1 || rank < 0 || rank >= world_size) {
-    throw ConfigError("RANK/WORLD_SIZE: rank " + std::to_string(rank) + " of " +
-                      std::to_string(world_size) + " is not a rank");
-  }
-}
 
 struct Context::Impl {};
 
@@ -43,38 +36,13 @@ std::vector<std::string> Context::all_gather(const std::string& local) {
 }
 void Context::barrier() {}
 int64_t Context::add(const std::string& key, int64_t delta) {
-  static std::map<std::string, int64_t> counters;
-  return counters[key] += delta;
+  return local_add(key, delta);
 }
 void Context::store_set(const std::string&, const std::string&) {
   throw ConfigError("dist: store_set needs a distributed job");
 }
 std::string Context::store_get(const std::string&) {
   throw ConfigError("dist: store_get needs a distributed job");
-}
-
-namespace {
-std::unique_ptr<Context>& current() {
-  static std::unique_ptr<Context> ctx = std::make_unique<Context>();
-  return ctx;
-}
-}  // namespace
-
-Context& world() {
-  return *current();
-}
-void init(const Env& env, const torch::Device& device) {
-  if (env.distributed()) current() = std::make_unique<Context>(env, device);
-}
-void shutdown() {
-  current() = std::make_unique<Context>();
-}
-
-SoloScope::SoloScope() : job_(std::move(current())) {
-  current() = std::make_unique<Context>();
-}
-SoloScope::~SoloScope() {
-  current() = std::move(job_);
 }
 
 }  // namespace cxr::dist
