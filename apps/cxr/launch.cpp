@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -39,17 +40,36 @@ std::optional<std::string> env(const char* name) {
   return std::string(v);
 }
 
-int env_int(const char* name, int fallback) {
+/// A whole-number variable in [lo, hi], else `fallback` when unset.
+int env_int(const char* name, int fallback, int lo = 0, int hi = 1 << 24) {
   auto v = env(name);
   if (!v) return fallback;
   char* end = nullptr;
   errno = 0;
   const long x = std::strtol(v->c_str(), &end, 10);
-  if (errno != 0 || end != v->c_str() + v->size() || x < 0 || x > 1 << 24) {
+  if (errno != 0 || end != v->c_str() + v->size() || x < lo || x > hi) {
     throw ConfigError(std::string(name) + "=" + *v +
-                      " is not a whole number >= 0");
+                      " is not a whole number in " + std::to_string(lo) + ".." +
+                      std::to_string(hi));
   }
   return static_cast<int>(x);
+}
+
+/// Why `a` cannot be a host name or an IP address, "" when it can. Checked
+/// before any rank waits for the rendezvous: a typo fails at once (exit 2)
+/// instead of after --dist-timeout (exit 5).
+std::string bad_host(const std::string& a) {
+  if (a.empty()) return "is empty: give rank 0's host name or address";
+  if (a.size() > 253) return "is longer than a host name (253 characters)";
+  for (const char c : a) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                    c == '-' || c == '_' || c == ':' || c == '%';
+    if (!ok) {
+      return "is not a host name or address (letters, digits and . - _ : "
+             "only)";
+    }
+  }
+  return "";
 }
 
 bool is_local_addr(const std::string& a) {
@@ -221,97 +241,114 @@ bool more_telling(const Worker& a, const Worker& b) {
   return score(a) > score(b);
 }
 
-[[noreturn]] void run_launcher(const DistFlags& f) {
-  const int world = f.nproc * f.nnodes;
-  std::string addr = f.master_addr;
-  int port = f.master_port;
-  if (f.nnodes > 1 && addr.empty()) {
+/// Where rank 0 hosts the rendezvous: the flags, or 127.0.0.1 and a free
+/// port on one node, or port 29500 on many.
+struct Rendezvous {
+  std::string addr;
+  int port = 0;
+};
+
+Rendezvous pick_rendezvous(const DistFlags& f) {
+  Rendezvous r{f.master_addr, f.master_port};
+  if (f.nnodes > 1 && r.addr.empty()) {
     throw ConfigError("--nnodes " + std::to_string(f.nnodes) +
                       " needs --master-addr: the host name or address of "
                       "node 0, the same on every node");
   }
-  if (f.nnodes > 1 && port == 0) port = 29500;
-  if (addr.empty()) addr = "127.0.0.1";
-  if (port == 0) port = free_port();
-  if (f.node_rank == 0) check_port_free(addr, port);
+  if (f.nnodes > 1 && r.port == 0) r.port = 29500;
+  if (r.addr.empty()) r.addr = "127.0.0.1";
+  if (r.port == 0) r.port = free_port();
+  if (f.node_rank == 0) check_port_free(r.addr, r.port);
+  return r;
+}
 
-  const std::vector<std::string> args = own_argv();
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
+/// A worker's environment: ours without any torchrun variable, then the
+/// worker's own. Built before fork: the child only dup2s and execs.
+std::vector<std::string> worker_environment(const DistFlags& f,
+                                            const Rendezvous& r,
+                                            int local,
+                                            int rank) {
+  const std::vector<std::string> ours = {
+      "RANK",       "WORLD_SIZE",  "LOCAL_RANK",  "LOCAL_WORLD_SIZE",
+      "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT", kWorkerVar};
+  std::vector<std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const std::string key = kv.substr(0, kv.find('='));
+    bool mine = false;
+    for (const auto& o : ours) mine = mine || key == o;
+    if (!mine) vars.push_back(kv);
+  }
+  vars.push_back("RANK=" + std::to_string(rank));
+  vars.push_back("WORLD_SIZE=" + std::to_string(f.nproc * f.nnodes));
+  vars.push_back("LOCAL_RANK=" + std::to_string(local));
+  vars.push_back("LOCAL_WORLD_SIZE=" + std::to_string(f.nproc));
+  vars.push_back("GROUP_RANK=" + std::to_string(f.node_rank));
+  vars.push_back("MASTER_ADDR=" + r.addr);
+  vars.push_back("MASTER_PORT=" + std::to_string(r.port));
+  vars.push_back(std::string(kWorkerVar) + "=1");
+  return vars;
+}
 
-  // Signals: a terminal's Ctrl-C reaches the workers too (same process
-  // group); a TERM sent to the launcher alone is passed on.
+/// Signals: a terminal's Ctrl-C reaches the workers too (same process
+/// group); a TERM sent to the launcher alone is passed on.
+void catch_stop_signals() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
+}
 
-  std::vector<Worker> workers(static_cast<size_t>(f.nproc));
-  for (int local = 0; local < f.nproc; ++local) {
-    Worker& w = workers[static_cast<size_t>(local)];
-    w.rank = f.node_rank * f.nproc + local;
-    // The environment is built before fork: the child only dup2s and execs.
-    std::vector<std::string> vars;
-    const std::vector<std::string> ours = {
-        "RANK",       "WORLD_SIZE",  "LOCAL_RANK",  "LOCAL_WORLD_SIZE",
-        "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT", kWorkerVar};
-    for (char** e = environ; *e; ++e) {
-      const std::string kv = *e;
-      const std::string key = kv.substr(0, kv.find('='));
-      bool mine = false;
-      for (const auto& o : ours) mine = mine || key == o;
-      if (!mine) vars.push_back(kv);
-    }
-    vars.push_back("RANK=" + std::to_string(w.rank));
-    vars.push_back("WORLD_SIZE=" + std::to_string(world));
-    vars.push_back("LOCAL_RANK=" + std::to_string(local));
-    vars.push_back("LOCAL_WORLD_SIZE=" + std::to_string(f.nproc));
-    vars.push_back("GROUP_RANK=" + std::to_string(f.node_rank));
-    vars.push_back("MASTER_ADDR=" + addr);
-    vars.push_back("MASTER_PORT=" + std::to_string(port));
-    vars.push_back(std::string(kWorkerVar) + "=1");
-    std::vector<char*> envp;
-    for (auto& v : vars) envp.push_back(v.data());
-    envp.push_back(nullptr);
-
-    // Local rank 0 writes to the terminal as a single process does; the
-    // others' output (errors and warnings: they print no progress or
-    // summary) comes through a pipe, each line marked with the rank.
-    int pipefd[2] = {-1, -1};
-    if (local > 0 && ::pipe(pipefd) != 0) {
-      throw IoError("cannot create a pipe for rank " + std::to_string(w.rank));
-    }
-    std::cout.flush();
-    std::cerr.flush();
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      throw IoError("cannot start rank " + std::to_string(w.rank) +
-                    " (fork failed: " + std::strerror(errno) + ")");
-    }
-    if (pid == 0) {
-      // A launcher that dies (even by SIGKILL) takes its workers with it.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (local > 0) {
-        ::dup2(pipefd[1], STDOUT_FILENO);
-        ::dup2(pipefd[1], STDERR_FILENO);
-        ::close(pipefd[0]);
-        ::close(pipefd[1]);
-      }
-      ::execve("/proc/self/exe", argv.data(), envp.data());
-      const char msg[] = "cxr: error: cannot start a worker (exec failed)\n";
-      (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-      ::_exit(70);
-    }
-    w.pid = pid;
-    if (local > 0) {
-      ::close(pipefd[1]);
-      w.fd = pipefd[0];
-      ::fcntl(w.fd, F_SETFL, ::fcntl(w.fd, F_GETFL) | O_NONBLOCK);
-    }
+/// Forks and execs worker `w` (local rank `local`) with `argv` and `vars`.
+/// Local rank 0 writes to the terminal as a single process does; the
+/// others' output (errors and warnings: they print no progress or summary)
+/// comes through a pipe, each line marked with the rank.
+void start_worker(Worker& w,
+                  int local,
+                  const std::vector<char*>& argv,
+                  std::vector<std::string> vars) {
+  std::vector<char*> envp;
+  for (auto& v : vars) envp.push_back(v.data());
+  envp.push_back(nullptr);
+  int pipefd[2] = {-1, -1};
+  if (local > 0 && ::pipe(pipefd) != 0) {
+    throw IoError("cannot create a pipe for rank " + std::to_string(w.rank));
   }
+  std::cout.flush();
+  std::cerr.flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    throw IoError("cannot start rank " + std::to_string(w.rank) +
+                  " (fork failed: " + std::strerror(errno) + ")");
+  }
+  if (pid == 0) {
+    // A launcher that dies (even by SIGKILL) takes its workers with it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (local > 0) {
+      ::dup2(pipefd[1], STDOUT_FILENO);
+      ::dup2(pipefd[1], STDERR_FILENO);
+      ::close(pipefd[0]);
+      ::close(pipefd[1]);
+    }
+    ::execve("/proc/self/exe", argv.data(), envp.data());
+    const char msg[] = "cxr: error: cannot start a worker (exec failed)\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    ::_exit(70);
+  }
+  w.pid = pid;
+  if (local > 0) {
+    ::close(pipefd[1]);
+    w.fd = pipefd[0];
+    ::fcntl(w.fd, F_SETFL, ::fcntl(w.fd, F_GETFL) | O_NONBLOCK);
+  }
+}
 
+/// Forwards the workers' output until all have ended. The first failure
+/// (the most telling of one poll) or a stop signal stops the others: TERM,
+/// then KILL after 5 s for workers blocked in a collective. Returns the
+/// failed worker, or nullptr.
+const Worker* supervise(std::vector<Worker>& workers) {
   const Worker* failed = nullptr;
   bool stopping = false;
   std::chrono::steady_clock::time_point kill_at;
@@ -321,7 +358,6 @@ bool more_telling(const Worker& a, const Worker& b) {
     for (auto& w : workers) {
       if (!w.done) ::kill(w.pid, SIGTERM);
     }
-    // Workers blocked in a collective get a moment to exit, then KILL.
     kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   };
   size_t running = workers.size();
@@ -358,6 +394,25 @@ bool more_telling(const Worker& a, const Worker& b) {
     }
   }
   for (auto& w : workers) forward(w, true);
+  return failed;
+}
+
+[[noreturn]] void run_launcher(const DistFlags& f) {
+  const Rendezvous rendezvous = pick_rendezvous(f);
+  const std::vector<std::string> args = own_argv();
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  catch_stop_signals();
+
+  std::vector<Worker> workers(static_cast<size_t>(f.nproc));
+  for (int local = 0; local < f.nproc; ++local) {
+    Worker& w = workers[static_cast<size_t>(local)];
+    w.rank = f.node_rank * f.nproc + local;
+    start_worker(w, local, argv,
+                 worker_environment(f, rendezvous, local, w.rank));
+  }
+  const Worker* failed = supervise(workers);
   if (failed) {
     throw Error(describe(*failed) +
                     "; the other ranks of this node were "
@@ -373,6 +428,41 @@ bool more_telling(const Worker& a, const Worker& b) {
   }
   std::cout.flush();
   std::exit(0);
+}
+
+/// This worker's place in the job from torchrun's variables, each checked
+/// (exit 2, one line naming the variable) before anything waits for the
+/// others. A scheduler must give RANK and MASTER_ADDR: a default would make
+/// every rank rank 0, or send every rank to this host.
+dist::Env env_of_worker(const DistFlags& f) {
+  dist::Env e;
+  e.world_size = env_int("WORLD_SIZE", 1, 1);
+  e.rank = env_int("RANK", 0);
+  e.local_rank = env_int("LOCAL_RANK", 0);
+  e.local_world_size = env_int("LOCAL_WORLD_SIZE", 1, 1);
+  e.node_rank = env_int("GROUP_RANK", 0);
+  e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
+  e.gloo_ifname = env("GLOO_SOCKET_IFNAME").value_or("");
+  e.timeout_s = f.timeout_s;
+  if (e.world_size > 1) {
+    for (const char* needed : {"RANK", "MASTER_ADDR"}) {
+      if (!env(needed)) {
+        throw ConfigError("WORLD_SIZE=" + std::to_string(e.world_size) +
+                          " but " + needed +
+                          " is not set: a rank started by a scheduler needs "
+                          "RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT "
+                          "(docs/distributed.md)");
+      }
+    }
+  }
+  e.master_addr = env("MASTER_ADDR").value_or("127.0.0.1");
+  const std::string why = bad_host(e.master_addr);
+  if (!why.empty()) {
+    throw ConfigError("MASTER_ADDR='" + e.master_addr + "' " + why);
+  }
+  // The ranges of RANK against WORLD_SIZE, also for a job of one.
+  e.validate();
+  return e;
 }
 
 }  // namespace
@@ -393,7 +483,13 @@ void add_dist_flags(CLI::App& cmd, DistFlags& f) {
       ->check(integer_in(0, 4095));
   cmd.add_option("--master-addr", f.master_addr,
                  "distributed: node 0's host name or address (default "
-                 "127.0.0.1 on one node)");
+                 "127.0.0.1 on one node)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            const std::string why = bad_host(text);
+            return why.empty() ? why : "'" + text + "' " + why;
+          },
+          "HOST"));
   cmd.add_option("--master-port", f.master_port,
                  "distributed: rank 0's rendezvous port (default: a free "
                  "port on one node, 29500 on many)")
@@ -422,16 +518,7 @@ void launch_or_join(const DistFlags& f, std::string& device) {
     if (launcher_flags) run_launcher(f);
   }
   if (!ours && !scheduled) return;
-  dist::Env e;
-  e.world_size = env_int("WORLD_SIZE", 1);
-  e.rank = env_int("RANK", 0);
-  e.local_rank = env_int("LOCAL_RANK", 0);
-  e.local_world_size = env_int("LOCAL_WORLD_SIZE", 1);
-  e.node_rank = env_int("GROUP_RANK", 0);
-  e.master_addr = env("MASTER_ADDR").value_or("127.0.0.1");
-  e.master_port = env_int("MASTER_PORT", 29500);
-  e.gloo_ifname = env("GLOO_SOCKET_IFNAME").value_or("");
-  e.timeout_s = f.timeout_s;
+  const dist::Env e = env_of_worker(f);
   if (!e.distributed()) return;
   torch::Device dev = torch::kCPU;
   const bool cuda = device.rfind("cuda", 0) == 0 ||

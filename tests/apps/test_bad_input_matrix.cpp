@@ -101,15 +101,23 @@ const Fixture& fixture() {
   return f;
 }
 
+/// `env` without torchrun's variables or our launcher's marker, so that a
+/// row's own variables (if any) are the only ones the command sees.
+std::string clean_env() {
+  return "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u LOCAL_WORLD_SIZE "
+         "-u GROUP_RANK -u MASTER_ADDR -u MASTER_PORT -u CXR_DIST_WORKER ";
+}
+
 struct Row {
   std::string args;  ///< after "cxr "
   int rc;
   std::string needle;  ///< must appear in the one line
 };
 
-void check(const Row& r) {
+/// `prefix` goes before the binary (an environment, a time limit).
+void check(const Row& r, const std::string& prefix = "") {
   std::string log;
-  const int rc = run_command(kBin + " " + r.args, &log);
+  const int rc = run_command(prefix + kBin + " " + r.args, &log);
   EXPECT_EQ(rc, r.rc) << r.args << "\n" << log;
   std::vector<std::string> lines;
   std::istringstream in(log);
@@ -207,6 +215,117 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
   };
   EXPECT_GE(rows.size(), 40u);
   for (const auto& r : rows) check(r);
+}
+
+// The launcher's flags (apps/cxr/launch.cpp), refused while parsing or
+// before any worker starts. Each run is bounded by timeout(1): a value that
+// slipped through to a rendezvous would wait, and exit 124 here, not hang.
+// Before the host check, --master-addr '' ran the job on 127.0.0.1 and
+// 'bad host name!' waited for the rendezvous until --dist-timeout.
+TEST(BadInputMatrix, LauncherFlagsWithBadValues) {
+  const Fixture& f = fixture();
+  ASSERT_EQ(f.train_rc, 0) << f.train_log;
+  const std::string train = "train " + q(f.data) + " --out " +
+                            q(f.dir / "launched") +
+                            " --size 16 --filters 4,8 --epochs 1 --quiet"
+                            " --no-cache --dist-timeout 5 ";
+  const std::string predict =
+      "predict " + q(f.run) + " " + q(f.data / "test") + " --dist-timeout 5 ";
+  const std::vector<Row> rows = {
+      {train + "--nnodes 0", 2, "--nnodes"},
+      {train + "--nnodes -1", 2, "--nnodes"},
+      {train + "--nnodes x", 2, "--nnodes"},
+      {train + "--nnodes 4097", 2, "--nnodes"},
+      {train + "--nnodes 2 --node-rank 2 --master-addr 127.0.0.1", 2,
+       "--node-rank 2"},
+      {train + "--node-rank 1", 2, "--node-rank 1"},
+      {train + "--node-rank -1", 2, "--node-rank"},
+      {train + "--nnodes 2 --node-rank 1", 2, "--master-addr"},
+      {train + "--nproc 2 --master-addr ''", 2, "--master-addr"},
+      {train + "--nproc 2 --master-addr 'bad host name!'", 2, "--master-addr"},
+      {train + "--nnodes 2 --master-addr 'node0;rm'", 2, "--master-addr"},
+      {train + "--master-port 0", 2, "--master-port"},
+      {train + "--master-port 70000", 2, "--master-port"},
+      {train + "--master-port -1", 2, "--master-port"},
+      {train + "--master-port http", 2, "--master-port"},
+      {train + "--nproc 0", 2, "--nproc"},
+      {train + "--nproc -2", 2, "--nproc"},
+      {train + "--nproc 257", 2, "--nproc"},
+      {train + "--nproc two", 2, "--nproc"},
+      {train + "--dist-timeout 0", 2, "--dist-timeout"},
+      {train + "--dist-timeout -5", 2, "--dist-timeout"},
+      {train + "--dist-timeout nan", 2, "--dist-timeout"},
+      {predict + "--nnodes 0", 2, "--nnodes"},
+      {predict + "--nproc 2 --master-addr ''", 2, "--master-addr"},
+      {"evaluate " + q(f.run) + " --master-port 70000", 2, "--master-port"},
+      {"tune " + q(f.data) + " --out " + q(f.dir / "t") + " --nproc 0", 2,
+       "--nproc"},
+  };
+  for (const auto& r : rows) check(r, "timeout 60 " + clean_env());
+}
+
+// --precision is checked while parsing in every command that runs a model.
+TEST(BadInputMatrix, PrecisionFooIsRefusedByEveryCommand) {
+  const Fixture& f = fixture();
+  ASSERT_EQ(f.train_rc, 0) << f.train_log;
+  const std::string out = " --out " + q(f.dir / "precision");
+  const std::vector<Row> rows = {
+      {"train " + q(f.data) + out + " --precision foo", 2, "--precision"},
+      {"predict " + q(f.run) + " " + q(f.data / "test") + " --precision foo", 2,
+       "--precision"},
+      {"evaluate " + q(f.run) + " --precision foo", 2, "--precision"},
+      {"study --data " + q(f.data) + out + " --precision foo", 2,
+       "--precision"},
+      {"train " + q(f.data) + out + " --precision", 2, "--precision"},
+      {"evaluate " + q(f.run) + " --precision FP32x", 2, "--precision"},
+  };
+  for (const auto& r : rows) check(r, "timeout 60 " + clean_env());
+}
+
+// A rank started by a scheduler (torchrun's environment) with a malformed
+// variable exits 2 at once with one line naming it, before it waits for a
+// rendezvous (timeout(1) turns a wait into exit 124). Before the checks in
+// launch.cpp, WORLD_SIZE=0 and WORLD_SIZE=1 RANK=1 trained as one process,
+// a missing MASTER_ADDR waited for 127.0.0.1 and MASTER_ADDR='bad host!'
+// failed with exit 5 after --dist-timeout.
+TEST(BadInputMatrix, SchedulerEnvironmentThatIsMalformed) {
+  const Fixture& f = fixture();
+  ASSERT_EQ(f.train_rc, 0) << f.train_log;
+  const std::string train = "train " + q(f.data) + " --out " +
+                            q(f.dir / "scheduled") +
+                            " --size 16 --filters 4,8 --epochs 1 --quiet"
+                            " --no-cache --dist-timeout 30";
+  const std::string ok = "MASTER_ADDR=127.0.0.1 MASTER_PORT=29999 ";
+  struct EnvRow {
+    std::string vars;
+    std::string needle;
+  };
+  const std::vector<EnvRow> rows = {
+      {"WORLD_SIZE=abc RANK=0 " + ok, "WORLD_SIZE=abc"},
+      {"WORLD_SIZE=0 RANK=0 " + ok, "WORLD_SIZE=0"},
+      {"WORLD_SIZE=-2 RANK=0 " + ok, "WORLD_SIZE=-2"},
+      {"WORLD_SIZE=2 RANK=-1 " + ok, "RANK=-1"},
+      {"WORLD_SIZE=2 RANK=2 " + ok, "RANK 2"},
+      {"WORLD_SIZE=1 RANK=1 " + ok, "RANK 1"},
+      {"WORLD_SIZE=2 RANK=x " + ok, "RANK=x"},
+      {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=x " + ok, "LOCAL_RANK=x"},
+      {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=-1 " + ok, "LOCAL_RANK=-1"},
+      {"WORLD_SIZE=2 RANK=1 LOCAL_WORLD_SIZE=0 " + ok, "LOCAL_WORLD_SIZE=0"},
+      {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=notaport",
+       "MASTER_PORT=notaport"},
+      {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=70000",
+       "MASTER_PORT=70000"},
+      {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=0",
+       "MASTER_PORT=0"},
+      {"WORLD_SIZE=2 RANK=1 MASTER_PORT=29999", "MASTER_ADDR"},
+      {"WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999", "RANK"},
+      {"WORLD_SIZE=2 RANK=1 MASTER_ADDR='bad host!' MASTER_PORT=29999",
+       "MASTER_ADDR='bad host!'"},
+  };
+  for (const auto& r : rows) {
+    check({train, 2, r.needle}, "timeout 60 " + clean_env() + r.vars + " ");
+  }
+  EXPECT_FALSE(fs::exists(f.dir / "scheduled"));
 }
 
 // cxr serve's numeric flags: out of range, negative or not a number, each
