@@ -1,28 +1,27 @@
+// Keras HDF5 weight files through libhdf5: reading (in a child process, see
+// keras_child.h) and writing. What the layers mean to a torch model is
+// keras_mapping.cpp.
 #include "cxr/models/keras_h5.h"
 
-#include <fcntl.h>
 #include <hdf5.h>
-#include <poll.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <csignal>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <set>
-#include <sstream>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
-#include "cxr/models/classifier.h"
+#include "keras_child.h"
 
 namespace cxr::models {
 
 namespace {
+
+using detail::kMaxDatasetValues;
+using detail::PipeWriter;
+using detail::RawWeight;
+using detail::Tag;
 
 // Keras' HDF5_OBJECT_HEADER_LIMIT: attributes larger than this are split.
 constexpr size_t kAttributeLimit = 64512;
@@ -56,24 +55,15 @@ class Handle {
   herr_t (*close_)(hid_t);
 };
 
-std::string shape_str(c10::IntArrayRef shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << "]";
-  return s.str();
-}
-
 bool attr_exists(hid_t obj, const std::string& name) {
   return H5Aexists(obj, name.c_str()) > 0;
 }
 
-// Bounds on what a (possibly hostile) header may make us allocate: far above
-// any model cxr builds (the largest ResNet50V2 weight holds 2.4 M values), far
-// below what would exhaust memory.
+// Bounds on what a (possibly hostile) header may make us allocate (with
+// kMaxDatasetValues): far above any Keras file, far below what would exhaust
+// memory.
 constexpr hssize_t kMaxStrings = 1 << 20;
 constexpr size_t kMaxStringBytes = size_t{64} << 20;
-constexpr int64_t kMaxDatasetValues = int64_t{1} << 26;
 
 // Reads a string (array) attribute, fixed- or variable-length. An empty
 // attribute of any type (h5py stores Keras' empty `weight_names` as a
@@ -148,14 +138,7 @@ bool read_chunked_strings(hid_t obj,
   return chunk > 0;
 }
 
-// A dataset read as float32, row-major. Torch-free: it runs in the reader
-// child process (see read_keras_h5), where only libhdf5 and plain C++ are
-// safe to call after fork.
-struct RawWeight {
-  std::vector<int64_t> shape;
-  std::vector<float> values;
-};
-
+// Reads one dataset as float32 (in the reader child: no torch).
 RawWeight read_dataset(hid_t group,
                        const std::string& name,
                        const std::string& where) {
@@ -192,87 +175,6 @@ RawWeight read_dataset(hid_t group,
     throw ModelError(where + ": cannot read data (file truncated?)");
   }
   return w;
-}
-
-// The last path component without Keras' ":0" suffix: "kernel" for
-// "block_1_expand/kernel:0".
-std::string base_name(const std::string& weight_name) {
-  std::string s = weight_name.substr(weight_name.rfind('/') + 1);
-  return s.substr(0, s.rfind(':'));
-}
-
-std::vector<std::string> expected_names(KerasKind kind, bool bias) {
-  switch (kind) {
-    case KerasKind::kConv2D:
-    case KerasKind::kDense:
-      return bias ? std::vector<std::string>{"kernel", "bias"}
-                  : std::vector<std::string>{"kernel"};
-    case KerasKind::kDepthwiseConv2D:
-      return bias ? std::vector<std::string>{"depthwise_kernel", "bias"}
-                  : std::vector<std::string>{"depthwise_kernel"};
-    case KerasKind::kBatchNorm:
-      return {"gamma", "beta", "moving_mean", "moving_variance"};
-  }
-  return {};
-}
-
-// The torch tensors of a module in Keras weight order.
-std::vector<torch::Tensor> torch_tensors(const KerasLayerRef& ref) {
-  auto* m = ref.module.get();
-  if (ref.kind == KerasKind::kBatchNorm) {
-    auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m);
-    TORCH_CHECK(bn, "Keras layer ", ref.name, " is not a BatchNorm2d");
-    return {bn->weight, bn->bias, bn->running_mean, bn->running_var};
-  }
-  torch::Tensor w, b;
-  if (ref.kind == KerasKind::kDense) {
-    auto* fc = dynamic_cast<torch::nn::LinearImpl*>(m);
-    TORCH_CHECK(fc, "Keras layer ", ref.name, " is not a Linear");
-    w = fc->weight;
-    b = fc->bias;
-  } else {
-    auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(m);
-    TORCH_CHECK(conv, "Keras layer ", ref.name, " is not a Conv2d");
-    w = conv->weight;
-    b = conv->bias;
-  }
-  if (b.defined()) return {w, b};
-  return {w};
-}
-
-// Keras layout <-> torch layout of the first (kernel) tensor.
-torch::Tensor kernel_to_keras(KerasKind kind, const torch::Tensor& w) {
-  switch (kind) {
-    case KerasKind::kConv2D:  // [out,in,kh,kw] -> [kh,kw,in,out]
-      return w.permute({2, 3, 1, 0});
-    case KerasKind::kDepthwiseConv2D:  // [C,1,kh,kw] -> [kh,kw,C,1]
-      return w.permute({2, 3, 0, 1});
-    case KerasKind::kDense:  // [out,in] -> [in,out]
-      return w.t();
-    case KerasKind::kBatchNorm:
-      return w;
-  }
-  return w;
-}
-
-torch::Tensor kernel_from_keras(KerasKind kind, const torch::Tensor& k) {
-  switch (kind) {
-    case KerasKind::kConv2D:
-      return k.permute({3, 2, 0, 1});
-    case KerasKind::kDepthwiseConv2D:
-      return k.permute({2, 3, 0, 1});
-    case KerasKind::kDense:
-      return k.t();
-    case KerasKind::kBatchNorm:
-      return k;
-  }
-  return k;
-}
-
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
 }
 
 // Writes a string list attribute: fixed-length NUL-padded (numpy "S") or
@@ -396,54 +298,6 @@ WeightsRoot open_weights(const std::string& path, const std::string& where) {
   return w;
 }
 
-}  // namespace
-
-namespace {
-
-// What the reader child sends its parent over a pipe: records of a tag byte
-// and fields (u32 lengths and counts, u64 dimensions, float32 values, all
-// native byte order: both ends are the same binary on the same machine).
-//   'N' name            a layer name (read_keras_layer_names)
-//   'L' name            a layer with weights starts (read_keras_h5)
-//   'W' name rank dims values   one weight of that layer
-//   'E' message         the reader's ModelError (a message naming the file)
-//   'X' message         another exception
-//   'D'                 done: everything was sent
-enum class Tag : char {
-  kName = 'N',
-  kLayer = 'L',
-  kWeight = 'W',
-  kError = 'E',
-  kOther = 'X',
-  kDone = 'D',
-};
-
-// The child's output: write(2) only, retried on EINTR. A failed write means
-// the parent is gone (or killed the child); the child just ends.
-class PipeWriter {
- public:
-  explicit PipeWriter(int fd) : fd_(fd) {}
-  void bytes(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) ::_exit(3);
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-  void tag(Tag t) { bytes(&t, 1); }
-  void u32(uint32_t v) { bytes(&v, 4); }
-  void text(const std::string& s) {
-    u32(static_cast<uint32_t>(s.size()));
-    bytes(s.data(), s.size());
-  }
-
- private:
-  int fd_;
-};
-
 // The reading itself (libhdf5), streamed as records: a weight is sent as
 // soon as it is read, so the child holds one dataset at a time.
 void stream_layer_names(const std::string& path, PipeWriter& out) {
@@ -474,304 +328,40 @@ void stream_weights(const std::string& path, PipeWriter& out) {
     out.tag(Tag::kLayer);
     out.text(layer);
     for (const auto& name : weight_names) {
-      const RawWeight r =
-          read_dataset(group.get(), name, at + ", dataset '" + name + "'");
-      out.tag(Tag::kWeight);
-      out.text(name);
-      out.u32(static_cast<uint32_t>(r.shape.size()));
-      for (int64_t d : r.shape) {
-        const uint64_t v = static_cast<uint64_t>(d);
-        out.bytes(&v, 8);
-      }
-      out.bytes(r.values.data(), r.values.size() * sizeof(float));
+      out.weight(name, read_dataset(group.get(), name,
+                                    at + ", dataset '" + name + "'"));
     }
   }
-}
-
-}  // namespace
-}  // namespace cxr::models
-
-// A sanitizer's death callback (libFuzzer's writes the input as a crash of
-// its own) must not run in the reader child: a crash there is contained and
-// reported by the parent. Weak: absent outside sanitizer builds.
-extern "C" void __sanitizer_set_death_callback(void (*)(void))
-    __attribute__((weak));
-
-namespace cxr::models {
-namespace {
-
-// The parent's view of the child's records: every length checked against
-// what is left.
-class RecordReader {
- public:
-  explicit RecordReader(const std::string& data) : data_(data) {}
-  bool done() const { return pos_ >= data_.size(); }
-  bool tag(Tag* t) {
-    if (pos_ + 1 > data_.size()) return false;
-    *t = static_cast<Tag>(data_[pos_++]);
-    return true;
-  }
-  bool u32(uint32_t* v) { return bytes(v, 4); }
-  bool u64(uint64_t* v) { return bytes(v, 8); }
-  bool text(std::string* s) {
-    uint32_t n = 0;
-    if (!u32(&n) || n > data_.size() - pos_) return false;
-    s->assign(data_, pos_, n);
-    pos_ += n;
-    return true;
-  }
-  bool bytes(void* out, size_t n) {
-    if (n > data_.size() - pos_) return false;
-    std::memcpy(out, data_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  size_t left() const { return data_.size() - pos_; }
-
- private:
-  const std::string& data_;
-  size_t pos_ = 0;
-};
-
-struct ChildResult {
-  std::string data;  // the records
-  bool timed_out = false;
-  bool too_large = false;
-  int status = 0;  // waitpid's, when reaped
-  bool reaped = false;
-};
-
-// Runs `stream(path, out)` in a forked child and collects its records:
-// libhdf5 1.10 crashes, overflows its heap and loops on some corrupt files
-// (docs/reliability.md), so it never runs in cxr's own process. The child
-// calls only libhdf5 and plain C++ (no torch: OpenMP and torch's thread
-// pools do not survive fork), then _exit (no atexit handlers, no flushing of
-// the parent's stdio buffers).
-ChildResult run_reader_child(const std::string& path,
-                             void (*stream)(const std::string&, PipeWriter&),
-                             double timeout_s,
-                             uint64_t max_bytes) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    throw ModelError("weights file '" + path +
-                     "': cannot start the HDF5 reader process (pipe: " +
-                     std::strerror(errno) + "); try again");
-  }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    const int err = errno;
-    ::close(fds[0]);
-    ::close(fds[1]);
-    throw ModelError("weights file '" + path +
-                     "': cannot start the HDF5 reader process (fork: " +
-                     std::strerror(err) + "); try again");
-  }
-  if (pid == 0) {
-    // The child. Signals the parent handles (Ctrl-C, a fuzzer's crash
-    // handlers) take their default action here: the child just dies.
-    for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE,
-                    SIGALRM, SIGUSR1, SIGUSR2, SIGXFSZ, SIGPIPE}) {
-      ::signal(sig, SIG_DFL);
-    }
-    if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
-    ::close(fds[0]);
-    PipeWriter out(fds[1]);
-    try {
-      stream(path, out);
-      out.tag(Tag::kDone);
-    } catch (const Error& e) {
-      out.tag(Tag::kError);
-      out.text(e.what());
-    } catch (const std::exception& e) {
-      out.tag(Tag::kOther);
-      out.text(e.what());
-    }
-    ::close(fds[1]);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  ChildResult r;
-  using Clock = std::chrono::steady_clock;
-  const auto deadline =
-      Clock::now() + std::chrono::milliseconds(
-                         static_cast<int64_t>(std::max(0.0, timeout_s) * 1e3));
-  char buf[1 << 16];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - Clock::now())
-                          .count();
-    if (left <= 0) {
-      r.timed_out = true;
-      break;
-    }
-    pollfd p{fds[0], POLLIN, 0};
-    const int ready =
-        ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1 << 30)));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) continue;  // the deadline is checked above
-    const ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // end of the child's output (or a broken pipe)
-    if (r.data.size() + static_cast<uint64_t>(n) > max_bytes) {
-      r.too_large = true;
-      break;
-    }
-    r.data.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fds[0]);
-  if (r.timed_out || r.too_large) ::kill(pid, SIGKILL);
-  // After its output ends the child only closes and exits; give it the
-  // rest of the deadline (at least a second), then kill it.
-  const auto reap_by =
-      std::max(deadline, Clock::now() + std::chrono::seconds(1));
-  for (;;) {
-    const pid_t w = ::waitpid(pid, &r.status, WNOHANG);
-    if (w == pid) {
-      r.reaped = true;
-      break;
-    }
-    if (w < 0 && errno != EINTR) break;  // ECHILD: SIGCHLD ignored
-    if (Clock::now() > reap_by) {
-      ::kill(pid, SIGKILL);
-      r.timed_out = true;
-      while (::waitpid(pid, &r.status, 0) < 0 && errno == EINTR) {
-      }
-      r.reaped = true;
-      break;
-    }
-    ::usleep(1000);
-  }
-  return r;
-}
-
-// The bytes a reader child may send: the weights of a Keras file are its
-// float32 datasets, so a multiple of the file's size covers every real file
-// (float16 or integer datasets are widened to float32); a file that claims
-// more (e.g. datasets of unwritten fill values) is refused at this bound.
-uint64_t max_reader_bytes(const std::string& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  const uint64_t file = ec ? 0 : static_cast<uint64_t>(size);
-  return (uint64_t(64) << 20) + std::min<uint64_t>(file, uint64_t(1) << 40) * 8;
-}
-
-// The records of a finished child, or the ModelError that says why there
-// are none: a crash, a timeout, too much data, or the reader's own error.
-RecordReader checked_records(const std::string& path,
-                             const ChildResult& r,
-                             double timeout_s,
-                             uint64_t max_bytes) {
-  const std::string where = "weights file '" + path + "'";
-  const std::string fix =
-      "check that it is a Keras .h5 weights file, or download it again";
-  if (r.timed_out) {
-    throw ModelError(where +
-                     ": not a readable Keras HDF5 weights file (the HDF5 "
-                     "reader took longer than " +
-                     std::to_string(static_cast<int>(timeout_s)) + " s); " +
-                     fix);
-  }
-  if (r.too_large) {
-    throw ModelError(where +
-                     ": not a readable Keras HDF5 weights file (it holds "
-                     "more than " +
-                     std::to_string(max_bytes >> 20) + " MiB of weights); " +
-                     fix);
-  }
-  // The reader's own answer (a ModelError naming the layer or dataset) when
-  // it got that far and exited normally.
-  RecordReader rec(r.data);
-  const bool exited =
-      r.reaped && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0;
-  if (!exited || r.data.empty()) {
-    std::string how = "the HDF5 reader crashed on it";
-    if (r.reaped && WIFSIGNALED(r.status)) {
-      how += " (signal " + std::to_string(WTERMSIG(r.status)) + ")";
-    } else if (r.reaped && WIFEXITED(r.status)) {
-      how += " (exit status " + std::to_string(WEXITSTATUS(r.status)) + ")";
-    }
-    throw ModelError(where + ": not a readable Keras HDF5 weights file (" +
-                     how + "); " + fix);
-  }
-  return rec;
-}
-
-[[noreturn]] void malformed(const std::string& path) {
-  throw ModelError("weights file '" + path +
-                   "': not a readable Keras HDF5 weights file (the HDF5 "
-                   "reader process sent malformed data); check that it is a "
-                   "Keras .h5 weights file, or download it again");
-}
-
-// An 'E' or 'X' record ends the stream with the reader's error.
-[[noreturn]] void reader_error(const std::string& path,
-                               Tag t,
-                               RecordReader& rec) {
-  std::string message;
-  if (!rec.text(&message)) malformed(path);
-  if (t == Tag::kError) throw ModelError(message);
-  throw ModelError("weights file '" + path + "': " + message);
 }
 
 }  // namespace
 
 std::vector<std::string> read_keras_layer_names(const std::string& path,
                                                 double timeout_s) {
-  const uint64_t cap = max_reader_bytes(path);
-  const ChildResult r =
-      run_reader_child(path, stream_layer_names, timeout_s, cap);
-  RecordReader rec = checked_records(path, r, timeout_s, cap);
+  detail::Records rec =
+      detail::read_in_child(path, stream_layer_names, timeout_s);
   std::vector<std::string> names;
-  for (;;) {
-    Tag t;
-    if (!rec.tag(&t)) malformed(path);
-    if (t == Tag::kDone && rec.done()) return names;
-    if (t == Tag::kError || t == Tag::kOther) reader_error(path, t, rec);
-    std::string name;
-    if (t != Tag::kName || !rec.text(&name)) malformed(path);
-    names.push_back(std::move(name));
+  for (Tag t; rec.next(&t);) {
+    if (t != Tag::kName) rec.malformed();
+    names.push_back(rec.text());
   }
+  return names;
 }
 
 std::vector<KerasLayerWeights> read_keras_h5(const std::string& path,
                                              double timeout_s) {
-  const uint64_t cap = max_reader_bytes(path);
-  const ChildResult r = run_reader_child(path, stream_weights, timeout_s, cap);
-  RecordReader rec = checked_records(path, r, timeout_s, cap);
+  detail::Records rec = detail::read_in_child(path, stream_weights, timeout_s);
   std::vector<KerasLayerWeights> layers;
-  for (;;) {
-    Tag t;
-    if (!rec.tag(&t)) malformed(path);
-    if (t == Tag::kDone && rec.done()) return layers;
-    if (t == Tag::kError || t == Tag::kOther) reader_error(path, t, rec);
-    std::string name;
+  for (Tag t; rec.next(&t);) {
     if (t == Tag::kLayer) {
-      if (!rec.text(&name)) malformed(path);
-      layers.push_back({name, {}});
-      continue;
+      layers.push_back({rec.text(), {}});
+    } else if (t == Tag::kWeight && !layers.empty()) {
+      layers.back().weights.push_back(rec.weight());
+    } else {
+      rec.malformed();
     }
-    uint32_t rank = 0;
-    if (t != Tag::kWeight || layers.empty() || !rec.text(&name) ||
-        !rec.u32(&rank) || rank > 8) {
-      malformed(path);
-    }
-    std::vector<int64_t> shape;
-    uint64_t values = 1;
-    for (uint32_t i = 0; i < rank; ++i) {
-      uint64_t d = 0;
-      if (!rec.u64(&d) || d > uint64_t(kMaxDatasetValues) ||
-          (d > 0 && values > uint64_t(kMaxDatasetValues) / d)) {
-        malformed(path);
-      }
-      values *= d;
-      shape.push_back(static_cast<int64_t>(d));
-    }
-    // The values must be in what was received: no allocation beyond it.
-    if (values * sizeof(float) > rec.left()) malformed(path);
-    torch::Tensor v = torch::empty(shape, torch::kFloat32);
-    rec.bytes(v.data_ptr<float>(), values * sizeof(float));
-    layers.back().weights.push_back({name, v});
   }
+  return layers;
 }
 
 void write_keras_h5(const std::string& path,
@@ -833,118 +423,6 @@ void write_keras_h5(const std::string& path,
     }
     if (H5Fflush(file.get(), H5F_SCOPE_GLOBAL) < 0) fail("HDF5 flush failed");
   });
-}
-
-std::vector<KerasLayerWeights> to_keras_weights(
-    const std::vector<KerasLayerRef>& refs) {
-  std::vector<KerasLayerWeights> out;
-  for (const auto& ref : refs) {
-    auto tensors = torch_tensors(ref);
-    auto names = expected_names(ref.kind, tensors.size() == 2);
-    KerasLayerWeights lw{ref.name, {}};
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      torch::Tensor v = tensors[i].detach();
-      if (i == 0) v = kernel_to_keras(ref.kind, v);
-      lw.weights.push_back({ref.name + "/" + names[i] + ":0",
-                            v.to(torch::kCPU, torch::kFloat32).contiguous()});
-    }
-    out.push_back(std::move(lw));
-  }
-  return out;
-}
-
-void assign_keras_weights(const std::vector<KerasLayerRef>& refs,
-                          const std::vector<KerasLayerWeights>& file_layers,
-                          const std::string& file,
-                          const std::vector<std::string>& ignored) {
-  const std::string where = "weights file '" + file + "'";
-  std::map<std::string, const KerasLayerWeights*> by_name;
-  for (const auto& l : file_layers) {
-    if (!by_name.emplace(l.layer, &l).second) {
-      throw ModelError(where + ": layer '" + l.layer + "' appears twice");
-    }
-  }
-  std::set<std::string> wanted;
-  for (const auto& r : refs) wanted.insert(r.name);
-  const std::set<std::string> skip(ignored.begin(), ignored.end());
-
-  size_t overlap = 0;
-  for (const auto& l : file_layers) overlap += wanted.count(l.layer);
-  if (overlap == 0 && !refs.empty()) {
-    throw ModelError(where + ": none of its " +
-                     std::to_string(file_layers.size()) + " weighted layers" +
-                     (file_layers.empty()
-                          ? ""
-                          : " (first: '" + file_layers[0].layer + "')") +
-                     " is a layer of this model (first: '" + refs[0].name +
-                     "'); it holds weights for a different architecture");
-  }
-  for (const auto& l : file_layers) {
-    if (!wanted.count(l.layer) && !skip.count(l.layer)) {
-      throw ModelError(where + ": layer '" + l.layer +
-                       "' has no counterpart in the model (weights for a "
-                       "different architecture or variant?)");
-    }
-  }
-
-  // Validate everything before copying anything.
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-  for (const auto& ref : refs) {
-    auto it = by_name.find(ref.name);
-    if (it == by_name.end()) {
-      throw ModelError(where + ": layer '" + ref.name +
-                       "' is missing (the file has " +
-                       std::to_string(file_layers.size()) +
-                       " weighted layers, the model needs " +
-                       std::to_string(refs.size()) + ")");
-    }
-    const KerasLayerWeights& lw = *it->second;
-    auto tensors = torch_tensors(ref);
-    auto names = expected_names(ref.kind, tensors.size() == 2);
-    std::vector<std::string> got;
-    for (const auto& w : lw.weights) got.push_back(base_name(w.name));
-    if (got != names) {
-      throw ModelError(where + ": layer '" + ref.name + "' has weights [" +
-                       join(got) + "] but the model expects [" + join(names) +
-                       "]");
-    }
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const torch::Tensor& value = lw.weights[i].value;
-      const torch::Tensor keras_shape =
-          i == 0 ? kernel_to_keras(ref.kind, tensors[i]) : tensors[i];
-      if (value.sizes() != keras_shape.sizes()) {
-        throw ModelError(where + ": layer '" + ref.name + "' weight '" +
-                         lw.weights[i].name + "' has shape " +
-                         shape_str(value.sizes()) + " but the model needs " +
-                         shape_str(keras_shape.sizes()) + " (Keras layout)");
-      }
-      copies.emplace_back(tensors[i],
-                          i == 0 ? kernel_from_keras(ref.kind, value) : value);
-    }
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [dst, src] : copies) dst.copy_(src);
-}
-
-void load_keras_h5(const std::vector<KerasLayerRef>& refs,
-                   const std::string& path,
-                   const std::vector<std::string>& ignored) {
-  assign_keras_weights(refs, read_keras_h5(path), path, ignored);
-}
-
-int64_t count_keras_parameters(torch::nn::Module& module) {
-  int64_t n = count_parameters(module);
-  for (const auto& b : module.named_buffers()) {
-    const std::string& key = b.key();
-    auto ends_with = [&](const std::string& s) {
-      return key.size() >= s.size() &&
-             key.compare(key.size() - s.size(), s.size(), s) == 0;
-    };
-    if (ends_with("running_mean") || ends_with("running_var")) {
-      n += b.value().numel();
-    }
-  }
-  return n;
 }
 
 }  // namespace cxr::models
