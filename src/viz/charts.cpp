@@ -1,6 +1,5 @@
-// Line charts (curves, ROC, histograms as steps) with axes, ticks, grid
-// and legend.
-#include <cairo-svg.h>
+// Line charts (curves, ROC, histograms as steps): the layout of one chart
+// and its axes, ticks, grid, series and titles (charts.h).
 #include <cairo.h>
 
 #include <algorithm>
@@ -9,17 +8,12 @@
 #include <limits>
 
 #include "canvas.h"
+#include "charts.h"
 #include "cxr/common/error.h"
 #include "cxr/viz/plot.h"
 
-namespace cxr::viz {
+namespace cxr::viz::detail {
 namespace {
-
-using namespace detail;
-
-struct Pt {
-  double x, y;
-};
 
 // The drawable pieces of a series: runs of finite points (a NaN breaks the
 // line), with the corners of a step function inserted.
@@ -39,187 +33,7 @@ std::vector<std::vector<Pt>> polylines(const Series& s) {
   return out;
 }
 
-// Points every few pixels along a pixel-space polyline; used to find the
-// legend position that hides the least of the data.
-void sample_polyline(const std::vector<Pt>& line, std::vector<Pt>* out) {
-  if (line.size() == 1) out->push_back(line[0]);
-  for (size_t i = 1; i < line.size(); ++i) {
-    const double dx = line[i].x - line[i - 1].x;
-    const double dy = line[i].y - line[i - 1].y;
-    const int n = std::min(
-        2000, 1 + static_cast<int>(std::sqrt(dx * dx + dy * dy) / 3.0));
-    for (int k = 0; k <= n; ++k) {
-      const double t = static_cast<double>(k) / n;
-      out->push_back({line[i - 1].x + t * dx, line[i - 1].y + t * dy});
-    }
-  }
-}
-
-void rounded_rect(
-    cairo_t* cr, double x, double y, double w, double h, double r) {
-  cairo_new_sub_path(cr);
-  cairo_arc(cr, x + w - r, y + r, r, -kPi / 2, 0);
-  cairo_arc(cr, x + w - r, y + h - r, r, 0, kPi / 2);
-  cairo_arc(cr, x + r, y + h - r, r, kPi / 2, kPi);
-  cairo_arc(cr, x + r, y + r, r, kPi, 3 * kPi / 2);
-  cairo_close_path(cr);
-}
-
-constexpr double kChartPad = 14, kTickFont = 11, kLabelFont = 12.5;
-
-constexpr double kLegendFont = 11.5, kLegendPad = 8, kLegendRow = 18,
-                 kSwatch = 26, kSwatchGap = 7, kLegendMargin = 8;
-
-// One line of the legend: the series it belongs to (a wrapped name gives
-// several lines; only the first has the line sample).
-struct LegendLine {
-  size_t series = 0;
-  std::string text;
-  bool first = true;
-};
-
-struct LegendLayout {
-  std::vector<LegendLine> lines;
-  double text_w = 0;
-  double box_w() const {
-    return kLegendPad + kSwatch + kSwatchGap + text_w + kLegendPad;
-  }
-  double box_h() const {
-    return lines.empty() ? 0 : 2 * kLegendPad + lines.size() * kLegendRow - 6;
-  }
-};
-
-// `s` cut at spaces into lines no wider than `max_width`; a single word
-// wider than that is shortened with an ellipsis.
-std::vector<std::string> wrap_text(cairo_t* cr,
-                                   const std::string& s,
-                                   double max_width) {
-  std::vector<std::string> lines;
-  std::string cur;
-  size_t i = 0;
-  while (i < s.size()) {
-    const size_t sp = s.find(' ', i);
-    const std::string word =
-        s.substr(i, sp == std::string::npos ? std::string::npos : sp - i);
-    i = sp == std::string::npos ? s.size() : sp + 1;
-    if (word.empty()) continue;
-    const std::string joined = cur.empty() ? word : cur + " " + word;
-    if (text_width(cr, joined) <= max_width || cur.empty()) {
-      cur = joined;
-    } else {
-      lines.push_back(fit_text(cr, cur, max_width));
-      cur = word;
-    }
-  }
-  if (!cur.empty() || lines.empty())
-    lines.push_back(fit_text(cr, cur, max_width));
-  return lines;
-}
-
-// The legend's lines: names shortened (inside the plot) or wrapped (below
-// it) to `max_text` px.
-LegendLayout legend_layout(cairo_t* cr,
-                           const LineChart& chart,
-                           double max_text) {
-  LegendLayout l;
-  set_font(cr, kLegendFont);
-  max_text = std::max(40.0, max_text);
-  for (size_t i = 0; i < chart.series.size(); ++i) {
-    const std::string& name = chart.series[i].name;
-    if (name.empty()) continue;
-    const std::vector<std::string> parts =
-        chart.legend == LineChart::Legend::kBelow
-            ? wrap_text(cr, name, max_text)
-            : std::vector<std::string>{fit_text(cr, name, max_text)};
-    for (size_t k = 0; k < parts.size(); ++k) {
-      l.lines.push_back({i, parts[k], k == 0});
-      l.text_w = std::max(l.text_w, text_width(cr, parts[k]));
-    }
-  }
-  return l;
-}
-
-// Room for the text of a legend below the plot: the chart's width.
-double below_text_width(const LineChart& chart) {
-  return chart.width - 2 * kChartPad - 2 * kLegendPad - kSwatch - kSwatchGap;
-}
-
-// Room for the text of a legend inside the plot (left..right).
-double inside_text_width(double left, double right) {
-  return right - left - 2 * kLegendMargin - 2 * kLegendPad - kSwatch -
-         kSwatchGap;
-}
-
-void draw_legend_box(cairo_t* cr,
-                     const LineChart& chart,
-                     const LegendLayout& l,
-                     Pt at) {
-  rounded_rect(cr, crisp(at.x), crisp(at.y), std::round(l.box_w()),
-               std::round(l.box_h()), 4);
-  cairo_set_source_rgba(cr, 1, 1, 1, 0.88);
-  cairo_fill_preserve(cr);
-  set_color(cr, {0.8, 0.8, 0.8});
-  cairo_set_line_width(cr, 1);
-  cairo_stroke(cr);
-  set_font(cr, kLegendFont);
-  for (size_t k = 0; k < l.lines.size(); ++k) {
-    const LegendLine& line = l.lines[k];
-    const Series& s = chart.series[line.series];
-    const double cy = at.y + kLegendPad + kLegendRow * k + 6;
-    if (line.first) {
-      set_color(cr, kPalette[line.series % std::size(kPalette)]);
-      cairo_set_line_width(cr, 2.2);
-      if (s.dashed) {
-        const double dash[] = {6, 3};
-        cairo_set_dash(cr, dash, 2, 0);
-      }
-      cairo_move_to(cr, at.x + kLegendPad, cy);
-      cairo_line_to(cr, at.x + kLegendPad + kSwatch, cy);
-      cairo_stroke(cr);
-      cairo_set_dash(cr, nullptr, 0, 0);
-    }
-    set_color(cr, kText);
-    draw_text(cr, line.text, at.x + kLegendPad + kSwatch + kSwatchGap, cy,
-              Align::kStart, Align::kCenter);
-  }
-}
-
-// A legend inside the plot area, in matplotlib's "best" corner: fewest
-// covered data samples, corners in the order upper right, upper left,
-// lower left, lower right.
-void draw_legend_inside(cairo_t* cr,
-                        const LineChart& chart,
-                        const std::vector<std::vector<Pt>>& pixel_lines,
-                        double left,
-                        double top,
-                        double right,
-                        double bottom) {
-  const LegendLayout l =
-      legend_layout(cr, chart, inside_text_width(left, right));
-  if (l.lines.empty()) return;
-  const double box_w = l.box_w(), box_h = l.box_h(), margin = kLegendMargin;
-  const std::array<Pt, 4> corners = {
-      {{right - margin - box_w, top + margin},
-       {left + margin, top + margin},
-       {left + margin, bottom - margin - box_h},
-       {right - margin - box_w, bottom - margin - box_h}}};
-  std::vector<Pt> samples;
-  for (const auto& line : pixel_lines) sample_polyline(line, &samples);
-  Pt best = corners[0];
-  size_t best_hits = std::numeric_limits<size_t>::max();
-  for (const Pt& c : corners) {
-    size_t hits = 0;
-    for (const Pt& p : samples) {
-      hits += p.x >= c.x - 3 && p.x <= c.x + box_w + 3 && p.y >= c.y - 3 &&
-              p.y <= c.y + box_h + 3;
-    }
-    if (hits < best_hits) {
-      best_hits = hits;
-      best = c;
-    }
-  }
-  draw_legend_box(cr, chart, l, best);
-}
+constexpr double kTickFont = 11, kLabelFont = 12.5;
 
 // ---- line chart, step by step
 
@@ -253,8 +67,7 @@ DataRange data_range(const LineChart& chart, const std::string& what) {
 }
 
 // The plot area (frame) of a chart in figure pixels and its two axes.
-struct PlotArea {
-  double left = 0, top = 0, right = 0, bottom = 0;
+struct PlotArea : Frame {
   Axis xa, ya;
   // Where the axis limits land: explicit limits map to a few pixels inside
   // the frame, so curves along them (ROC curves at 0 and 1) are not hidden
@@ -489,8 +302,14 @@ void draw_titles(cairo_t* cr,
   }
 }
 
-// How a chart is named in errors; throws ConfigError for a size outside
-// 160..8000 px.
+// A legend below the plot (empty for one inside it).
+LegendLayout below_legend(cairo_t* cr, const LineChart& chart) {
+  if (chart.legend != LineChart::Legend::kBelow) return {};
+  return legend_layout(cr, chart, below_text_width(chart));
+}
+
+}  // namespace
+
 std::string checked_name(const LineChart& chart, const std::string& path) {
   const std::string what =
       "line chart '" + (chart.title.empty() ? path : chart.title) + "'";
@@ -503,13 +322,6 @@ std::string checked_name(const LineChart& chart, const std::string& path) {
   return what;
 }
 
-// A legend below the plot (empty for one inside it).
-LegendLayout below_legend(cairo_t* cr, const LineChart& chart) {
-  if (chart.legend != LineChart::Legend::kBelow) return {};
-  return legend_layout(cr, chart, below_text_width(chart));
-}
-
-// Draws `chart` into the box (ox, oy, chart.width, chart.height).
 void draw_line_chart(cairo_t* cr,
                      const LineChart& chart,
                      double ox,
@@ -539,73 +351,15 @@ void draw_line_chart(cairo_t* cr,
                        oy + chart.height - kChartPad / 2 - below.box_h()});
     }
   } else {
-    draw_legend_inside(cr, chart, pixel_lines, a.left, a.top, a.right,
-                       a.bottom);
+    draw_legend_inside(cr, chart, pixel_lines, a);
   }
 }
 
-cairo_status_t append_to_string(void* closure,
-                                const unsigned char* data,
-                                unsigned int length) {
-  static_cast<std::string*>(closure)->append(
-      reinterpret_cast<const char*>(data), length);
-  return CAIRO_STATUS_SUCCESS;
-}
+}  // namespace cxr::viz::detail
 
-}  // namespace
+namespace cxr::viz {
 
-void save_line_chart(const LineChart& chart, const std::string& png_path) {
-  save_line_charts({chart}, png_path);
-}
-
-void save_line_charts(const std::vector<LineChart>& charts,
-                      const std::string& png_path) {
-  if (charts.empty()) {
-    throw ConfigError("figure '" + png_path + "': no charts to draw");
-  }
-  int width = 0, height = 0;
-  for (const LineChart& c : charts) {
-    width += std::max(c.width, 0);
-    height = std::max(height, c.height);
-  }
-  Surface surface = new_surface(width, height, png_path);
-  Context cr = new_context(surface.get());
-  double x = 0;
-  for (const LineChart& c : charts) {
-    draw_line_chart(cr.get(), c, x, 0, png_path);
-    x += c.width;
-  }
-  write_png_atomic(cr.get(), surface.get(), png_path);
-}
-
-std::string line_chart_svg(const LineChart& chart) {
-  const std::string what = checked_name(chart, "(svg)");
-  std::string out;
-  Surface surface(cairo_svg_surface_create_for_stream(
-      append_to_string, &out, chart.width, chart.height));
-  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
-    throw IoError(what + ": cannot make an SVG surface: " +
-                  cairo_status_to_string(cairo_surface_status(surface.get())));
-  }
-#if CAIRO_VERSION >= CAIRO_VERSION_ENCODE(1, 15, 10)
-  // Without it cairo writes pt, and browsers draw the chart a third larger.
-  cairo_svg_surface_set_document_unit(surface.get(), CAIRO_SVG_UNIT_PX);
-#endif
-  {
-    Context cr = new_context(surface.get());
-    draw_line_chart(cr.get(), chart, 0, 0, "(svg)");
-    if (cairo_status(cr.get()) != CAIRO_STATUS_SUCCESS) {
-      throw IoError(what + ": cannot draw: " +
-                    cairo_status_to_string(cairo_status(cr.get())));
-    }
-  }
-  cairo_surface_finish(surface.get());
-  if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
-    throw IoError(what + ": cannot write the SVG: " +
-                  cairo_status_to_string(cairo_surface_status(surface.get())));
-  }
-  return out;
-}
+using namespace detail;
 
 std::vector<std::string> legend_lines(const LineChart& chart) {
   const std::string what = checked_name(chart, "(legend)");
