@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "cxr/data/image_io.h"
 
@@ -28,6 +29,22 @@ void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   std::ofstream out(p, std::ios::binary);
   out << bytes;
+}
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int count_of(const std::string& text, const std::string& part) {
+  int n = 0;
+  for (size_t p = text.find(part); p != std::string::npos;
+       p = text.find(part, p + 1)) {
+    ++n;
+  }
+  return n;
 }
 
 int run_command(const std::string& cmd, std::string* out) {

@@ -39,6 +39,12 @@ class SeededTest : public ::testing::Test {
 /// Writes bytes to a file (creating parent folders).
 void write_bytes(const std::filesystem::path& p, const std::string& bytes);
 
+/// The whole file as bytes ("" when it cannot be read).
+std::string read_text(const std::filesystem::path& p);
+
+/// How often `part` occurs in `text` (overlapping occurrences count).
+int count_of(const std::string& text, const std::string& part);
+
 /// Runs a shell command, returns its exit status; output goes to `out`.
 int run_command(const std::string& cmd, std::string* out = nullptr);
 

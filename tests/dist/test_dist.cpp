@@ -5,128 +5,43 @@
 // killed rank ends the job with one error line, a busy port or a missing
 // master is named. Every wait is bounded (--dist-timeout, deadlines here);
 // ports are found free by binding port 0, never fixed.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "cxr/dist/dist.h"
 #include "cxr/infer/run_config.h"
-#include "test_util.h"
+#include "dist_test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cxr::testing::count_of;
+using cxr::testing::free_port;
+using cxr::testing::read_text;
+using cxr::testing::spawn;
 using cxr::testing::TempDir;
-
-/// A TCP port that nobody listens on now.
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  EXPECT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  ::close(s);
-  return ntohs(a.sin_port);
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-int count_of(const std::string& text, const std::string& part) {
-  int n = 0;
-  for (size_t p = text.find(part); p != std::string::npos;
-       p = text.find(part, p + 1)) {
-    ++n;
-  }
-  return n;
-}
-
-/// Starts `cmd` (through sh's exec, so the pid is the command's own).
-pid_t spawn(const std::string& cmd) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(),
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-/// Waits up to `seconds` for `pid`; kills it (and fails) past that, so a
-/// hang is a failure, not a stuck suite. Returns the wait status.
-int wait_bounded(pid_t pid, double seconds) {
-  const auto end =
-      std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  int st = 0;
-  while (::waitpid(pid, &st, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > end) {
-      ADD_FAILURE() << "pid " << pid << " still runs after " << seconds
-                    << " s: killed";
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &st, 0);
-      return st;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return st;
-}
+using cxr::testing::wait_bounded;
 
 /// Waits (bounded) until the run folder shows a finished epoch; false
 /// at once when `pid` ended (it is left to be reaped).
 bool wait_for_epoch(const fs::path& run, pid_t pid, double seconds) {
-  const auto end =
-      std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (fs::exists(run / "history.csv")) return true;
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(pid), &info,
-                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid) {
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
-
-/// The children of `pid` (the launcher's workers).
-std::vector<pid_t> children_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
-                   std::to_string(pid) + "/children");
-  std::vector<pid_t> out;
-  for (pid_t c; in >> c;) out.push_back(c);
-  return out;
-}
-
-/// The RANK variable a process runs with (-1 if unknown).
-int rank_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
-  std::string all((std::istreambuf_iterator<char>(in)),
-                  std::istreambuf_iterator<char>());
-  for (size_t at = 0; at < all.size();) {
-    const auto end = all.find('\0', at);
-    const std::string kv = all.substr(at, end - at);
-    if (kv.rfind("RANK=", 0) == 0) return std::stoi(kv.substr(5));
-    if (end == std::string::npos) break;
-    at = end + 1;
-  }
-  return -1;
+  bool ended = false;
+  const bool done = cxr::testing::wait_until(
+      [&] {
+        if (fs::exists(run / "history.csv")) return true;
+        siginfo_t info{};
+        ended = ::waitid(P_PID, static_cast<id_t>(pid), &info,
+                         WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                info.si_pid == pid;
+        return ended;
+      },
+      seconds);
+  return done && !ended;
 }
 
 /// `cxr train` of the tiny dataset: a baseline without batch norm and
@@ -301,8 +216,8 @@ TEST(DistTrain, TwoRanksOfHalfBatchesEqualOneRankOfWholeBatches) {
   }
   EXPECT_LT(most, 1e-5);
   // Training happened: the weights moved away from the seed's.
-  EXPECT_NE(slurp(dir / "one" / "history.csv"), "");
-  const std::string cfg = slurp(dir / "two" / "config.json");
+  EXPECT_NE(read_text(dir / "one" / "history.csv"), "");
+  const std::string cfg = read_text(dir / "two" / "config.json");
   EXPECT_NE(cfg.find("\"world_size\": 2"), std::string::npos) << cfg;
   // Rank 0 alone printed the summary.
   EXPECT_EQ(count_of(log2, "wrote "), 1) << log2;
@@ -346,24 +261,21 @@ TEST(DistTrain, KilledRankStopsTheLauncherWithOneLine) {
   const pid_t launcher =
       spawn(train_cmd(dir, "r", 10000, 6) + " --nproc 2 --dist-timeout 10 > " +
             log.string() + " 2>&1");
-  ASSERT_TRUE(wait_for_epoch(dir / "r", launcher, 120)) << slurp(log);
-  pid_t victim = -1;
-  for (pid_t c : children_of(launcher)) {
-    if (rank_of(c) == 1) victim = c;
-  }
+  ASSERT_TRUE(wait_for_epoch(dir / "r", launcher, 120)) << read_text(log);
+  const pid_t victim = cxr::testing::worker_of_rank(launcher, 1);
   ASSERT_GT(victim, 0) << "rank 1 not found among the launcher's children";
   ::kill(victim, SIGKILL);
   const int st = wait_bounded(launcher, 60);
   ASSERT_TRUE(WIFEXITED(st));
   EXPECT_EQ(WEXITSTATUS(st), 128 + SIGKILL);
-  const std::string text = slurp(log);
+  const std::string text = read_text(log);
   EXPECT_NE(text.find("cxr: error: rank 1 was killed by SIGKILL"),
             std::string::npos)
       << text;
   // The launcher's line is the last line.
   EXPECT_EQ(text.rfind("cxr: error: rank 1"), text.rfind("cxr: error")) << text;
   // No worker outlives the launcher.
-  EXPECT_TRUE(children_of(launcher).empty());
+  EXPECT_TRUE(cxr::testing::children_of(launcher).empty());
 }
 
 TEST(DistTrain, RankWhosePeerDiesFailsWithinTheTimeout) {
@@ -371,22 +283,19 @@ TEST(DistTrain, RankWhosePeerDiesFailsWithinTheTimeout) {
   // collective's own timeout / the closed connection.
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
-  const int port = free_port();
-  const std::string env =
-      "env WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-      std::to_string(port) + " ";
+  const std::string env = cxr::testing::scheduled_env(free_port());
   const std::string cmd = train_cmd(dir, "r", 10000, 6) + " --dist-timeout 5";
   const pid_t r0 = spawn(env + "RANK=0 LOCAL_RANK=0 " + cmd + " > " +
                          (dir / "r0.log").string() + " 2>&1");
   const pid_t r1 = spawn(env + "RANK=1 LOCAL_RANK=1 " + cmd + " > " +
                          (dir / "r1.log").string() + " 2>&1");
-  ASSERT_TRUE(wait_for_epoch(dir / "r", r0, 120)) << slurp(dir / "r0.log");
+  ASSERT_TRUE(wait_for_epoch(dir / "r", r0, 120)) << read_text(dir / "r0.log");
   ::kill(r1, SIGKILL);
   wait_bounded(r1, 10);
   const int st = wait_bounded(r0, 60);
   ASSERT_TRUE(WIFEXITED(st));
   EXPECT_EQ(WEXITSTATUS(st), 5);
-  const std::string text = slurp(dir / "r0.log");
+  const std::string text = read_text(dir / "r0.log");
   EXPECT_NE(text.find("cxr: error: rank 0: "), std::string::npos) << text;
   EXPECT_EQ(count_of(text, "\n"), count_of(text, "cxr: error")) << text;
   // The interrupted run can be resumed.
@@ -397,15 +306,9 @@ TEST(DistTrain, BusyPortAndMissingMasterAreNamed) {
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
   // A port held open by this test.
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(::listen(s, 1), 0);
-  ASSERT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  const std::string busy = std::to_string(ntohs(a.sin_port));
+  cxr::testing::BoundPort held(/*listen=*/true);
+  ASSERT_GT(held.port, 0);
+  const std::string busy = std::to_string(held.port);
   const std::string where = "127.0.0.1:" + busy;
   std::string log;
   // The launcher checks before it starts the workers.
@@ -417,22 +320,21 @@ TEST(DistTrain, BusyPortAndMissingMasterAreNamed) {
   EXPECT_NE(log.find("in use"), std::string::npos) << log;
   EXPECT_EQ(count_of(log, "cxr: error"), 1) << log;
   // Rank 0 started by a scheduler finds it taken too.
-  EXPECT_EQ(
-      cxr::testing::run_command(
-          "env RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + busy +
-              " " + train_cmd(dir, "r", 1, 6) + " --dist-timeout 5",
-          &log),
-      2);
+  EXPECT_EQ(cxr::testing::run_command(
+                cxr::testing::scheduled_env(held.port) + "RANK=0 " +
+                    train_cmd(dir, "r", 1, 6) + " --dist-timeout 5",
+                &log),
+            2);
   EXPECT_NE(log.find("cannot listen on " + where), std::string::npos) << log;
-  ::close(s);
+  held.close();
   // Rank 1 with no master: named, within the timeout.
-  const std::string none = std::to_string(free_port());
-  EXPECT_EQ(
-      cxr::testing::run_command(
-          "env RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + none +
-              " " + train_cmd(dir, "r", 1, 6) + " --dist-timeout 2",
-          &log),
-      5);
+  const int none_port = free_port();
+  const std::string none = std::to_string(none_port);
+  EXPECT_EQ(cxr::testing::run_command(
+                cxr::testing::scheduled_env(none_port) + "RANK=1 " +
+                    train_cmd(dir, "r", 1, 6) + " --dist-timeout 2",
+                &log),
+            5);
   EXPECT_NE(log.find("cannot reach the master at 127.0.0.1:" + none),
             std::string::npos)
       << log;

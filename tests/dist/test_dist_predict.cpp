@@ -3,31 +3,14 @@
 // one result in input order, the same bytes as 1 rank (whole batches keep
 // the float rounding of the forward pass; the bootstrap runs on rank 0 with
 // the same seed). Workers are processes on 127.0.0.1.
-#include <fstream>
-#include <sstream>
-
 #include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cxr::testing::count_of;
+using cxr::testing::read_text;
 using cxr::testing::TempDir;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-int count_of(const std::string& text, const std::string& part) {
-  int n = 0;
-  for (size_t p = text.find(part); p != std::string::npos;
-       p = text.find(part, p + 1)) {
-    ++n;
-  }
-  return n;
-}
 
 /// A tiny run (one epoch on the tiny dataset) to predict with.
 void train_tiny(const TempDir& dir) {
@@ -81,12 +64,12 @@ TEST_F(DistPredict, TwoRanksWriteTheSameCsvJsonAndTableAsOne) {
                 &log2),
             0)
       << log2;
-  const std::string csv = slurp(dir / "one.csv");
+  const std::string csv = read_text(dir / "one.csv");
   EXPECT_EQ(count_of(csv, "\n"), 25);  // header + 24 images
-  EXPECT_EQ(slurp(dir / "two.csv"), csv);
-  EXPECT_EQ(slurp(dir / "two.json"), slurp(dir / "one.json"));
+  EXPECT_EQ(read_text(dir / "two.csv"), csv);
+  EXPECT_EQ(read_text(dir / "two.json"), read_text(dir / "one.json"));
   // The table on stdout too, printed once (rank 0); rank 1 says nothing.
-  EXPECT_EQ(slurp(dir / "two.txt"), slurp(dir / "one.txt"));
+  EXPECT_EQ(read_text(dir / "two.txt"), read_text(dir / "one.txt"));
   EXPECT_NE(log2.find("cxr predict: rank 0 of 2 scores files 1-12 of 24"),
             std::string::npos)
       << log2;
@@ -110,13 +93,13 @@ TEST_F(DistPredict, TwoRanksEvaluateAsOne) {
                 cmd("e2") + " --nproc 2 --dist-timeout 60", &out2),
             0)
       << out2;
-  const std::string csv = slurp(dir / "e1" / "predictions.csv");
+  const std::string csv = read_text(dir / "e1" / "predictions.csv");
   EXPECT_EQ(count_of(csv, "\n"), 13);  // header + 12 test images
-  EXPECT_EQ(slurp(dir / "e2" / "predictions.csv"), csv);
+  EXPECT_EQ(read_text(dir / "e2" / "predictions.csv"), csv);
   // metrics.json: the same numbers, bootstrap CIs included; only the
   // output folder's name differs.
-  EXPECT_EQ(slurp(dir / "e2" / "metrics.json"),
-            slurp(dir / "e1" / "metrics.json"));
+  EXPECT_EQ(read_text(dir / "e2" / "metrics.json"),
+            read_text(dir / "e1" / "metrics.json"));
   // 3 batches of 4: rank 0 scores two, rank 1 one.
   EXPECT_NE(out2.find("cxr evaluate: rank 0 of 2 scores images 1-8 of 12"),
             std::string::npos)

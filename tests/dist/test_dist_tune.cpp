@@ -4,34 +4,24 @@
 // the same command again runs only the trials that were not finished.
 // Workers are processes on 127.0.0.1 (the launcher picks a free port);
 // every wait is bounded.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-#include <thread>
 
-#include "test_util.h"
+#include "dist_test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cxr::testing::count_of;
+using cxr::testing::read_text;
+using cxr::testing::spawn;
 using cxr::testing::TempDir;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using cxr::testing::wait_bounded;
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
@@ -49,19 +39,10 @@ std::vector<std::string> fields_of(const std::string& line) {
   return out;
 }
 
-int count_of(const std::string& text, const std::string& part) {
-  int n = 0;
-  for (size_t p = text.find(part); p != std::string::npos;
-       p = text.find(part, p + 1)) {
-    ++n;
-  }
-  return n;
-}
-
 /// trials.csv without the columns that differ between any two runs (the
 /// seconds) or name the output folder (run_dir: trial-NNN is kept).
 std::vector<std::string> comparable_rows(const fs::path& csv) {
-  const auto lines = lines_of(slurp(csv));
+  const auto lines = lines_of(read_text(csv));
   std::vector<std::string> out;
   if (lines.empty()) return out;
   const auto head = fields_of(lines[0]);
@@ -79,66 +60,13 @@ std::vector<std::string> comparable_rows(const fs::path& csv) {
   return out;
 }
 
-/// A TCP port that nobody listens on now.
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  EXPECT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  EXPECT_EQ(::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  ::close(s);
-  return ntohs(a.sin_port);
-}
-
-pid_t spawn(const std::string& cmd) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(),
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int wait_bounded(pid_t pid, double seconds) {
-  const auto end =
-      std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  int st = 0;
-  while (::waitpid(pid, &st, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > end) {
-      ADD_FAILURE() << "pid " << pid << " still runs after " << seconds
-                    << " s: killed";
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &st, 0);
-      return st;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return st;
-}
-
-std::vector<pid_t> children_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
-                   std::to_string(pid) + "/children");
-  std::vector<pid_t> out;
-  for (pid_t c; in >> c;) out.push_back(c);
-  return out;
-}
-
-int rank_of(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
-  std::string all((std::istreambuf_iterator<char>(in)),
-                  std::istreambuf_iterator<char>());
-  for (size_t at = 0; at < all.size();) {
-    const auto end = all.find('\0', at);
-    const std::string kv = all.substr(at, end - at);
-    if (kv.rfind("RANK=", 0) == 0) return std::stoi(kv.substr(5));
-    if (end == std::string::npos) break;
-    at = end + 1;
-  }
-  return -1;
+/// Waits (bounded, 120 s) until the trial store holds a first trial.
+void wait_for_a_stored_trial(const fs::path& store) {
+  cxr::testing::wait_until(
+      [&] {
+        return !lines_of(fs::exists(store) ? read_text(store) : "").empty();
+      },
+      120, 20);
 }
 
 /// A 4-trial grid on the tiny dataset, one thread per worker (so a trial's
@@ -178,8 +106,8 @@ TEST(DistTune, TwoRanksGiveTheTrialsAndWinnerOfOneRank) {
     EXPECT_TRUE(fs::exists(dir / "two" / "trials" / name / "config.json"))
         << name;
   }
-  const auto b1 = nlohmann::json::parse(slurp(dir / "one" / "best.json"));
-  const auto b2 = nlohmann::json::parse(slurp(dir / "two" / "best.json"));
+  const auto b1 = nlohmann::json::parse(read_text(dir / "one" / "best.json"));
+  const auto b2 = nlohmann::json::parse(read_text(dir / "two" / "best.json"));
   EXPECT_EQ(b2["best"]["key"], b1["best"]["key"]);
   EXPECT_EQ(b2["best"]["index"], b1["best"]["index"]);
   EXPECT_NEAR(b2["best"]["val_loss"].get<double>(),
@@ -188,7 +116,7 @@ TEST(DistTune, TwoRanksGiveTheTrialsAndWinnerOfOneRank) {
   EXPECT_EQ(b2["trials_run_now"], 4);
   EXPECT_EQ(b2["budget_exhausted"], false);
   // trials.jsonl holds each trial once.
-  EXPECT_EQ(lines_of(slurp(dir / "two" / "trials.jsonl")).size(), 4u);
+  EXPECT_EQ(lines_of(read_text(dir / "two" / "trials.jsonl")).size(), 4u);
 }
 
 TEST(DistTune, KilledRankFailsTheRunAndTheSameCommandRunsTheRest) {
@@ -199,29 +127,22 @@ TEST(DistTune, KilledRankFailsTheRunAndTheSameCommandRunsTheRest) {
   const pid_t launcher = spawn(cmd + " > " + log.string() + " 2>&1");
   // Once a first trial is stored, rank 1 is training another one.
   const fs::path store = dir / "t" / "trials.jsonl";
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < end &&
-         lines_of(fs::exists(store) ? slurp(store) : "").empty()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  pid_t victim = -1;
-  for (pid_t c : children_of(launcher)) {
-    if (rank_of(c) == 1) victim = c;
-  }
-  ASSERT_GT(victim, 0) << "rank 1 not found: " << slurp(log);
+  wait_for_a_stored_trial(store);
+  const pid_t victim = cxr::testing::worker_of_rank(launcher, 1);
+  ASSERT_GT(victim, 0) << "rank 1 not found: " << read_text(log);
   ::kill(victim, SIGKILL);
   const int st = wait_bounded(launcher, 60);
   ASSERT_TRUE(WIFEXITED(st));
-  EXPECT_EQ(WEXITSTATUS(st), 128 + SIGKILL) << slurp(log);
-  const std::string text = slurp(log);
+  EXPECT_EQ(WEXITSTATUS(st), 128 + SIGKILL) << read_text(log);
+  const std::string text = read_text(log);
   EXPECT_NE(text.find("cxr: error: rank 1 was killed by SIGKILL"),
             std::string::npos)
       << text;
   EXPECT_EQ(count_of(text, "cxr: error"), 1) << text;
-  EXPECT_TRUE(children_of(launcher).empty());
+  EXPECT_TRUE(cxr::testing::children_of(launcher).empty());
 
   // The stored trials are whole and distinct; at least one is missing.
-  const auto stored = lines_of(slurp(store));
+  const auto stored = lines_of(read_text(store));
   ASSERT_GE(stored.size(), 1u);
   ASSERT_LT(stored.size(), 4u) << "the search finished before the kill";
   std::set<std::string> keys;
@@ -236,11 +157,11 @@ TEST(DistTune, KilledRankFailsTheRunAndTheSameCommandRunsTheRest) {
   EXPECT_NE(again.find("(" + std::to_string(stored.size()) + " stored)"),
             std::string::npos)
       << again;
-  const auto best = nlohmann::json::parse(slurp(dir / "t" / "best.json"));
+  const auto best = nlohmann::json::parse(read_text(dir / "t" / "best.json"));
   EXPECT_EQ(best["trials"], 4);
   EXPECT_EQ(best["trials_run_now"], static_cast<int>(4 - stored.size()));
-  EXPECT_EQ(lines_of(slurp(dir / "t" / "trials.csv")).size(), 5u);
-  EXPECT_EQ(lines_of(slurp(store)).size(), 4u);
+  EXPECT_EQ(lines_of(read_text(dir / "t" / "trials.csv")).size(), 5u);
+  EXPECT_EQ(lines_of(read_text(store)).size(), 4u);
 }
 
 TEST(DistTune, ScheduledRankThatDiesIsNamedByRankZero) {
@@ -248,28 +169,22 @@ TEST(DistTune, ScheduledRankThatDiesIsNamedByRankZero) {
   // sees rank 1's heartbeat stop and fails with one line naming it.
   TempDir dir;
   cxr::testing::make_tiny_dataset(dir / "data");
-  const int port = free_port();
   const std::string env =
-      "env WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 "
-      "MASTER_PORT=" +
-      std::to_string(port) + " ";
+      cxr::testing::scheduled_env(cxr::testing::free_port()) +
+      "LOCAL_WORLD_SIZE=2 ";
   const std::string cmd = tune_cmd(dir, "t", 100) + " --dist-timeout 5";
   const pid_t r0 = spawn(env + "RANK=0 LOCAL_RANK=0 " + cmd + " > " +
                          (dir / "r0.log").string() + " 2>&1");
   const pid_t r1 = spawn(env + "RANK=1 LOCAL_RANK=1 " + cmd + " > " +
                          (dir / "r1.log").string() + " 2>&1");
   const fs::path store = dir / "t" / "trials.jsonl";
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < end &&
-         lines_of(fs::exists(store) ? slurp(store) : "").empty()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  wait_for_a_stored_trial(store);
   ::kill(r1, SIGKILL);
   wait_bounded(r1, 10);
   const int st = wait_bounded(r0, 120);
   ASSERT_TRUE(WIFEXITED(st));
   EXPECT_EQ(WEXITSTATUS(st), 5);
-  const std::string text = slurp(dir / "r0.log");
+  const std::string text = read_text(dir / "r0.log");
   EXPECT_NE(text.find("cxr: error: rank 1 stopped answering"),
             std::string::npos)
       << text;
@@ -277,7 +192,7 @@ TEST(DistTune, ScheduledRankThatDiesIsNamedByRankZero) {
   EXPECT_EQ(count_of(text, "cxr: error"), 1) << text;
   // Rank 0 ran and stored every trial but the one rank 1 held (if the kill
   // fell between two of its trials, it held none).
-  EXPECT_GE(lines_of(slurp(store)).size(), 3u) << text;
+  EXPECT_GE(lines_of(read_text(store)).size(), 3u) << text;
 }
 
 TEST(DistTune, TheBudgetStopsClaimingOnEveryRank) {
@@ -295,7 +210,7 @@ TEST(DistTune, TheBudgetStopsClaimingOnEveryRank) {
                                       &log),
             0)
       << log;
-  const auto best = nlohmann::json::parse(slurp(dir / "b" / "best.json"));
+  const auto best = nlohmann::json::parse(read_text(dir / "b" / "best.json"));
   const int trials = best["trials"].get<int>();
   EXPECT_GE(trials, 1) << log;
   EXPECT_LE(trials, 2) << log;
