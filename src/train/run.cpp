@@ -18,6 +18,7 @@
 #include "cxr/models/transfer.h"
 #include "cxr/models/weights_file.h"
 #include "cxr/train/run_dir.h"
+#include "run_settings.h"
 
 namespace fs = std::filesystem;
 
@@ -81,90 +82,6 @@ std::optional<ChosenThreshold> check_threshold_options(const RunOptions& o) {
                                           " (same recipe on train)"};
 }
 
-// Settings a resumed run must keep, by the flag that sets them, as JSON
-// pointers into run_settings() / saved_settings().
-struct ResumeFlag {
-  const char* flag;
-  const char* pointer;
-};
-constexpr ResumeFlag kResumeFlags[] = {
-    {"--model", "/model/arch"},
-    {"--filters", "/model/filters"},
-    {"--batch-norm", "/model/batch_norm"},
-    {"--dropout", "/model/dropout"},
-    {"--head-units", "/model/head_units"},
-    {"--weights", "/weights"},
-    {"--optimizer", "/train/optimizer"},
-    {"--lr", "/train/lr"},
-    {"--momentum", "/train/momentum"},
-    {"--weight-decay", "/train/weight_decay"},
-    {"--batch-size", "/train/batch_size"},
-    {"--epochs", "/train/epochs"},
-    {"--patience", "/train/patience"},
-    {"--lr-patience", "/train/lr_patience"},
-    {"--schedule", "/train/schedule"},
-    {"--seed", "/train/seed"},
-    {"--no-augment", "/train/augment"},
-    {"--width-shift", "/train/augmentation/width_shift"},
-    {"--rotation", "/train/augmentation/rotation_deg"},
-    {"--zoom", "/train/augmentation/zoom"},
-    {"--fine-tune-epochs", "/train/fine_tune_epochs"},
-    {"--fine-tune-lr", "/train/fine_tune_lr"},
-    {"--unfreeze-from", "/train/unfreeze_from"},
-    {"--train-on", "/train/train_on"},
-    {"--keep", "/train/keep"},
-    {"--size", "/data/size"},
-    {"--split-seed", "/data/seed"},
-    {"--train-fraction", "/data/train_fraction"},
-    {"--val-fraction", "/data/val_fraction"},
-    {"--positive", "/data/positive"}};
-
-// The options of the interrupted run in `dir`: a flag the user gave must
-// agree with the saved value (training on with one value and recording
-// another, or failing on a shape mismatch, are both wrong); the rest are
-// taken from the saved run.
-RunOptions resumed_options(const RunOptions& given, const fs::path& dir) {
-  const fs::path cfg = dir / "config.json";
-  if (!fs::is_regular_file(cfg)) {
-    throw ModelError("--resume: '" + dir.string() +
-                     "' has state.pt but no config.json; delete the folder "
-                     "to start afresh");
-  }
-  const RunMeta saved = RunMeta::from_json(read_json(cfg), cfg.string());
-  RunOptions r = given;
-  r.model = saved.model;
-  r.weights =
-      models::is_transfer(saved.model.arch) ? saved.model.pretrained : "";
-  r.model.pretrained.clear();
-  r.train = saved.train;
-  r.train.progress = given.train.progress;
-  const auto& d = saved.data;
-  r.data.size = d.value("size", r.model.input_size);
-  r.data.seed = d.value("seed", r.data.seed);
-  r.data.train_fraction = d.value("train_fraction", r.data.train_fraction);
-  r.data.val_fraction = d.value("val_fraction", r.data.val_fraction);
-  r.data.positive = d.value("positive", r.data.positive);
-  const nlohmann::json want = run_settings(given), have = run_settings(r);
-  for (const auto& f : kResumeFlags) {
-    if (!given.flags_given.count(f.flag)) continue;
-    const nlohmann::json::json_pointer ptr(f.pointer);
-    const auto a = want.value(ptr, nlohmann::json());
-    const auto b = have.value(ptr, nlohmann::json());
-    if (a != b) {
-      if (std::string(f.flag) == "--no-augment") {
-        throw ConfigError(
-            std::string("--no-augment differs from the resumed run, which ") +
-            (b.get<bool>() ? "trains with" : "trains without") +
-            " augmentation; resume without it or start a new run");
-      }
-      throw ConfigError(std::string(f.flag) + " " + flag_text(a) +
-                        " differs from the resumed run's " + flag_text(b) +
-                        "; resume without it or start a new run");
-    }
-  }
-  return r;
-}
-
 // Puts the complete new run `work` in place of `target` (the old run). One
 // atomic exchange where the file system supports it, so that a reader never
 // sees the folder missing; two renames otherwise.
@@ -190,69 +107,6 @@ void swap_in(const fs::path& work, const fs::path& target) {
   }
   fs::remove_all(old, ec);
 }
-
-}  // namespace
-
-nlohmann::json run_settings(const RunOptions& o) {
-  return {{"model", o.model.to_json()},
-          {"train", o.train.to_json()},
-          {"weights", models::is_transfer(o.model.arch) ? o.weights : ""},
-          {"data",
-           {{"size", o.data.size},
-            {"seed", o.data.seed},
-            {"train_fraction", o.data.train_fraction},
-            {"val_fraction", o.data.val_fraction},
-            {"positive", o.data.positive}}}};
-}
-
-// A value as the user would type it: 0.001, 32,64, adam.
-std::string flag_text(const nlohmann::json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_array()) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ",") + flag_text(x);
-    return s;
-  }
-  if (v.is_null()) return "(none)";
-  return v.dump();
-}
-
-std::string flag_of_setting(const std::string& pointer) {
-  for (const auto& f : kResumeFlags) {
-    if (pointer == f.pointer) return f.flag;
-  }
-  return "";
-}
-
-nlohmann::json describe_data(const data::Dataset& ds,
-                             const data::DatasetOptions& o) {
-  nlohmann::json counts;
-  for (const auto& [s, set] : ds.splits) {
-    const auto pos = static_cast<int64_t>(set.labels.sum().item<double>());
-    counts[data::split_name(s)] = {{ds.index.positive, pos},
-                                   {ds.index.negative, set.size() - pos}};
-  }
-  return {{"root", fs::absolute(o.root).lexically_normal().string()},
-          {"layout", ds.index.layout},
-          {"classes", ds.index.classes},
-          {"size", o.size},
-          {"seed", o.seed},
-          {"train_fraction", o.train_fraction},
-          {"val_fraction", o.val_fraction},
-          {"positive", ds.index.positive},
-          {"counts", counts},
-          {"skipped", ds.skipped.size()}};
-}
-
-data::DatasetOptions data_options_from(const nlohmann::json& d,
-                                       const std::string& root_override,
-                                       const std::string& cache_dir) {
-  infer::RunConfig c;
-  c.data = d;
-  return c.data_options(root_override, cache_dir);
-}
-
-namespace {
 
 /// The dataset a run trains on: `preloaded`, or loaded into `owned`.
 const data::Dataset& run_data(const RunOptions& o,
@@ -444,6 +298,40 @@ nlohmann::json write_finished_run(const RunOptions& o,
   return cfg;
 }
 
+/// What every rank trains from, set up the same way on each: the device,
+/// the data, the model (normalised on train+val, `meta` filled in), the set
+/// it fits on and the validation set (none when training on train+val).
+/// Holds pointers into itself: neither copied nor moved.
+struct Setup {
+  Setup(const RunOptions& o, const data::Dataset* preloaded)
+      : device(resolve_device(o.device)), ds(run_data(o, preloaded, owned)) {
+    seed_everything(o.train.seed);
+    tv = ds.train_val();
+    model = build_model(o, ds, tv, meta);
+    const bool on_train_val = o.train.train_on == "train+val";
+    train_set = on_train_val ? &tv : &ds.split(data::Split::kTrain);
+    val = on_train_val ? nullptr : &ds.split(data::Split::kVal);
+  }
+  Setup(const Setup&) = delete;
+  Setup& operator=(const Setup&) = delete;
+
+  torch::Device device;
+  data::Dataset owned;  // the data when not preloaded
+  const data::Dataset& ds;
+  data::ImageSet tv;  // train+val
+  RunMeta meta;
+  models::Classifier model;
+  const data::ImageSet* train_set = nullptr;
+  const data::ImageSet* val = nullptr;
+};
+
+/// The run folder --out names ("runs/a/" is "runs/a").
+fs::path run_folder(const std::string& out_dir) {
+  fs::path target(out_dir);
+  if (!target.has_filename()) target = target.parent_path();
+  return target;
+}
+
 // Trains `o` into o.out_dir (the run folder, or its .partial sibling that
 // replaces `target` when complete); the caller holds the locks.
 nlohmann::json train_locked(const RunOptions& o,
@@ -452,39 +340,27 @@ nlohmann::json train_locked(const RunOptions& o,
                             const std::optional<ChosenThreshold>& carried,
                             const data::Dataset* preloaded,
                             FitResult& fitted) {
-  const torch::Device device = resolve_device(o.device);
-  data::Dataset owned;
-  const data::Dataset& ds = run_data(o, preloaded, owned);
-  seed_everything(o.train.seed);
-  const data::ImageSet tv = ds.train_val();
-  RunMeta meta;
-  models::Classifier model = build_model(o, ds, tv, meta);
-
+  Setup s(o, preloaded);
   ResumeState resume;
   const bool resuming =
-      o.resume && load_resume_state(o.out_dir, *model, &resume);
+      o.resume && load_resume_state(o.out_dir, *s.model, &resume);
   ensure_dir(o.out_dir);
   // Write the config first so an interrupted run is recognisable.
   write_json_atomic(fs::path(o.out_dir) / "config.json", [&] {
-    auto j = meta.to_json();
+    auto j = s.meta.to_json();
     j["status"] = "training";
     j["created"] = utc_now();
     return j;
   }());
 
-  const bool on_train_val = o.train.train_on == "train+val";
-  const data::ImageSet& train_set =
-      on_train_val ? tv : ds.split(data::Split::kTrain);
-  const data::ImageSet* val =
-      on_train_val ? nullptr : &ds.split(data::Split::kVal);
-  fitted = fit_with_checkpoints(o, model, train_set, val, device,
+  fitted = fit_with_checkpoints(o, s.model, *s.train_set, s.val, s.device,
                                 resuming ? &resume : nullptr);
-  meta.result = result_json(o, fitted, device, *model);
-  meta.result["world_size"] = dist::world().world_size();
-  choose_threshold(o, carried, *model, val, device, meta);
-  if (!o.command.empty()) meta.result["command"] = o.command;
-  return write_finished_run(o, target, replace, *model, meta, fitted,
-                            val != nullptr, ds);
+  s.meta.result = result_json(o, fitted, s.device, *s.model);
+  s.meta.result["world_size"] = dist::world().world_size();
+  choose_threshold(o, carried, *s.model, s.val, s.device, s.meta);
+  if (!o.command.empty()) s.meta.result["command"] = o.command;
+  return write_finished_run(o, target, replace, *s.model, s.meta, fitted,
+                            s.val != nullptr, s.ds);
 }
 
 /// A distributed job's rank other than 0: it trains its share beside
@@ -493,31 +369,20 @@ nlohmann::json train_locked(const RunOptions& o,
 /// state.pt as rank 0 (on many nodes, --out must be a shared folder).
 TrainResult train_worker(const RunOptions& given,
                          const data::Dataset* preloaded) {
-  fs::path target(given.out_dir);
-  if (!target.has_filename()) target = target.parent_path();
+  const fs::path target = run_folder(given.out_dir);
   RunOptions o = given;
   const bool resuming = given.resume && fs::exists(target / "state.pt");
   if (resuming) {
-    o = resumed_options(given, target);
+    o = detail::resumed_options(given, target);
     o.train.validate();
   }
   o.out_dir = target.string();
-  const torch::Device device = resolve_device(o.device);
-  data::Dataset owned;
-  const data::Dataset& ds = run_data(o, preloaded, owned);
-  seed_everything(o.train.seed);
-  const data::ImageSet tv = ds.train_val();
-  RunMeta meta;
-  models::Classifier model = build_model(o, ds, tv, meta);
+  Setup s(o, preloaded);
   ResumeState resume;
-  const bool loaded = resuming && load_resume_state(o.out_dir, *model, &resume);
-  const bool on_train_val = o.train.train_on == "train+val";
-  const data::ImageSet& train_set =
-      on_train_val ? tv : ds.split(data::Split::kTrain);
-  const data::ImageSet* val =
-      on_train_val ? nullptr : &ds.split(data::Split::kVal);
+  const bool loaded =
+      resuming && load_resume_state(o.out_dir, *s.model, &resume);
   const FitResult fitted = fit_with_checkpoints(
-      o, model, train_set, val, device, loaded ? &resume : nullptr);
+      o, s.model, *s.train_set, s.val, s.device, loaded ? &resume : nullptr);
   TrainResult r;
   r.run_dir = given.out_dir;
   r.arch = o.model.arch;
@@ -538,8 +403,7 @@ TrainResult train_run(const RunOptions& given, const data::Dataset* preloaded) {
         "give --resume (continue the interrupted run) or --overwrite "
         "(replace it), not both");
   }
-  fs::path target(given.out_dir);
-  if (!target.has_filename()) target = target.parent_path();
+  const fs::path target = run_folder(given.out_dir);
   const bool existed = fs::exists(target);
   // One writer per run folder, for the whole command.
   const DirLock lock(target.string());
@@ -556,7 +420,7 @@ TrainResult train_run(const RunOptions& given, const data::Dataset* preloaded) {
                          fs::exists(target / "model.pt");
   RunOptions o = given;
   if (given.resume && has_state) {
-    o = resumed_options(given, target);
+    o = detail::resumed_options(given, target);
     o.train.validate();
   } else if (given.resume) {
     if (has_model) {
