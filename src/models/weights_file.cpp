@@ -158,23 +158,38 @@ void write_tensor_file(const std::string& path,
   });
 }
 
-TensorFile read_tensor_file(const std::string& path, const std::string& fix) {
-  auto fail = [&](const std::string& what) -> void {
+namespace {
+
+constexpr char kNotSafetensors[] = "is not a safetensors weights file";
+
+// Refuses the file being read: ModelError "'PATH' WHAT; FIX".
+struct Refuse {
+  const std::string& path;
+  const std::string& fix;
+  [[noreturn]] void operator()(const std::string& what) const {
     throw ModelError("'" + path + "' " + what + "; " + fix);
-  };
-  Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+};
+
+// The file opened for reading, and its size; refused unless a regular file.
+uint64_t open_regular(const Refuse& fail, Fd& f) {
+  f.fd = ::open(fail.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (f.fd < 0)
     fail(std::string("cannot be read (") + std::strerror(errno) + ")");
   struct stat st {};
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     fail("is not a regular file");
   }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const std::string kind = "is not a safetensors weights file";
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// The JSON header's text: its 8-byte little-endian length checked against
+// the file's size and kMaxWeightsHeaderBytes before it is read.
+std::string read_header_text(const Refuse& fail, int fd, uint64_t size) {
+  const std::string kind = kNotSafetensors;
   if (size < 8) fail(kind + " (" + std::to_string(size) + " bytes)");
   uint8_t len_bytes[8];
-  if (!read_at(f.fd, len_bytes, 8, 0)) fail("cannot be read (short read)");
+  if (!read_at(fd, len_bytes, 8, 0)) fail("cannot be read (short read)");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(len_bytes[i]) << (8 * i);
   if (n > size - 8) {
@@ -186,24 +201,27 @@ TensorFile read_tensor_file(const std::string& path, const std::string& fix) {
          std::to_string(kMaxWeightsHeaderBytes) + ")");
   }
   std::string text(static_cast<size_t>(n), '\0');
-  if (n > 0 && !read_at(f.fd, text.data(), n, 8)) {
+  if (n > 0 && !read_at(fd, text.data(), n, 8)) {
     fail("cannot be read (short read)");
   }
   if (text.empty() || text[0] != '{') {
     fail(kind + " (the header is not a JSON object)");
   }
-  // Duplicate keys: nlohmann keeps the last one silently; safetensors (and
-  // this reader) refuse them. A stack of the keys seen per open object, and
-  // a nesting limit (the format nests three levels).
+  return text;
+}
+
+// The header parsed as a JSON object. Duplicate keys: nlohmann keeps the
+// last one silently; safetensors (and this reader) refuse them. A stack of
+// the keys seen per open object, and a nesting limit (the format nests
+// three levels).
+nlohmann::json parse_header(const Refuse& fail, const std::string& text) {
+  const std::string kind = kNotSafetensors;
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
   auto callback = [&](int depth, nlohmann::json::parse_event_t event,
                       nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
-    if (depth > 4) {
-      throw ModelError("'" + path + "' " + kind +
-                       " (the header nests deeper than 4 levels); " + fix);
-    }
+    if (depth > 4) fail(kind + " (the header nests deeper than 4 levels)");
     if (event == E::object_start || event == E::array_start) {
       keys.emplace_back();
     } else if (event == E::object_end || event == E::array_end) {
@@ -229,73 +247,86 @@ TensorFile read_tensor_file(const std::string& path, const std::string& fix) {
     fail("holds " + std::to_string(header.size()) + " tensors (limit " +
          std::to_string(kMaxWeightsTensors) + ")");
   }
-  TensorFile out;
-  std::vector<Entry> entries;
-  for (const auto& [name, v] : header.items()) {
-    if (name == "__metadata__") {
-      if (!v.is_object()) fail("has a __metadata__ that is not an object");
-      for (const auto& [k, s] : v.items()) {
-        if (!s.is_string()) {
-          fail("has __metadata__ entry '" + printable(k) +
-               "' that is not a string");
-        }
-        out.metadata[k] = s.get<std::string>();
-      }
-      continue;
+  return header;
+}
+
+// The header's __metadata__: an object of strings.
+std::map<std::string, std::string> parse_metadata(const Refuse& fail,
+                                                  const nlohmann::json& v) {
+  if (!v.is_object()) fail("has a __metadata__ that is not an object");
+  std::map<std::string, std::string> out;
+  for (const auto& [k, s] : v.items()) {
+    if (!s.is_string()) {
+      fail("has __metadata__ entry '" + printable(k) +
+           "' that is not a string");
     }
-    const std::string where = "tensor '" + printable(name) + "' ";
-    if (!v.is_object() || v.size() != 3 || !v.contains("dtype") ||
-        !v.contains("shape") || !v.contains("data_offsets")) {
-      fail("has a malformed entry for " + where +
-           "(expected exactly dtype, shape and data_offsets)");
-    }
-    Entry e;
-    e.name = name;
-    const auto& dt = v.at("dtype");
-    if (!dt.is_string() || !dtype_from_name(dt.get<std::string>(), &e.type)) {
-      fail("has " + where + "of unknown dtype " + printable(dt.dump()));
-    }
-    const auto& shape = v.at("shape");
-    if (!shape.is_array() || shape.size() > kMaxWeightsRank) {
+    out[k] = s.get<std::string>();
+  }
+  return out;
+}
+
+// One tensor's header entry: exactly dtype, shape and data_offsets, a known
+// dtype, a shape whose byte count matches the offsets.
+Entry parse_entry(const Refuse& fail,
+                  const std::string& name,
+                  const nlohmann::json& v) {
+  const std::string where = "tensor '" + printable(name) + "' ";
+  if (!v.is_object() || v.size() != 3 || !v.contains("dtype") ||
+      !v.contains("shape") || !v.contains("data_offsets")) {
+    fail("has a malformed entry for " + where +
+         "(expected exactly dtype, shape and data_offsets)");
+  }
+  Entry e;
+  e.name = name;
+  const auto& dt = v.at("dtype");
+  if (!dt.is_string() || !dtype_from_name(dt.get<std::string>(), &e.type)) {
+    fail("has " + where + "of unknown dtype " + printable(dt.dump()));
+  }
+  const auto& shape = v.at("shape");
+  if (!shape.is_array() || shape.size() > kMaxWeightsRank) {
+    fail("has " + where + "with a bad shape " + printable(shape.dump()));
+  }
+  // Each dimension and the element count stay below 2^40, so the byte
+  // count below cannot overflow.
+  constexpr uint64_t kMaxCount = uint64_t(1) << 40;
+  uint64_t count = 1;
+  for (const auto& d : shape) {
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > kMaxCount) {
       fail("has " + where + "with a bad shape " + printable(shape.dump()));
     }
-    // Each dimension and the element count stay below 2^40, so the byte
-    // count below cannot overflow.
-    constexpr uint64_t kMaxCount = uint64_t(1) << 40;
-    uint64_t count = 1;
-    for (const auto& d : shape) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > kMaxCount) {
-        fail("has " + where + "with a bad shape " + printable(shape.dump()));
-      }
-      const uint64_t dim = d.get<uint64_t>();
-      e.shape.push_back(static_cast<int64_t>(dim));
-      if (dim != 0 && count > kMaxCount / dim) {
-        fail("has " + where + "with a bad shape " + printable(shape.dump()));
-      }
-      count *= dim;
+    const uint64_t dim = d.get<uint64_t>();
+    e.shape.push_back(static_cast<int64_t>(dim));
+    if (dim != 0 && count > kMaxCount / dim) {
+      fail("has " + where + "with a bad shape " + printable(shape.dump()));
     }
-    const auto& off = v.at("data_offsets");
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned() ||
-        off[0].get<uint64_t>() > off[1].get<uint64_t>()) {
-      fail("has " + where + "with bad data_offsets " + printable(off.dump()));
-    }
-    e.begin = off[0].get<uint64_t>();
-    e.end = off[1].get<uint64_t>();
-    const uint64_t bytes = count * c10::elementSize(e.type);
-    if (e.end - e.begin != bytes) {
-      fail("has " + where + "of " + std::to_string(bytes) +
-           " bytes whose data_offsets span " + std::to_string(e.end - e.begin));
-    }
-    entries.push_back(std::move(e));
+    count *= dim;
   }
-  // The data must be covered exactly: from 0, each tensor where the one
-  // before ends, the last at the end of the file. So no two overlap, and
-  // the tensors hold at most the file's bytes.
+  const auto& off = v.at("data_offsets");
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned() ||
+      off[0].get<uint64_t>() > off[1].get<uint64_t>()) {
+    fail("has " + where + "with bad data_offsets " + printable(off.dump()));
+  }
+  e.begin = off[0].get<uint64_t>();
+  e.end = off[1].get<uint64_t>();
+  const uint64_t bytes = count * c10::elementSize(e.type);
+  if (e.end - e.begin != bytes) {
+    fail("has " + where + "of " + std::to_string(bytes) +
+         " bytes whose data_offsets span " + std::to_string(e.end - e.begin));
+  }
+  return e;
+}
+
+// Sorts `entries` by offset and checks that they cover the data exactly:
+// from 0, each tensor where the one before ends, the last at the end of
+// the file. So no two overlap, and the tensors hold at most the file's
+// bytes.
+void check_coverage(const Refuse& fail,
+                    std::vector<Entry>& entries,
+                    uint64_t data_size) {
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  const uint64_t data_size = size - 8 - n;
   uint64_t at = 0;
   for (const auto& e : entries) {
     if (e.begin != at) {
@@ -310,10 +341,31 @@ TensorFile read_tensor_file(const std::string& path, const std::string& fix) {
          " bytes of tensor data but its header accounts for " +
          std::to_string(at) + " (truncated or padded)");
   }
+}
+
+}  // namespace
+
+TensorFile read_tensor_file(const std::string& path, const std::string& fix) {
+  const Refuse fail{path, fix};
+  Fd f;
+  const uint64_t size = open_regular(fail, f);
+  const std::string text = read_header_text(fail, f.fd, size);
+  const nlohmann::json header = parse_header(fail, text);
+  TensorFile out;
+  std::vector<Entry> entries;
+  for (const auto& [name, v] : header.items()) {
+    if (name == "__metadata__") {
+      out.metadata = parse_metadata(fail, v);
+    } else {
+      entries.push_back(parse_entry(fail, name, v));
+    }
+  }
+  const uint64_t data_start = 8 + text.size();
+  check_coverage(fail, entries, size - data_start);
   for (const auto& e : entries) {
     auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.type));
     if (e.end > e.begin &&
-        !read_at(f.fd, t.data_ptr(), e.end - e.begin, 8 + n + e.begin)) {
+        !read_at(f.fd, t.data_ptr(), e.end - e.begin, data_start + e.begin)) {
       fail("cannot be read (short read in tensor '" + printable(e.name) + "')");
     }
     out.tensors.emplace_back(e.name, std::move(t));

@@ -440,19 +440,15 @@ TrainState epoch_state(const FitResult& result,
   return st;
 }
 
-}  // namespace
-
-FitResult fit(models::ClassifierImpl& model,
-              const data::ImageSet& train,
-              const data::ImageSet* val,
-              const TrainOptions& o,
-              const torch::Device& device,
-              const EpochCallback& on_epoch,
-              const ResumeState* resume) {
+/// Refuses a fit that cannot run, moves the model to `device` and, in a
+/// distributed job, gives every rank rank 0's starting weights.
+void prepare_fit(models::ClassifierImpl& model,
+                 const data::ImageSet& train,
+                 const data::ImageSet* val,
+                 const TrainOptions& o,
+                 const torch::Device& device) {
   o.validate();
-  const bool use_val = o.train_on == "train";
-  const bool keep_best = use_val && o.keep == "best";
-  if (use_val && (val == nullptr || val->size() == 0)) {
+  if (o.train_on == "train" && (val == nullptr || val->size() == 0)) {
     throw ConfigError(
         "training with early stopping needs a validation split; use "
         "--train-on train+val --epochs N for a refit");
@@ -473,6 +469,81 @@ FitResult fit(models::ClassifierImpl& model,
     for (const auto& b : model.buffers()) state.push_back(b);
     ctx.broadcast(state);
   }
+}
+
+/// What every epoch of one fit reads.
+struct FitInputs {
+  models::ClassifierImpl& model;
+  const data::ImageSet& train;
+  const data::ImageSet* val;  // null when training on train+val
+  const TrainOptions& o;
+  const torch::Device& device;
+};
+
+/// Trains epoch `e` of phase `ph` at `lr`, validates it (when there is
+/// validation) and appends it to ls.result.history; an improvement becomes
+/// the best epoch, with its weights in ls.best_state. Returns whether the
+/// epoch improved (always, without validation).
+bool run_epoch(const FitInputs& in,
+               const Phase& ph,
+               int e,
+               double lr,
+               torch::optim::Optimizer& opt,
+               LoopState& ls) {
+  const TrainOptions& o = in.o;
+  FitResult& result = ls.result;
+  EpochRecord rec;
+  rec.epoch = static_cast<int>(result.history.size()) + 1;
+  rec.phase = ph.name;
+  rec.lr = lr;
+  const auto te = std::chrono::steady_clock::now();
+  // "train epoch 7/30" (or "frozen"/"fine-tune"): in a log, each epoch is
+  // one line that says how far the phase is.
+  const int64_t steps = (in.train.size() + o.batch_size - 1) / o.batch_size;
+  Progress bar(ph.name + " epoch " + std::to_string(e + 1) + "/" +
+                   std::to_string(ph.epochs),
+               steps, o.progress && dist::world().is_main());
+  // Per-epoch seeds make a resumed run identical to an uninterrupted one.
+  const uint64_t epoch_seed =
+      o.seed * 1000003ULL + static_cast<uint64_t>(rec.epoch);
+  train_epoch(in.model, in.train, o, in.device, opt, bar, epoch_seed, lr, rec,
+              result.images_seen);
+  bool improved = true;
+  const bool use_val = in.val != nullptr;
+  if (use_val) {
+    validate_epoch(in.model, *in.val, in.device, rec);
+    improved = std::isnan(result.best_val_loss) ||
+               rec.val_loss < result.best_val_loss - 1e-6;
+  }
+  rec.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - te)
+          .count();
+  result.history.push_back(rec);
+  if (improved) {
+    result.best_val_loss = rec.val_loss;
+    result.best_epoch = rec.epoch;
+    ls.best_state = snapshot(in.model);
+    ls.bad_epochs = 0;
+  } else {
+    ++ls.bad_epochs;
+  }
+  bar.finish(epoch_status(rec, use_val, improved));
+  return improved;
+}
+
+}  // namespace
+
+FitResult fit(models::ClassifierImpl& model,
+              const data::ImageSet& train,
+              const data::ImageSet* val,
+              const TrainOptions& o,
+              const torch::Device& device,
+              const EpochCallback& on_epoch,
+              const ResumeState* resume) {
+  prepare_fit(model, train, val, o, device);
+  const bool use_val = o.train_on == "train";
+  const bool keep_best = use_val && o.keep == "best";
+  const FitInputs in{model, train, use_val ? val : nullptr, o, device};
   const bool transfer = models::is_transfer(model.config().arch);
   const std::vector<Phase> phases = phases_of(model, o);
   LoopState ls = initial_state(resume);
@@ -484,8 +555,6 @@ FitResult fit(models::ClassifierImpl& model,
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
                .count();
   };
-  const int64_t steps_per_epoch =
-      (train.size() + o.batch_size - 1) / o.batch_size;
   const bool cosine = o.schedule == "cosine";
 
   for (int pi = ls.start_phase; pi < static_cast<int>(phases.size()); ++pi) {
@@ -501,40 +570,7 @@ FitResult fit(models::ClassifierImpl& model,
         lr = cosine_lr(ph.lr, e, ph.epochs);
         set_lr(*opt, lr);
       }
-      EpochRecord rec;
-      rec.epoch = static_cast<int>(result.history.size()) + 1;
-      rec.phase = ph.name;
-      rec.lr = lr;
-      const auto te = std::chrono::steady_clock::now();
-      // "train epoch 7/30" (or "frozen"/"fine-tune"): in a log, each epoch
-      // is one line that says how far the phase is.
-      Progress bar(ph.name + " epoch " + std::to_string(e + 1) + "/" +
-                       std::to_string(ph.epochs),
-                   steps_per_epoch, o.progress && ctx.is_main());
-      // Per-epoch seeds make a resumed run identical to an uninterrupted one.
-      const uint64_t epoch_seed =
-          o.seed * 1000003ULL + static_cast<uint64_t>(rec.epoch);
-      train_epoch(model, train, o, device, *opt, bar, epoch_seed, lr, rec,
-                  result.images_seen);
-      bool improved = true;
-      if (use_val) {
-        validate_epoch(model, *val, device, rec);
-        improved = std::isnan(result.best_val_loss) ||
-                   rec.val_loss < result.best_val_loss - 1e-6;
-      }
-      rec.seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - te)
-              .count();
-      result.history.push_back(rec);
-      if (improved) {
-        result.best_val_loss = rec.val_loss;
-        result.best_epoch = rec.epoch;
-        ls.best_state = snapshot(model);
-        ls.bad_epochs = 0;
-      } else {
-        ++ls.bad_epochs;
-      }
-      bar.finish(epoch_status(rec, use_val, improved));
+      const bool improved = run_epoch(in, ph, e, lr, *opt, ls);
       const bool stop =
           use_val && o.patience > 0 && ls.bad_epochs >= o.patience;
       if (!cosine && use_val && !improved && o.lr_patience > 0 && !stop &&
