@@ -32,6 +32,51 @@ std::string chart_img(const viz::LineChart& chart,
          base64(viz::line_chart_svg(chart)) + "\">";
 }
 
+const nlohmann::json& field(const nlohmann::json& j, const std::string& key) {
+  static const nlohmann::json kNull;
+  if (!j.is_object()) return kNull;
+  const auto it = j.find(key);
+  return it != j.end() ? *it : kNull;
+}
+
+const nlohmann::json& field(const nlohmann::json& j,
+                            std::initializer_list<std::string> path) {
+  const nlohmann::json* at = &j;
+  for (const std::string& key : path) at = &field(*at, key);
+  return *at;
+}
+
+std::string text(const nlohmann::json& j,
+                 const std::string& key,
+                 const std::string& fallback) {
+  const nlohmann::json& v = field(j, key);
+  return v.is_string() ? v.get<std::string>() : fallback;
+}
+
+std::string count(const nlohmann::json& v) {
+  return v.is_number() ? v.dump() : "n/a";
+}
+
+std::vector<double> numbers(const nlohmann::json& a) {
+  std::vector<double> out;
+  if (!a.is_array()) return out;
+  for (const auto& v : a) out.push_back(number(v));
+  return out;
+}
+
+std::string missing_keys(const nlohmann::json& j,
+                         std::initializer_list<std::string> keys,
+                         const std::string& file) {
+  std::string lacks;
+  for (const std::string& k : keys) {
+    if (field(j, k).is_null()) lacks += (lacks.empty() ? "" : ", ") + k;
+  }
+  if (lacks.empty()) return "";
+  return "<p class=missing>" + html_escape(file) + " has no " +
+         html_escape(lacks) +
+         " (an older or interrupted run wrote it): shown as n/a.</p>\n";
+}
+
 double number(const nlohmann::json& v) {
   return v.is_number() ? v.get<double>()
                        : std::numeric_limits<double>::quiet_NaN();

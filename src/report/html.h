@@ -2,6 +2,7 @@
 // Internal to src/report: the HTML pieces the section writers share
 // (embedded images, numbers with CIs, tables from CSV or nested JSON).
 #include <filesystem>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -23,6 +24,33 @@ std::string img(const std::filesystem::path& p,
 std::string chart_img(const viz::LineChart& chart,
                       const std::string& alt,
                       const std::string& style = "");
+
+/// j[key] when `j` is an object that holds `key`; a null otherwise. The
+/// files other stages wrote may lack any key (an older or interrupted
+/// stage, a hand-edited file), and const json's operator[] on a missing key
+/// is undefined behaviour (it crashed the report in CI): section writers
+/// read through this. `path` walks nested objects: field(j, {"a", "b"}).
+const nlohmann::json& field(const nlohmann::json& j, const std::string& key);
+const nlohmann::json& field(const nlohmann::json& j,
+                            std::initializer_list<std::string> path);
+
+/// The string at j[key], or `fallback` when it is missing or no string.
+std::string text(const nlohmann::json& j,
+                 const std::string& key,
+                 const std::string& fallback = "");
+
+/// A JSON number as written ("12"); "n/a" for anything else (counts).
+std::string count(const nlohmann::json& v);
+
+/// The numbers of a JSON array (NaN for null), empty for anything else.
+std::vector<double> numbers(const nlohmann::json& a);
+
+/// "<p class=missing>`file` has no a, b (…)</p>" naming those of `keys`
+/// that `j` lacks, or "" when it has them all: a section says what its
+/// file is missing instead of showing blanks without a reason.
+std::string missing_keys(const nlohmann::json& j,
+                         std::initializer_list<std::string> keys,
+                         const std::string& file);
 
 /// A JSON number as a double; NaN for anything else (null = NaN in the
 /// files other stages write, missing keys).

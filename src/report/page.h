@@ -49,11 +49,22 @@ struct TrustSet {
   std::string kind;        ///< the folder name
   std::string label;       ///< "examples", "misclassified test images"
   nlohmann::json summary;  ///< its summary.json
-  const nlohmann::json& trust() const { return summary["trust"]; }
+  /// summary.json's "trust" object (null when it has none).
+  const nlohmann::json& trust() const;
 };
 
 /// The model's explain folders that hold trust checks, examples first.
 std::vector<TrustSet> trust_sets(const Model& m, const std::string& split);
+
+/// A model that has trust checks and its sets.
+struct ModelTrust {
+  const Model* model;
+  std::vector<TrustSet> sets;
+};
+
+/// The report's models that have trust checks, in report order (the trust
+/// section and the summary walk the same list).
+std::vector<ModelTrust> models_with_trust(const Page& p);
 
 /// The index of the deletion fraction closest to `target`, or -1 when the
 /// deletion check has no usable numbers.

@@ -22,12 +22,16 @@ namespace cxr::report {
 namespace {
 
 using detail::ci;
+using detail::count;
+using detail::field;
 using detail::img;
 using detail::Inputs;
 using detail::maybe_json;
+using detail::missing_keys;
 using detail::Model;
 using detail::num;
 using detail::Page;
+using detail::text;
 using nlohmann::json;
 
 Inputs read_inputs(const ReportOptions& o) {
@@ -39,10 +43,17 @@ Inputs read_inputs(const ReportOptions& o) {
       fs::exists(fs::path(o.inputs[0]) / "study.json")) {
     in.study = o.inputs[0];
     in.sj = read_json(in.study / "study.json");
-    for (const auto& m : in.sj.value("models", json::array())) {
-      in.models.push_back({m["name"].get<std::string>(),
-                           in.study / m["run"].get<std::string>(), nullptr,
-                           nullptr});
+    const json& models = field(in.sj, "models");
+    for (size_t i = 0; i < models.size() && models.is_array(); ++i) {
+      const std::string run = text(models[i], "run");
+      if (run.empty()) {
+        throw DataError((in.study / "study.json").string() + ": models[" +
+                        std::to_string(i) +
+                        "] has no \"run\" folder: rerun cxr study, or give "
+                        "the run folders to cxr report instead");
+      }
+      in.models.push_back(
+          {text(models[i], "name", run), in.study / run, nullptr, nullptr});
     }
   } else {
     for (const auto& path : o.inputs) {
@@ -106,11 +117,10 @@ void write_head(Page& p) {
          "trusting the accuracy.</p>\n";
   const json& sj = p.in.sj;
   if (!sj.is_null()) {
-    p.h << "<p>Data <code>" << html_escape(sj.value("data", std::string()))
-        << "</code>, generated "
-        << html_escape(sj.value("finished", std::string())) << " in "
-        << num(sj.value("minutes", json(nullptr)), 1) << " minutes on "
-        << html_escape(sj.value("device", std::string())) << ".</p>\n";
+    p.h << "<p>Data <code>" << html_escape(text(sj, "data", "n/a"))
+        << "</code>, generated " << html_escape(text(sj, "finished", "n/a"))
+        << " in " << num(field(sj, "minutes"), 1) << " minutes on "
+        << html_escape(text(sj, "device", "n/a")) << ".</p>\n";
   }
 }
 
@@ -173,13 +183,8 @@ void write_results(Page& p) {
       continue;
     }
     const auto& x = m.metrics;
-    // operator[] on a const json with a missing key is undefined behaviour
-    // (it crashed the report test when a metric was absent): look up.
-    const auto at = [&x](const char* key) {
-      const auto it = x.find(key);
-      return it != x.end() ? *it : json();
-    };
-    p.h << "<tr><td>" << html_escape(m.name) << "</td><td>" << at("n")
+    const auto at = [&x](const char* key) { return field(x, key); };
+    p.h << "<tr><td>" << html_escape(m.name) << "</td><td>" << count(at("n"))
         << "</td><td>" << ci(at("accuracy")) << "</td><td>"
         << ci(at("precision")) << "</td><td>" << ci(at("recall")) << "</td><td>"
         << ci(at("specificity")) << "</td><td>" << ci(at("f1")) << "</td><td>"
@@ -201,30 +206,41 @@ void write_results(Page& p) {
 // Near-duplicate pairs found by explore, crossing splits in a table.
 void write_leakage(Page& p, const json& d) {
   p.section("leakage", "Duplicate and leakage check");
-  p.h << "<p>" << html_escape(d.value("method", std::string()))
-      << ". Near-duplicate threshold " << num(d["min_similarity"], 2)
+  if (!d.is_object()) {
+    p.h << "<p class=missing>explore/summary.json has no duplicates (cxr "
+           "explore writes the check).</p>\n";
+    return;
+  }
+  const json& q = field(d, "nearest_similarity_quantiles");
+  p.h << "<p>" << html_escape(text(d, "method"))
+      << ". Near-duplicate threshold " << num(field(d, "min_similarity"), 2)
       << "; each image's most similar other image: median "
-      << num(d["nearest_similarity_quantiles"]["0.50"]) << ", 99th percentile "
-      << num(d["nearest_similarity_quantiles"]["0.99"])
-      << ". Exact pairs within splits: " << d["exact_within_split"]
-      << "; near pairs within splits: " << d["near_within_split"]
-      << "; pairs crossing splits: <b>" << d["cross_split_count"]
+      << num(field(q, "0.50")) << ", 99th percentile " << num(field(q, "0.99"))
+      << ". Exact pairs within splits: "
+      << count(field(d, "exact_within_split"))
+      << "; near pairs within splits: " << count(field(d, "near_within_split"))
+      << "; pairs crossing splits: <b>" << count(field(d, "cross_split_count"))
       << "</b>.</p>\n";
-  if (d["cross_split"].empty()) return;
+  const json& cross = field(d, "cross_split");
+  if (!cross.is_array() || cross.empty()) return;
   auto side = [](const json& pair, const char* split, const char* path) {
-    return html_escape(pair[split].get<std::string>()) + ": " +
-           html_escape(
-               fs::path(pair[path].get<std::string>()).filename().string());
+    return html_escape(text(pair, split, "?")) + ": " +
+           html_escape(fs::path(text(pair, path)).filename().string());
   };
   p.h << "<table><tr><th>kind</th><th>similarity</th><th>image A</th>"
          "<th>image B</th></tr>";
-  for (const auto& pair : d["cross_split"]) {
-    p.h << "<tr><td>" << html_escape(pair["kind"].get<std::string>())
-        << "</td><td>" << num(pair["similarity"]) << "</td><td>"
+  for (const auto& pair : cross) {
+    p.h << "<tr><td>" << html_escape(text(pair, "kind", "?")) << "</td><td>"
+        << num(field(pair, "similarity")) << "</td><td>"
         << side(pair, "split_a", "path_a") << "</td><td>"
         << side(pair, "split_b", "path_b") << "</td></tr>";
   }
   p.h << "</table>\n";
+}
+
+// A JSON value as written, "n/a" when it is missing.
+std::string dump_or_na(const json& v) {
+  return v.is_null() ? "n/a" : v.dump();
 }
 
 // explore/summary.json of a study: counts, pixel statistics, figures,
@@ -232,52 +248,69 @@ void write_leakage(Page& p, const json& d) {
 void write_exploration(Page& p) {
   if (p.in.study.empty()) return;
   const fs::path ex = p.in.study / "explore";
-  json exj = maybe_json(ex / "summary.json");  // [] on a missing key: null
+  const json exj = maybe_json(ex / "summary.json");
   if (exj.is_null()) return;
   p.section("data", "Data exploration");
-  const std::string pos = exj["dataset"]["positive"],
-                    neg = exj["dataset"]["negative"];
+  p.h << missing_keys(exj,
+                      {"dataset", "counts", "pixel_stats", "normalization",
+                       "image_sizes", "bit_depths", "duplicates"},
+                      "explore/summary.json");
+  const std::string pos = text(field(exj, "dataset"), "positive", "positive"),
+                    neg = text(field(exj, "dataset"), "negative", "negative");
   p.h << "<table><tr><th>split</th><th>" << html_escape(pos) << "</th><th>"
       << html_escape(neg)
       << "</th><th>pixel mean</th><th>pixel std</th><th>mean "
       << html_escape(pos) << "</th><th>mean " << html_escape(neg)
       << "</th></tr>";
   for (const char* s : {"train", "val", "test"}) {
-    const auto& c = exj["counts"][s];
-    const auto& px = exj["pixel_stats"][s];
-    p.h << "<tr><td>" << s << "</td><td>" << c[pos] << "</td><td>" << c[neg]
-        << "</td><td>" << num(px["all"]["mean"]) << "</td><td>"
-        << num(px["all"]["std"]) << "</td><td>" << num(px[pos]["mean"])
-        << "</td><td>" << num(px[neg]["mean"]) << "</td></tr>";
+    const json& c = field(exj, {"counts", s});
+    const json& px = field(exj, {"pixel_stats", s});
+    p.h << "<tr><td>" << s << "</td><td>" << count(field(c, pos)) << "</td><td>"
+        << count(field(c, neg)) << "</td><td>"
+        << num(field(px, {"all", "mean"})) << "</td><td>"
+        << num(field(px, {"all", "std"})) << "</td><td>"
+        << num(field(px, {pos, "mean"})) << "</td><td>"
+        << num(field(px, {neg, "mean"})) << "</td></tr>";
   }
   p.h << "</table><p>The reference study reports train 0.53/0.25, val "
          "0.55/0.25, test 0.56/0.26 (mean/std). Normalisation used by the "
          "baseline (train+val): mean "
-      << num(exj["normalization"]["mean"], 4) << ", std "
-      << num(exj["normalization"]["std"], 4)
-      << ". Image sizes: " << html_escape(exj["image_sizes"].dump())
-      << "; formats: " << html_escape(exj["bit_depths"].dump()) << ".</p>\n";
+      << num(field(exj, {"normalization", "mean"}), 4) << ", std "
+      << num(field(exj, {"normalization", "std"}), 4)
+      << ". Image sizes: " << html_escape(dump_or_na(field(exj, "image_sizes")))
+      << "; formats: " << html_escape(dump_or_na(field(exj, "bit_depths")))
+      << ".</p>\n";
   p.h << img(ex / "histograms.png", "intensity histograms") << "\n"
       << img(ex / "samples.png", "sample grid") << "\n";
-  write_leakage(p, exj["duplicates"]);
+  write_leakage(p, field(exj, "duplicates"));
   p.section("augmentation", "Augmentation examples");
   p.h << img(ex / "augment.png", "augmentation preview") << "\n";
 }
 
 void write_tuning(Page& p) {
   if (p.in.study.empty()) return;
-  for (const auto& t : p.in.sj.value("tuning", json::array())) {
-    const fs::path td = p.in.study / t["dir"].get<std::string>();
-    p.section("tuning",
-              "Hyper-parameter search: " + t["name"].get<std::string>());
-    json best = maybe_json(td / "best.json");
+  const json& tuning = field(p.in.sj, "tuning");
+  for (size_t i = 0; tuning.is_array() && i < tuning.size(); ++i) {
+    const json& t = tuning[i];
+    const std::string dir = text(t, "dir");
+    p.section("tuning", "Hyper-parameter search: " + text(t, "name", dir));
+    if (dir.empty()) {
+      p.h << "<p class=missing>study.json's tuning[" << i
+          << "] has no dir: its search is not shown.</p>\n";
+      continue;
+    }
+    const fs::path td = p.in.study / dir;
+    const json best = maybe_json(td / "best.json");
     if (!best.is_null()) {
-      p.h << "<p>Mode " << html_escape(best["mode"].get<std::string>()) << ", "
-          << best["trials"] << " trials in " << num(best["minutes"], 1)
-          << " minutes, ranked by "
-          << html_escape(best["metric"].get<std::string>()) << ". Best: <code>"
-          << html_escape(best["best"]["key"].get<std::string>())
-          << "</code> (best epoch " << best["best"]["best_epoch"] << ").</p>\n";
+      p.h << missing_keys(best, {"mode", "trials", "minutes", "metric", "best"},
+                          dir + "/best.json");
+      p.h << "<p>Mode " << html_escape(text(best, "mode", "n/a")) << ", "
+          << count(field(best, "trials")) << " trials in "
+          << num(field(best, "minutes"), 1) << " minutes, ranked by "
+          << html_escape(text(best, "metric", "n/a")) << ". Best: <code>"
+          << html_escape(text(field(best, "best"), "key", "n/a"))
+          << "</code> (best epoch "
+          << count(field(best, {"best", "best_epoch"})) << ").</p>\n";
     }
     if (fs::exists(td / "trials.csv")) {
       p.h << "<div class=\"scroll\">"
@@ -289,18 +322,18 @@ void write_tuning(Page& p) {
 
 // One line on how a run was trained, from config.json's result.
 std::string training_line(const json& config) {
-  const auto& r = config["result"];
-  const std::string pretrained =
-      config["model"].value("pretrained", std::string());
+  const json& r = field(config, "result");
+  const json& model = field(config, "model");
+  const std::string pretrained = text(model, "pretrained");
   std::ostringstream s;
-  s << "<p>" << html_escape(config["model"]["arch"].get<std::string>())
-    << ", trained on "
-    << html_escape(config["train"]["train_on"].get<std::string>()) << ", "
-    << r.value("epochs_run", 0) << " epochs (weights of epoch "
-    << r.value("best_epoch", 0) << "), " << num(r["seconds"], 0) << " s at "
-    << num(r["images_per_second"], 1) << " images/s on "
-    << html_escape(r.value("device", std::string())) << ", "
-    << r.value("parameters", 0) << " parameters"
+  s << missing_keys(config, {"model", "train", "result"}, "config.json")
+    << "<p>" << html_escape(text(model, "arch", "n/a")) << ", trained on "
+    << html_escape(text(field(config, "train"), "train_on", "n/a")) << ", "
+    << count(field(r, "epochs_run")) << " epochs (weights of epoch "
+    << count(field(r, "best_epoch")) << "), " << num(field(r, "seconds"), 0)
+    << " s at " << num(field(r, "images_per_second"), 1) << " images/s on "
+    << html_escape(text(r, "device", "n/a")) << ", "
+    << count(field(r, "parameters")) << " parameters"
     << (pretrained.empty()
             ? ""
             : ", ImageNet weights from " +
@@ -338,17 +371,25 @@ void write_roc(Page& p) {
   rc.x_min = rc.y_min = 0;
   rc.x_max = rc.y_max = 1;
   rc.diagonal = true;
+  std::string lacking;
   for (const auto& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("roc")) continue;
+    std::vector<double> fpr = detail::numbers(field(m.metrics, {"roc", "fpr"})),
+                        tpr = detail::numbers(field(m.metrics, {"roc", "tpr"}));
+    if (fpr.empty() || fpr.size() != tpr.size()) {
+      lacking += "<p class=missing>" + html_escape(m.name) +
+                 ": the roc in metrics.json has no fpr/tpr of equal "
+                 "length.</p>\n";
+      continue;
+    }
     rc.series.push_back(
-        {m.name + " (AUC " + num(m.metrics["auc"]["value"]) + ")",
-         m.metrics["roc"]["fpr"].get<std::vector<double>>(),
-         m.metrics["roc"]["tpr"].get<std::vector<double>>()});
+        {m.name + " (AUC " + num(field(m.metrics, {"auc", "value"})) + ")",
+         std::move(fpr), std::move(tpr)});
   }
   rc.legend = viz::LineChart::Legend::kBelow;  // long model names, whole
   rc.width = 720;
   rc.height = 520 + 18 * static_cast<int>(rc.series.size());
-  p.h << detail::chart_img(rc, "ROC curves", "width:720px") << "\n";
+  p.h << detail::chart_img(rc, "ROC curves", "width:720px") << "\n" << lacking;
 }
 
 void write_calibration(Page& p) {
@@ -366,19 +407,20 @@ void write_calibration(Page& p) {
          "<th>NLL raw / cal.</th></tr>\n";
   for (const auto& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("calibration")) continue;
-    const auto& c = m.metrics["calibration"];
+    const json& c = field(m.metrics, "calibration");
     auto ece = [&](const char* k) {
-      return num(c[k]["ece"]["value"]) + " <span class=ci>[" +
-             num(c[k]["ece"]["low"]) + ", " + num(c[k]["ece"]["high"]) +
-             "]</span>";
+      const json& e = field(c, {k, "ece"});
+      return num(field(e, "value")) + " <span class=ci>[" +
+             num(field(e, "low")) + ", " + num(field(e, "high")) + "]</span>";
     };
     p.h << "<tr><td>" << html_escape(m.name) << "</td><td>"
-        << num(c["temperature"]) << "<br><small>"
-        << html_escape(c.value("source", std::string())) << "</small></td><td>"
-        << ece("raw") << "</td><td>" << ece("calibrated") << "</td><td>"
-        << num(c["raw"]["brier"]) << " / " << num(c["calibrated"]["brier"])
-        << "</td><td>" << num(c["raw"]["nll"]) << " / "
-        << num(c["calibrated"]["nll"]) << "</td></tr>\n";
+        << num(field(c, "temperature")) << "<br><small>"
+        << html_escape(text(c, "source")) << "</small></td><td>" << ece("raw")
+        << "</td><td>" << ece("calibrated") << "</td><td>"
+        << num(field(c, {"raw", "brier"})) << " / "
+        << num(field(c, {"calibrated", "brier"})) << "</td><td>"
+        << num(field(c, {"raw", "nll"})) << " / "
+        << num(field(c, {"calibrated", "nll"})) << "</td></tr>\n";
   }
   p.h << "</table>\n";
   write_eval_figures(p, "reliability.png", "reliability diagram");
@@ -395,10 +437,11 @@ void write_ood_row(Page& p,
                    const std::string& what,
                    const json& r) {
   p.h << "<tr><td>" << html_escape(name) << "<br><small>" << html_escape(what)
-      << "</small></td><td>" << r["n"] << "</td><td><b>"
-      << percent(r["flag_rate"]) << "</b></td><td>" << percent(r["by_checks"])
-      << "</td><td>" << percent(r["by_detector"]) << "</td><td>"
-      << (r.contains("auroc") ? num(r["auroc"]) : std::string("-"))
+      << "</small></td><td>" << count(field(r, "n")) << "</td><td><b>"
+      << percent(field(r, "flag_rate")) << "</b></td><td>"
+      << percent(field(r, "by_checks")) << "</td><td>"
+      << percent(field(r, "by_detector")) << "</td><td>"
+      << (r.contains("auroc") ? num(field(r, "auroc")) : std::string("-"))
       << "</td></tr>\n";
 }
 
@@ -409,8 +452,7 @@ void write_ood_model(Page& p, const Model& m) {
   if (!m.metrics.is_null() && m.metrics.contains("ood")) {
     p.h << "<p>Flagged on the " << html_escape(p.o.split)
         << " split (detector): "
-        << num(json(100 * m.metrics["ood"].value("flag_rate", 0.0)), 1)
-        << " %.</p>\n";
+        << percent(field(m.metrics, {"ood", "flag_rate"})) << ".</p>\n";
   }
   if (oj.is_null()) {
     p.h << "<p class=missing>not scored on the OOD sets (cxr evaluate RUN "
@@ -419,11 +461,12 @@ void write_ood_model(Page& p, const Model& m) {
   }
   p.h << "<table><tr><th>set</th><th>n</th><th>flagged</th><th>by input "
          "checks</th><th>by detector</th><th>AUROC</th></tr>\n";
-  write_ood_row(p, "cxr-seed " + oj.value("split", std::string("test")),
-                "in distribution: should be flagged rarely", oj["test"]);
-  for (const auto& r : oj["sets"]) {
-    write_ood_row(p, r["name"].get<std::string>(),
-                  r.value("description", std::string()), r);
+  write_ood_row(p, "cxr-seed " + text(oj, "split", "test"),
+                "in distribution: should be flagged rarely", field(oj, "test"));
+  const json& sets = field(oj, "sets");
+  for (size_t i = 0; sets.is_array() && i < sets.size(); ++i) {
+    write_ood_row(p, text(sets[i], "name", "n/a"), text(sets[i], "description"),
+                  sets[i]);
   }
   p.h << "</table>\n";
 }
@@ -462,14 +505,14 @@ void write_cards(Page& p) {
 // whether the folder exists.
 bool write_gallery(Page& p, const Model& m, const std::string& kind) {
   const fs::path ed = m.run / kind;
-  json es = maybe_json(ed / "summary.json");
+  const json es = maybe_json(ed / "summary.json");
   if (es.is_null()) return false;
   const bool mis = kind == "explain-misclassified";
   p.h << "<h3>" << html_escape(m.name) << ": "
       << (mis ? "every misclassified " + p.o.split + " image"
               : std::string("examples"))
-      << " (" << es["images"] << " images, layer <code>"
-      << html_escape(es["layer"].get<std::string>()) << "</code>)</h3>\n";
+      << " (" << count(field(es, "images")) << " images, layer <code>"
+      << html_escape(text(es, "layer", "n/a")) << "</code>)</h3>\n";
   if (mis) {
     p.summary.sections.push_back("misclassified-" + m.run.filename().string());
   }

@@ -29,7 +29,8 @@ double shown(double v) {
 }
 
 std::string ci_text(const json& m) {
-  return num(m["value"]) + " [" + num(m["low"]) + ", " + num(m["high"]) + "]";
+  return num(field(m, "value")) + " [" + num(field(m, "low")) + ", " +
+         num(field(m, "high")) + "]";
 }
 
 // Paths inside a rule ("... of run /a/b/mobilenetv2 ...") as their last
@@ -63,7 +64,7 @@ void write_best(Page& p) {
   std::vector<Scored> scored;
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("accuracy")) continue;
-    const double a = number(m.metrics["accuracy"].value("value", json()));
+    const double a = number(field(m.metrics, {"accuracy", "value"}));
     if (std::isfinite(a)) scored.push_back({&m, a});
   }
   const std::string& split = p.o.split;
@@ -77,27 +78,27 @@ void write_best(Page& p) {
       scored.begin(), scored.end(),
       [](const Scored& a, const Scored& b) { return a.acc > b.acc; });
   const json& best = scored[0].m->metrics;
-  const std::string n = best.value("n", json()).dump();
+  const std::string n = count(field(best, "n"));
   p.h << html_escape(scored[0].m->name) << " has the highest accuracy, "
-      << ci_text(best["accuracy"]) << " (n = " << html_escape(n) << ").";
+      << ci_text(field(best, "accuracy")) << " (n = " << html_escape(n) << ").";
   if (scored.size() == 1) {
     p.h << " It is the only model evaluated.</li>\n";
     return;
   }
   const json& next = scored[1].m->metrics;
   const double diff = scored[0].acc - scored[1].acc;
-  const double low = number(best["accuracy"].value("low", json())),
-               high = number(best["accuracy"].value("high", json()));
-  const double next_high = number(next["accuracy"].value("high", json()));
+  const double low = number(field(best, {"accuracy", "low"})),
+               high = number(field(best, {"accuracy", "high"}));
+  const double next_high = number(field(next, {"accuracy", "high"}));
   p.h << " Next is " << html_escape(scored[1].m->name) << ", "
-      << ci_text(next["accuracy"]) << ". The difference, " << fixed(diff)
+      << ci_text(field(next, "accuracy")) << ". The difference, " << fixed(diff)
       << ", is ";
   if (std::isfinite(high - low)) {
     p.h << (shown(diff) < shown(high) - shown(low) ? "smaller than"
                                                    : "at least")
         << " the width of the best model's "
         << (best.contains("confidence")
-                ? fixed(100 * number(best["confidence"]), 0) + " % "
+                ? fixed(100 * number(field(best, "confidence")), 0) + " % "
                 : std::string())
         << "CI (" << fixed(high - low) << ")";
   } else {
@@ -120,7 +121,7 @@ void write_thresholds(Page& p) {
   std::string positive = "the positive class";
   for (const Model& m : p.in.models) {
     if (m.metrics.is_object() && m.metrics.contains("classes")) {
-      positive = m.metrics["classes"].value("positive", positive);
+      positive = text(field(m.metrics, "classes"), "positive", positive);
       break;
     }
   }
@@ -130,9 +131,9 @@ void write_thresholds(Page& p) {
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("threshold")) continue;
     p.h << "<li>" << html_escape(m.name) << ": <b>"
-        << num(m.metrics["threshold"]) << "</b>, "
-        << html_escape(short_paths(m.metrics.value(
-               "threshold_rule", std::string("rule not recorded"))))
+        << num(field(m.metrics, "threshold")) << "</b>, "
+        << html_escape(short_paths(
+               text(m.metrics, "threshold_rule", "rule not recorded")))
         << "</li>\n";
     any = true;
   }
@@ -143,12 +144,13 @@ void write_thresholds(Page& p) {
 // One image set's deletion result at about 20 % of the cells: faithful
 // when the guided drop, as shown, is above the random one.
 std::string deletion_text(const TrustSet& s) {
-  const json& d = s.trust().value("deletion", json::object());
+  const json& d = field(s.trust(), "deletion");
   const int i = deletion_index(d);
   if (i < 0) return "deletion check not available";
-  const double g = number(d["mean_drop_guided"][i]),
-               r = number(d["mean_drop_random"][i]);
-  return "blanking the " + percent_of(number(d["fractions"][i])) +
+  const size_t at = static_cast<size_t>(i);
+  const double g = numbers(field(d, "mean_drop_guided"))[at],
+               r = numbers(field(d, "mean_drop_random"))[at];
+  return "blanking the " + percent_of(numbers(field(d, "fractions"))[at]) +
          " of cells the maps rank highest dropped P by " + fixed(g) +
          " against " + fixed(r) + " for random cells: " +
          (shown(g) > shown(r)
@@ -160,24 +162,24 @@ std::string deletion_text(const TrustSet& s) {
 // The cascade's verdict (explain's rule, stated in docs/trust.md) and its
 // first and last points; what an older run has instead.
 std::string cascade_text(const TrustSet& s) {
-  const json& r = s.trust().value("randomization", json::object());
-  const json& c = r.value("cascade", json::array());
+  const json& r = field(s.trust(), "randomization");
+  const json& c = field(r, "cascade");
   if (!c.is_array() || c.empty()) {
     std::string t =
         "randomisation cascade not available for this run (made by an "
         "older version)";
     if (r.contains("mean_rank_correlation")) {
       t += "; its single-step check left a rank correlation of " +
-           num(r["mean_rank_correlation"]);
+           num(field(r, "mean_rank_correlation"));
     }
     return t;
   }
-  const bool passes = !r.value("untrustworthy", true);
+  const bool passes = field(r, "untrustworthy") == false;
   return std::string("randomisation cascade ") +
          (passes ? "passes" : "<b>fails</b>") + ": mean |rank correlation| " +
-         num(c.front()["mean_abs_rank_correlation"]) + " after step 1, " +
-         num(c.back()["mean_abs_rank_correlation"]) + " after step " +
-         std::to_string(c.size()) +
+         num(field(c.front(), "mean_abs_rank_correlation")) +
+         " after step 1, " + num(field(c.back(), "mean_abs_rank_correlation")) +
+         " after step " + std::to_string(c.size()) +
          (passes ? " (the maps decorrelate as the cascade goes deeper)"
                  : " (the maps do not decorrelate as the cascade goes "
                    "deeper: they follow the image more than the model)");
@@ -185,17 +187,16 @@ std::string cascade_text(const TrustSet& s) {
 
 // Lung and border shares against a uniform map, as shown.
 std::string energy_text(const TrustSet& s) {
-  const json& e = s.trust().value("energy", json::object());
-  const json none;
-  const json& mean = e.value("mean", none);
-  const json& uni = e.value("uniform_map", none);
+  const json& e = field(s.trust(), "energy");
+  const json& mean = field(e, "mean");
+  const json& uni = field(e, "uniform_map");
   if (!mean.is_object() || !uni.is_object()) {
     return "energy check not available";
   }
-  const double l = number(mean.value("lung", none)),
-               b = number(mean.value("border", none)),
-               ul = number(uni.value("lung", none)),
-               ub = number(uni.value("border", none));
+  const double l = number(field(mean, "lung")),
+               b = number(field(mean, "border")),
+               ul = number(field(uni, "lung")),
+               ub = number(field(uni, "border"));
   if (!std::isfinite(l) || !std::isfinite(b)) {
     return "energy check not available (maps without mass)";
   }
@@ -216,20 +217,18 @@ std::string energy_text(const TrustSet& s) {
 void write_trust_summary(Page& p) {
   p.h << "<li><b>Trust checks of the Grad-CAM maps</b> (<a "
          "href=\"#trust\">details</a>):<ul>\n";
-  bool any = false;
-  for (const Model& m : p.in.models) {
-    const std::vector<TrustSet> sets = trust_sets(m, p.o.split);
-    if (sets.empty()) continue;
-    any = true;
-    p.h << "<li>" << html_escape(m.name) << "<ul>\n";
-    for (const TrustSet& s : sets) {
+  const std::vector<ModelTrust> models = models_with_trust(p);
+  for (const ModelTrust& mt : models) {
+    p.h << "<li>" << html_escape(mt.model->name) << "<ul>\n";
+    for (const TrustSet& s : mt.sets) {
       p.h << "<li>" << html_escape(s.label) << " ("
-          << s.summary.value("images", 0) << " images): " << deletion_text(s)
-          << "; " << cascade_text(s) << "; " << energy_text(s) << ".</li>\n";
+          << count(field(s.summary, "images"))
+          << " images): " << deletion_text(s) << "; " << cascade_text(s) << "; "
+          << energy_text(s) << ".</li>\n";
     }
     p.h << "</ul></li>\n";
   }
-  if (!any) p.h << "<li>No trust checks were run.</li>\n";
+  if (models.empty()) p.h << "<li>No trust checks were run.</li>\n";
   p.h << "</ul></li>\n";
 }
 
@@ -237,15 +236,16 @@ void write_ood_summary(Page& p) {
   std::vector<std::string> parts;
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("ood")) continue;
-    const double r = number(m.metrics["ood"].value("flag_rate", json()));
+    const double r = number(field(m.metrics, {"ood", "flag_rate"}));
     if (!std::isfinite(r)) continue;
     std::string part = html_escape(m.name) + " " + fixed(100 * r, 1) + " %";
     const fs::path oj = m.run / "eval-ood" / "ood.json";
     if (fs::exists(oj)) {
       const json o = read_json(oj);
       double lo = INFINITY, hi = -INFINITY;
-      for (const auto& set : o.value("sets", json::array())) {
-        const double f = number(set.value("flag_rate", json()));
+      const json& sets = field(o, "sets");
+      for (size_t i = 0; sets.is_array() && i < sets.size(); ++i) {
+        const double f = number(field(sets[i], "flag_rate"));
         if (!std::isfinite(f)) continue;
         lo = std::min(lo, f);
         hi = std::max(hi, f);
@@ -273,16 +273,11 @@ std::vector<fs::path> readme_candidates(const Page& p) {
   std::vector<std::string> roots;
   const json& sj = p.in.sj;
   if (sj.is_object()) {
-    if (sj.contains("options") && sj["options"].is_object()) {
-      roots.push_back(sj["options"].value("data", std::string()));
-    }
-    roots.push_back(sj.value("data", std::string()));
+    roots.push_back(text(field(sj, "options"), "data"));
+    roots.push_back(text(sj, "data"));
   }
   for (const Model& m : p.in.models) {
-    if (m.config.is_object() && m.config.contains("data") &&
-        m.config["data"].is_object()) {
-      roots.push_back(m.config["data"].value("root", std::string()));
-    }
+    roots.push_back(text(field(m.config, "data"), "root"));
   }
   std::vector<fs::path> out;
   for (const std::string& r : roots) {

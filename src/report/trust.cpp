@@ -19,31 +19,33 @@ namespace {
 
 using nlohmann::json;
 
-// The numbers of a JSON array (NaN for null), empty for anything else.
-std::vector<double> numbers(const json& a) {
-  std::vector<double> out;
-  if (!a.is_array()) return out;
-  for (const auto& v : a) out.push_back(number(v));
-  return out;
+// The trust figures share one size, so they sit side by side.
+viz::LineChart trust_chart(const std::string& title,
+                           const std::string& x_label,
+                           const std::string& y_label) {
+  viz::LineChart c;
+  c.title = title;
+  c.x_label = x_label;
+  c.y_label = y_label;
+  c.width = 520;
+  c.height = 340;
+  return c;
 }
 
 // Guided and random mean drops per fraction, as a chart and a table.
 void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
-  const json& d = s.trust().value("deletion", json::object());
-  const std::vector<double> f = numbers(d.value("fractions", json())),
-                            g = numbers(d.value("mean_drop_guided", json())),
-                            r = numbers(d.value("mean_drop_random", json()));
+  const json& d = field(s.trust(), "deletion");
+  const std::vector<double> f = numbers(field(d, "fractions")),
+                            g = numbers(field(d, "mean_drop_guided")),
+                            r = numbers(field(d, "mean_drop_random"));
   if (f.empty() || g.size() != f.size() || r.size() != f.size()) {
     p.h << "<p class=missing>deletion check: not available for this "
            "run</p>\n";
     return;
   }
-  viz::LineChart c;
-  c.title = "Deletion: guided vs random cells";
-  c.x_label = "cells blanked (%)";
-  c.y_label = "mean drop of P(predicted class)";
-  c.width = 520;
-  c.height = 340;
+  viz::LineChart c =
+      trust_chart("Deletion: guided vs random cells", "cells blanked (%)",
+                  "mean drop of P(predicted class)");
   viz::Series guided{"cells the map ranks highest", {}, g};
   viz::Series random{"as many random cells", {}, r, true};
   for (double v : f) guided.x.push_back(100 * v);
@@ -55,8 +57,8 @@ void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
          "the random one (its cells matter more to the model).</figcaption>"
          "</figure>\n";
   p.h << "<table class=\"trust-deletion\"><caption>Deletion ("
-      << d["cell_pixels"] << " px cells, random order repeated "
-      << d["random_repeats"]
+      << count(field(d, "cell_pixels")) << " px cells, random order repeated "
+      << count(field(d, "random_repeats"))
       << " times)</caption><tr><th>cells blanked</th><th>drop, guided</th>"
          "<th>drop, random</th><th>guided − random</th></tr>\n";
   for (size_t i = 0; i < f.size(); ++i) {
@@ -70,34 +72,34 @@ void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
 // The cascade's mean |rank correlation| per step, or what an older run
 // wrote instead (one step over the top modules).
 void write_randomization(Page& p, const std::string& model, const TrustSet& s) {
-  const json& r = s.trust().value("randomization", json::object());
-  const json& cascade = r.value("cascade", json::array());
+  const json& r = field(s.trust(), "randomization");
+  const json& cascade = field(r, "cascade");
   if (!cascade.is_array() || cascade.empty()) {
     p.h << "<p class=\"missing\">Randomisation cascade: not available for "
            "this run (made by an older version).";
     if (r.contains("mean_rank_correlation")) {
       p.h << " Its single-step check, re-initialising <code>"
-          << html_escape(r.value("modules", json::array()).dump())
+          << html_escape(field(r, "modules").is_null()
+                             ? std::string("n/a")
+                             : field(r, "modules").dump())
           << "</code>, left a mean rank correlation of "
-          << num(r["mean_rank_correlation"]) << " with the original maps.";
+          << num(field(r, "mean_rank_correlation"))
+          << " with the original maps.";
     }
     p.h << "</p>\n";
     return;
   }
-  viz::LineChart c;
-  c.title = "Randomisation cascade";
-  c.x_label = "layers re-initialised from the output (steps)";
-  c.y_label = "mean |rank correlation|";
+  viz::LineChart c = trust_chart(
+      "Randomisation cascade", "layers re-initialised from the output (steps)",
+      "mean |rank correlation|");
   c.y_min = 0;
   c.y_max = 1;
-  c.width = 520;
-  c.height = 340;
   viz::Series curve{"map vs original", {}, {}};
   for (size_t i = 0; i < cascade.size(); ++i) {
     curve.x.push_back(static_cast<double>(i + 1));
-    curve.y.push_back(number(cascade[i]["mean_abs_rank_correlation"]));
+    curve.y.push_back(number(field(cascade[i], "mean_abs_rank_correlation")));
   }
-  const double line = number(r.value("untrustworthy_above", json()));
+  const double line = number(field(r, "untrustworthy_above"));
   c.series = {curve};
   if (std::isfinite(line)) {
     c.series.push_back({"fails above this at the deepest step",
@@ -110,22 +112,21 @@ void write_randomization(Page& p, const std::string& model, const TrustSet& s) {
       << "<figcaption>A map that explains the model decorrelates as more of "
          "the model is destroyed.</figcaption></figure>\n";
   p.h << "<table class=\"trust-cascade\"><caption>Randomisation cascade: "
-      << (r.value("untrustworthy", true) ? "fails" : "passes")
+      << (field(r, "untrustworthy") == false ? "passes" : "fails")
       << "</caption><tr><th>step</th><th>re-initialised down to</th>"
          "<th>mean |rank corr.|</th><th>mean rank corr.</th></tr>\n";
   for (size_t i = 0; i < cascade.size(); ++i) {
     p.h << "<tr><td>" << i + 1 << "</td><td><code>"
-        << html_escape(cascade[i].value("layer", std::string()))
-        << "</code></td><td>" << num(cascade[i]["mean_abs_rank_correlation"])
-        << "</td><td>" << num(cascade[i]["mean_rank_correlation"])
-        << "</td></tr>\n";
+        << html_escape(text(cascade[i], "layer")) << "</code></td><td>"
+        << num(field(cascade[i], "mean_abs_rank_correlation")) << "</td><td>"
+        << num(field(cascade[i], "mean_rank_correlation")) << "</td></tr>\n";
   }
   p.h << "</table>\n";
 }
 
 // Shares of the map mass in the lung box and the border frame.
 void write_energy(Page& p, const TrustSet& s) {
-  const json& e = s.trust().value("energy", json::object());
+  const json& e = field(s.trust(), "energy");
   if (!e.contains("mean") || !e.contains("uniform_map")) {
     p.h << "<p class=missing>energy check: not available for this run</p>\n";
     return;
@@ -138,8 +139,7 @@ void write_energy(Page& p, const TrustSet& s) {
         << (std::string(region) == "lung" ? "lung box" : "border frame")
         << "</td>";
     for (const char* k : {"mean", "correct", "wrong", "uniform_map"}) {
-      p.h << "<td>" << num(e.value(k, json::object()).value(region, json()))
-          << "</td>";
+      p.h << "<td>" << num(field(e, {k, region})) << "</td>";
     }
     p.h << "</tr>\n";
   }
@@ -148,9 +148,9 @@ void write_energy(Page& p, const TrustSet& s) {
 
 void write_set(Page& p, const Model& m, const TrustSet& s) {
   const json& es = s.summary;
-  p.h << "<h4>" << html_escape(s.label) << " (" << es.value("images", 0)
-      << " images, layer <code>"
-      << html_escape(es.value("layer", std::string())) << "</code>)</h4>\n"
+  p.h << "<h4>" << html_escape(s.label) << " (" << count(field(es, "images"))
+      << " images, layer <code>" << html_escape(text(es, "layer", "n/a"))
+      << "</code>)</h4>\n"
       << "<div class=\"figs\">";
   write_deletion(p, m.name, s);
   write_randomization(p, m.name, s);
@@ -161,13 +161,26 @@ void write_set(Page& p, const Model& m, const TrustSet& s) {
 
 }  // namespace
 
+const json& TrustSet::trust() const {
+  return field(summary, "trust");
+}
+
+std::vector<ModelTrust> models_with_trust(const Page& p) {
+  std::vector<ModelTrust> out;
+  for (const Model& m : p.in.models) {
+    std::vector<TrustSet> sets = trust_sets(m, p.o.split);
+    if (!sets.empty()) out.push_back({&m, std::move(sets)});
+  }
+  return out;
+}
+
 std::vector<TrustSet> trust_sets(const Model& m, const std::string& split) {
   std::vector<TrustSet> out;
   for (const char* kind : {"explain-examples", "explain-misclassified"}) {
     const fs::path f = m.run / kind / "summary.json";
     if (!fs::exists(f)) continue;
     json es = read_json(f);
-    if (!es.contains("trust") || !es["trust"].is_object()) continue;
+    if (!field(es, "trust").is_object()) continue;
     out.push_back({kind,
                    std::string(kind) == "explain-examples"
                        ? "examples"
@@ -178,9 +191,9 @@ std::vector<TrustSet> trust_sets(const Model& m, const std::string& split) {
 }
 
 int deletion_index(const json& deletion, double target) {
-  const json& f = deletion.value("fractions", json::array());
-  const json& g = deletion.value("mean_drop_guided", json::array());
-  const json& r = deletion.value("mean_drop_random", json::array());
+  const json& f = field(deletion, "fractions");
+  const json& g = field(deletion, "mean_drop_guided");
+  const json& r = field(deletion, "mean_drop_random");
   if (!f.is_array() || !g.is_array() || !r.is_array() || g.size() != f.size() ||
       r.size() != f.size()) {
     return -1;
@@ -218,15 +231,12 @@ void write_trust(Page& p) {
          "not the model. <b>Energy</b>: the share of map mass in a box "
          "around the lungs and in the outer frame where text and markers "
          "sit, against a uniform map.</p>\n";
-  bool any = false;
-  for (const Model& m : p.in.models) {
-    const std::vector<TrustSet> sets = trust_sets(m, p.o.split);
-    if (sets.empty()) continue;
-    any = true;
-    p.h << "<h3>" << html_escape(m.name) << "</h3>\n";
-    for (const TrustSet& s : sets) write_set(p, m, s);
+  const std::vector<ModelTrust> models = models_with_trust(p);
+  for (const ModelTrust& mt : models) {
+    p.h << "<h3>" << html_escape(mt.model->name) << "</h3>\n";
+    for (const TrustSet& s : mt.sets) write_set(p, *mt.model, s);
   }
-  if (!any) {
+  if (models.empty()) {
     p.h << "<p class=missing>No trust checks were found (cxr explain RUN "
            "--trust writes them).</p>\n";
   }

@@ -1,0 +1,109 @@
+// A report from files that lack optional keys (an interrupted or older
+// stage, a hand-edited file): every section still renders, shows "n/a" or
+// says what is missing, and never reads a missing key through const json's
+// operator[] (undefined behaviour: it crashed ReportSummary in CI).
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "cxr/common/error.h"
+#include "cxr/report/report.h"
+#include "test_util.h"
+
+namespace cxr::report {
+namespace {
+
+namespace fs = std::filesystem;
+using cxr::testing::TempDir;
+using nlohmann::json;
+
+void write(const fs::path& p, const json& j) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << j.dump(2);
+}
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool has(const std::string& html, const std::string& part) {
+  return html.find(part) != std::string::npos;
+}
+
+// A study whose every file holds its section's object but few of its keys.
+fs::path write_sparse_study(const fs::path& root) {
+  const fs::path study = root / "study";
+  write(study / "study.json", {{"models", {{{"name", "Sparse"}, {"run", "m"}}}},
+                               {"tuning", {{{"dir", "tune"}}}}});
+  // explore: classes and duplicates without their numbers.
+  write(study / "explore/summary.json",
+        {{"dataset", json::object()},
+         {"duplicates", {{"cross_split", {json::object()}}}}});
+  write(study / "tune/best.json", {{"best", json::object()}});
+  write(study / "m/config.json",
+        {{"model", json::object()}, {"result", json::object()}});
+  write(study / "m/eval-test/metrics.json",
+        {{"accuracy", {{"value", 0.9}}},
+         {"threshold", 0.5},
+         {"classes", json::object()},
+         {"roc", json::object()},
+         {"calibration", {{"raw", json::object()}}},
+         {"ood", json::object()}});
+  write(study / "m/eval-ood/ood.json", {{"sets", {json::object()}}});
+  json trust;
+  trust["deletion"] = {{"fractions", {0.2}},
+                       {"mean_drop_guided", {0.3}},
+                       {"mean_drop_random", {0.1}}};
+  trust["randomization"] = {{"cascade", {json::object()}}};
+  write(study / "m/explain-examples/summary.json", {{"trust", trust}});
+  return study;
+}
+
+TEST(ReportMissingKeys, SparseStudyRendersAndSaysWhatIsMissing) {
+  TempDir tmp;
+  const fs::path study = write_sparse_study(tmp.path());
+  ReportOptions o;
+  o.inputs = {study.string()};
+  o.out_path = (tmp.path() / "report.html").string();
+  ReportSummary s;
+  ASSERT_NO_THROW(s = write_report(o));
+  const std::string html = read(o.out_path);
+  if (const char* keep = std::getenv("CXR_TEST_REPORT_DIR")) {
+    fs::copy_file(o.out_path, fs::path(keep) / "missing-keys.html",
+                  fs::copy_options::overwrite_existing);
+  }
+  ASSERT_EQ(s.models.size(), 1u);
+  EXPECT_EQ(s.models[0].accuracy, 0.9);
+  // Each section says which keys its file lacks.
+  EXPECT_TRUE(has(html, "explore/summary.json has no"));
+  EXPECT_TRUE(has(html, "counts"));
+  EXPECT_TRUE(has(html, "best.json has no"));
+  EXPECT_TRUE(has(html, "roc in metrics.json has no fpr/tpr"));
+  EXPECT_TRUE(has(html, "n/a"));
+  EXPECT_FALSE(has(html, ">null<"));
+  // The deletion table without cell size or repeats still renders.
+  EXPECT_TRUE(has(html, "trust-deletion"));
+}
+
+TEST(ReportMissingKeys, StudyModelWithoutRunIsADataError) {
+  TempDir tmp;
+  const fs::path study = tmp.path() / "study";
+  write(study / "study.json", {{"models", {{{"name", "No run"}}}}});
+  ReportOptions o;
+  o.inputs = {study.string()};
+  o.out_path = (tmp.path() / "report.html").string();
+  try {
+    write_report(o);
+    FAIL() << "a model entry without a run folder was accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("study.json"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("run"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cxr::report
