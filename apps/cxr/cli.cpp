@@ -21,10 +21,11 @@ void add_runtime_flags(CLI::App& cmd, RuntimeFlags& flags, bool runs_model) {
               "CPU threads, 0..1024 (0 = all cores)", integer_in(0, 1024));
   if (runs_model) {
     add_checked(cmd, "--precision", flags.precision,
-                "fp32, or bf16: bfloat16 autocast of the forward passes "
-                "(weights, loss and scores stay float32; fastest on CPUs "
-                "with AVX-512 BF16 or AMX; docs/performance.md)",
-                one_of({"fp32", "bf16"}));
+                "fp32, bf16 (bfloat16 autocast of the forward passes; "
+                "weights, loss and scores stay float32), or auto: bf16 on "
+                "CPUs with AVX-512 BF16 or AMX, fp32 elsewhere "
+                "(docs/performance.md)",
+                one_of({"auto", "fp32", "bf16"}));
   }
 }
 
@@ -103,7 +104,7 @@ CLI::Validator seed_value() {
 
 void apply_runtime(const RuntimeFlags& flags) {
   configure_threads(flags.threads);
-  set_precision(parse_precision(flags.precision));
+  set_precision(parse_precision(flags.precision, flags.device));
 }
 
 void add_data_folder(CLI::App& cmd, std::string& data) {

@@ -17,8 +17,9 @@ namespace cxr::cli {
 struct RuntimeFlags {
   std::string device = "auto";
   int threads = 0;
-  /// fp32 | bf16 (bfloat16 autocast of the forward passes;
-  /// common/precision.h).
+  /// fp32 | bf16 (bfloat16 autocast of the forward passes) | auto (bf16
+  /// where the CPU computes it natively; common/precision.h). `cxr study`
+  /// defaults to auto, the other commands to fp32.
   std::string precision = "fp32";
 };
 /// --device, --threads and, for commands that run a model, --precision.

@@ -51,7 +51,7 @@ void register_serve(CLI::App& app) {
     o.device = f->runtime.device;
     o.threads = f->runtime.threads;
     // The worker thread's forward passes read it (common/precision.h).
-    set_precision(parse_precision(f->runtime.precision));
+    set_precision(parse_precision(f->runtime.precision, f->runtime.device));
     o.max_body_bytes =
         std::max<int64_t>(1, static_cast<int64_t>(f->max_body_mb * 1048576.0));
     serve::Server server(o);

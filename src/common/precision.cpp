@@ -4,8 +4,11 @@
 #include <torch/version.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 
 #include "cxr/common/error.h"
+#include "cxr/common/runtime.h"
 
 // LibTorch 2.4 replaced the per-device autocast functions
 // (set_cpu_enabled, set_autocast_cpu_dtype, ...) with ones that take the
@@ -57,10 +60,43 @@ void set_autocast(bool cuda, bool enabled, at::ScalarType dtype) {
 
 }  // namespace
 
-Precision parse_precision(const std::string& name) {
+Precision parse_precision(const std::string& name, const std::string& device) {
   if (name == "fp32") return Precision::kFloat32;
   if (name == "bf16") return Precision::kBFloat16;
-  throw ConfigError("--precision " + name + ": use fp32 or bf16");
+  if (name == "auto") {
+    const bool cpu = resolve_device(device).is_cpu();
+    return cpu && cpu_has_native_bf16() ? Precision::kBFloat16
+                                        : Precision::kFloat32;
+  }
+  throw ConfigError("--precision " + name + ": use auto, fp32 or bf16");
+}
+
+bool cpuinfo_has_native_bf16(const std::string& cpuinfo) {
+  std::istringstream lines(cpuinfo);
+  std::string line;
+  while (std::getline(lines, line)) {
+    // "flags\t\t: fpu vme ... avx512_bf16 ..." (one line per CPU; the
+    // first is enough: a machine's cores share one instruction set).
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string w;
+    while (words >> w) {
+      if (w == "avx512_bf16" || w == "amx_bf16") return true;
+    }
+    return false;
+  }
+  return false;
+}
+
+bool cpu_has_native_bf16() {
+  static const bool has = [] {
+    std::ifstream f("/proc/cpuinfo");
+    if (!f) return false;
+    std::ostringstream text;
+    text << f.rdbuf();
+    return cpuinfo_has_native_bf16(text.str());
+  }();
+  return has;
 }
 
 std::string precision_name(Precision p) {

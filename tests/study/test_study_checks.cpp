@@ -90,4 +90,14 @@ TEST(StudyChecks, EverySettingIsPartOfTheResumeFingerprint) {
   }
 }
 
+TEST(StudyChecks, TheRecipeFineTunesMobileNetV2FromBlock6On) {
+  // Recipe version 4 (docs/study.md): the 112, 56 and 28 px stages keep
+  // their ImageNet weights in every plan, so --quick runs the same code.
+  cxr::study::StudyOptions o;
+  EXPECT_EQ(cxr::study::make_plan(o).unfreeze_from, "block_6_expand");
+  EXPECT_EQ(cxr::study::make_plan(o).fine_tune_epochs, 20);
+  o.quick = true;
+  EXPECT_EQ(cxr::study::make_plan(o).unfreeze_from, "block_6_expand");
+}
+
 }  // namespace

@@ -41,6 +41,26 @@ TEST(Precision, ParsesTheFlagValues) {
   EXPECT_EQ(cxr::precision(), Precision::kFloat32);  // the default
 }
 
+TEST(Precision, AutoIsBf16OnlyWhereTheCpuComputesItNatively) {
+  // /proc/cpuinfo "flags" lines with and without the bfloat16 units.
+  const std::string plain =
+      "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n";
+  EXPECT_FALSE(cxr::cpuinfo_has_native_bf16(plain));
+  EXPECT_TRUE(cxr::cpuinfo_has_native_bf16(
+      "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512vl\n"));
+  EXPECT_TRUE(cxr::cpuinfo_has_native_bf16("flags\t: sse amx_bf16 amx_tile\n"));
+  // A flag's name inside another word is not the flag.
+  EXPECT_FALSE(cxr::cpuinfo_has_native_bf16("flags\t: avx512_bf16x\n"));
+  EXPECT_FALSE(cxr::cpuinfo_has_native_bf16(""));
+  // "auto" follows this machine's CPU; on the CPU device only.
+  EXPECT_EQ(cxr::parse_precision("auto", "cpu"), cxr::cpu_has_native_bf16()
+                                                     ? Precision::kBFloat16
+                                                     : Precision::kFloat32);
+  const std::string msg = cxr::testing::error_of<cxr::ConfigError>(
+      [] { cxr::parse_precision("bf32", "cpu"); });
+  EXPECT_NE(msg.find("use auto, fp32 or bf16"), std::string::npos) << msg;
+}
+
 TEST(Precision, GuardAutocastsOnlyInItsScopeAndOnlyForBf16) {
   torch::nn::Linear lin(4, 2);
   const auto x = torch::rand({3, 4});

@@ -18,8 +18,21 @@ namespace cxr {
 
 enum class Precision { kFloat32, kBFloat16 };
 
-/// "fp32" or "bf16"; anything else throws ConfigError naming --precision.
-Precision parse_precision(const std::string& name);
+/// "fp32", "bf16", or "auto": bf16 where the device computes bfloat16
+/// natively (see native_bf16), fp32 elsewhere. `device` is a --device name
+/// (auto|cpu|cuda|cuda:N) and matters only for "auto". Anything else throws
+/// ConfigError naming --precision.
+Precision parse_precision(const std::string& name,
+                          const std::string& device = "cpu");
+std::string precision_name(Precision p);
+
+/// Whether this CPU runs bfloat16 matrix products natively (the Linux CPU
+/// flags avx512_bf16 or amx_bf16). Without them oneDNN emulates bfloat16
+/// and it is slower than float32, so "auto" keeps float32. CUDA devices
+/// are not probed: "auto" on CUDA is float32 (pass bf16 explicitly).
+bool cpu_has_native_bf16();
+/// The same test on the text of /proc/cpuinfo (exposed for tests).
+bool cpuinfo_has_native_bf16(const std::string& cpuinfo);
 std::string precision_name(Precision p);
 
 /// The process-wide precision (default float32).

@@ -59,6 +59,9 @@ struct Plan {
   int transfer_size = 224;
   int frozen_epochs = 3;
   int fine_tune_epochs = 20;
+  /// Fine-tuning trains the backbone from this Keras layer on (the earlier
+  /// blocks stay frozen, as in the head phase); "" = the whole backbone.
+  std::string unfreeze_from;
   /// Grad-CAM example images per model (both classes).
   int explain_examples = 6;
   /// Bootstrap replicates of the test CIs.
