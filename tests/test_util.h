@@ -39,6 +39,11 @@ class SeededTest : public ::testing::Test {
 /// Writes bytes to a file (creating parent folders).
 void write_bytes(const std::filesystem::path& p, const std::string& bytes);
 
+/// Whether `part` occurs in `text`.
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
 /// The whole file as bytes ("" when it cannot be read).
 std::string read_text(const std::filesystem::path& p);
 

@@ -9,6 +9,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/data/image_io.h"
+#include "jpeg_writer.h"
 #include "test_util.h"
 
 namespace {
@@ -61,39 +62,6 @@ std::string png_header_only(uint32_t w, uint32_t h) {
          chunk("IEND", "");
 }
 
-/// Encodes 8-bit pixels with libjpeg in memory.
-std::string jpeg_of(int w,
-                    int h,
-                    int components,
-                    J_COLOR_SPACE space,
-                    const std::vector<uint8_t>& px,
-                    int quality = 95) {
-  jpeg_compress_struct c{};
-  jpeg_error_mgr err{};
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&c, &buf, &size);
-  c.image_width = static_cast<JDIMENSION>(w);
-  c.image_height = static_cast<JDIMENSION>(h);
-  c.input_components = components;
-  c.in_color_space = space;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, quality, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(px.data()) +
-                   size_t(c.next_scanline) * size_t(w) * size_t(components);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  std::string out(reinterpret_cast<char*>(buf), size);
-  std::free(buf);
-  return out;
-}
-
 std::string gray_noise_jpeg(int w, int h) {
   std::vector<uint8_t> px(size_t(w) * size_t(h));
   uint32_t s = 12345;
@@ -101,7 +69,7 @@ std::string gray_noise_jpeg(int w, int h) {
     s = s * 1664525u + 1013904223u;
     v = static_cast<uint8_t>(s >> 24);
   }
-  return jpeg_of(w, h, 1, JCS_GRAYSCALE, px);
+  return cxr::testing::jpeg_of(w, h, 1, JCS_GRAYSCALE, px);
 }
 
 /// The DataError message of decoding `path`, or "" (and a failure) if none.
@@ -119,9 +87,7 @@ std::string error_of(const std::string& path,
   return "";
 }
 
-bool contains(const std::string& s, const std::string& needle) {
-  return s.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 TEST(Decoders, PngWithAWrongCrcIsRefused) {
   TempDir dir;
@@ -158,28 +124,39 @@ TEST(Decoders, AncillaryChunkWithAWrongCrcIsAnErrorToo) {
   EXPECT_TRUE(contains(m, "tEXt: CRC error")) << m;
 }
 
+/// Writes a one-row palette PNG of `width` pixels at `bit_depth` bits per
+/// index with libpng itself; `row` holds the packed indices. `check_index`
+/// false lets libpng write indices past the palette.
+void write_palette_png(const std::string& path,
+                       int width,
+                       int bit_depth,
+                       std::vector<png_color> palette,
+                       std::vector<uint8_t> row,
+                       bool check_index = true) {
+  FILE* fp = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(fp, nullptr);
+  png_structp png =
+      png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  if (!check_index) png_set_check_for_invalid_index(png, 0);
+  png_init_io(png, fp);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), 1, bit_depth,
+               PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+  png_write_info(png, info);
+  png_write_row(png, row.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  std::fclose(fp);
+}
+
 TEST(Decoders, PaletteIndexOutOfRangeIsRefused) {
   TempDir dir;
   const auto p = (dir / "pal.png").string();
-  {
-    FILE* fp = std::fopen(p.c_str(), "wb");
-    ASSERT_NE(fp, nullptr);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr,
-                                              nullptr, nullptr);
-    png_infop info = png_create_info_struct(png);
-    png_set_check_for_invalid_index(png, 0);  // let the writer write it
-    png_init_io(png, fp);
-    png_set_IHDR(png, info, 4, 1, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_color pal[2] = {{0, 0, 0}, {255, 255, 255}};
-    png_set_PLTE(png, info, pal, 2);
-    png_write_info(png, info);
-    std::vector<uint8_t> row = {0, 1, 7, 1};  // 7: past the 2 colours
-    png_write_row(png, row.data());
-    png_write_end(png, nullptr);
-    png_destroy_write_struct(&png, &info);
-    std::fclose(fp);
-  }
+  // 7: past the 2 colours (libpng's own check is off to write it).
+  write_palette_png(p, 4, 8, {{0, 0, 0}, {255, 255, 255}}, {0, 1, 7, 1},
+                    /*check_index=*/false);
   const std::string m = error_of(p);
   EXPECT_TRUE(contains(m, p)) << m;
   EXPECT_TRUE(contains(m, "palette index 7 is out of range")) << m;
@@ -343,24 +320,8 @@ TEST(Decoders, InterlacedSixteenBitColourAndPaletteDecode) {
 TEST(Decoders, ReadRgbOfPaletteGrayJpegAndCmykJpeg) {
   TempDir dir;
   const auto pal = (dir / "pal.png").string();
-  {
-    FILE* fp = std::fopen(pal.c_str(), "wb");
-    ASSERT_NE(fp, nullptr);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr,
-                                              nullptr, nullptr);
-    png_infop info = png_create_info_struct(png);
-    png_init_io(png, fp);
-    png_set_IHDR(png, info, 2, 1, 1, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_color colours[2] = {{255, 0, 0}, {0, 0, 255}};
-    png_set_PLTE(png, info, colours, 2);
-    png_write_info(png, info);
-    uint8_t row = 0x40;  // 1-bit indices 0, 1
-    png_write_row(png, &row);
-    png_write_end(png, nullptr);
-    png_destroy_write_struct(&png, &info);
-    std::fclose(fp);
-  }
+  // 1-bit indices 0, 1 (0x40) into red and blue.
+  write_palette_png(pal, 2, 1, {{255, 0, 0}, {0, 0, 255}}, {0x40});
   const torch::Tensor p = cxr::data::read_rgb(pal);
   EXPECT_FLOAT_EQ(p[0][0][0].item<float>(), 1.0f);
   EXPECT_FLOAT_EQ(p[2][0][0].item<float>(), 0.0f);
@@ -384,7 +345,7 @@ TEST(Decoders, ReadRgbOfPaletteGrayJpegAndCmykJpeg) {
     cmyk[4 * i + 3] = 255;
   }
   const auto cj = (dir / "cmyk.jpg").string();
-  write_bytes(cj, jpeg_of(16, 16, 4, JCS_CMYK, cmyk));
+  write_bytes(cj, cxr::testing::jpeg_of(16, 16, 4, JCS_CMYK, cmyk));
   const auto c = cxr::data::read_gray(cj);
   EXPECT_EQ(c.info.channels, 3);
   EXPECT_GT(c.info.chroma, 0.9);

@@ -43,9 +43,7 @@ std::vector<unsigned char> slurp(const fs::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-bool contains(const std::string& s, const std::string& needle) {
-  return s.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 std::string decode_error(const std::vector<unsigned char>& bytes,
                          const std::string& name,

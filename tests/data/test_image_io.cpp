@@ -6,6 +6,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/data/image_io.h"
+#include "jpeg_writer.h"
 #include "test_util.h"
 
 namespace {
@@ -40,10 +41,7 @@ void write_png_raw(const std::string& path,
   std::fclose(fp);
 }
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using cxr::testing::read_text;
 
 void expect_data_error(const std::string& path, const std::string& needle) {
   try {
@@ -125,7 +123,7 @@ TEST(ImageIo, MalformedFilesGiveOneLineErrorsNamingTheFile) {
 
   auto good = (dir / "good.png").string();
   cxr::data::write_png(good, torch::rand({64, 64}));
-  std::string bytes = read_file(good);
+  std::string bytes = read_text(good);
   auto trunc = (dir / "trunc.png").string();
   write_bytes(trunc, bytes.substr(0, bytes.size() / 2));
   expect_data_error(trunc, "corrupt or truncated");
@@ -162,29 +160,7 @@ TEST(ImageIo, JpegDecodesAndCorruptJpegIsRefused) {
     for (int x = 0; x < w; ++x)
       px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(x * 8);
   auto path = (dir / "ramp.jpg").string();
-  {
-    jpeg_compress_struct c{};
-    jpeg_error_mgr err{};
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    FILE* fp = std::fopen(path.c_str(), "wb");
-    ASSERT_NE(fp, nullptr);
-    jpeg_stdio_dest(&c, fp);
-    c.image_width = w;
-    c.image_height = h;
-    c.input_components = 1;
-    c.in_color_space = JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 98, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-      JSAMPROW row = px.data() + c.next_scanline * w;
-      jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    std::fclose(fp);
-  }
+  write_bytes(path, cxr::testing::jpeg_of(w, h, 1, JCS_GRAYSCALE, px, 98));
   auto g = cxr::data::read_gray(path);
   EXPECT_EQ(g.info.format, "jpeg");
   EXPECT_EQ(g.info.width, w);

@@ -17,9 +17,7 @@ using cxr::data::DatasetOptions;
 using cxr::data::Split;
 using cxr::testing::TempDir;
 
-bool contains(const std::string& s, const std::string& needle) {
-  return s.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 /// The DataError message of `f`, or "" with a failure.
 template <typename F>
@@ -36,14 +34,7 @@ std::string data_error(F&& f) {
   return "";
 }
 
-int count(const std::string& log, const std::string& needle) {
-  int n = 0;
-  for (size_t p = log.find(needle); p != std::string::npos;
-       p = log.find(needle, p + 1)) {
-    ++n;
-  }
-  return n;
-}
+using cxr::testing::count_of;
 
 TEST(Listing, SymlinkLoopInAClassFolderIsADataErrorOrSkipped) {
   TempDir dir;
@@ -167,7 +158,7 @@ TEST(Listing, CliRefusesOrListsUnlistableEntries) {
                               " --size 16 --no-cache --out " +
                               (dir / "explore").string();
   EXPECT_EQ(run(explore, &log), 3) << log;
-  EXPECT_EQ(count(log, "cxr: error"), 1) << log;
+  EXPECT_EQ(count_of(log, "cxr: error"), 1) << log;
   EXPECT_TRUE(contains(log, loop.string() + "' is a symlink loop")) << log;
   EXPECT_FALSE(contains(log, "filesystem")) << log;
   EXPECT_EQ(run(explore + " --skip-bad", &log), 0) << log;
@@ -180,7 +171,7 @@ TEST(Listing, CliRefusesOrListsUnlistableEntries) {
                             "--batch-size 8 --device cpu --out " +
                             (dir / "run").string();
   EXPECT_EQ(run(train + "-refused", &log), 3) << log;
-  EXPECT_EQ(count(log, "cxr: error"), 1) << log;
+  EXPECT_EQ(count_of(log, "cxr: error"), 1) << log;
   EXPECT_EQ(run(train + " --skip-bad", &log), 0) << log;
   EXPECT_TRUE(
       contains(log, "cxr: skipped '" + loop.string() + "' is a symlink loop"))
@@ -198,7 +189,7 @@ TEST(Listing, CliRefusesOrListsUnlistableEntries) {
   const std::string predict =
       "predict " + (dir / "run").string() + " " + in.string() + " --device cpu";
   EXPECT_EQ(run(predict, &log), 3) << log;
-  EXPECT_EQ(count(log, "cxr: error"), 1) << log;
+  EXPECT_EQ(count_of(log, "cxr: error"), 1) << log;
   EXPECT_TRUE(contains(log, (in / "b.png").string() + "' is a symlink loop"))
       << log;
   run(predict + " --skip-bad", &log);
@@ -225,7 +216,7 @@ TEST(Listing, CliRefusesOrListsUnlistableEntries) {
       &log);
   fs::permissions(locked, fs::perms::owner_all);
   EXPECT_EQ(rc, 3) << log;
-  EXPECT_EQ(count(log, "cxr: error"), 1) << log;
+  EXPECT_EQ(count_of(log, "cxr: error"), 1) << log;
   EXPECT_TRUE(contains(log, "folder '" + locked.string() +
                                 "' cannot be read (permission denied)"))
       << log;

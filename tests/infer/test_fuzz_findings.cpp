@@ -16,12 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using cxr::testing::read_text;
 
 TEST(FuzzFindings, RunFolderInputsAreModelErrors) {
   const fs::path dir =
@@ -29,7 +24,7 @@ TEST(FuzzFindings, RunFolderInputsAreModelErrors) {
   ASSERT_TRUE(fs::is_directory(dir)) << dir;
   int replayed = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string data = read_all(e.path());
+    const std::string data = read_text(e.path());
     size_t json_size = data.size(), offset = 0;
     if (data.size() >= 4) {
       const auto* b = reinterpret_cast<const unsigned char*>(data.data());

@@ -9,6 +9,7 @@
 #include "cxr/common/error.h"
 #include "cxr/data/image_io.h"
 #include "cxr/infer/input_check.h"
+#include "jpeg_writer.h"
 #include "test_util.h"
 
 namespace {
@@ -62,27 +63,8 @@ void write_rgb_jpeg(const std::string& path,
                     int w,
                     int h,
                     const std::vector<uint8_t>& rgb) {
-  FILE* fp = std::fopen(path.c_str(), "wb");
-  ASSERT_NE(fp, nullptr);
-  jpeg_compress_struct c{};
-  jpeg_error_mgr err{};
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  jpeg_stdio_dest(&c, fp);
-  c.image_width = w;
-  c.image_height = h;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, 95, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  for (int r = 0; r < h; ++r) {
-    JSAMPROW row = const_cast<uint8_t*>(rgb.data() + size_t(r) * w * 3);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  std::fclose(fp);
+  cxr::testing::write_bytes(path,
+                            cxr::testing::jpeg_of(w, h, 3, JCS_RGB, rgb, 95));
 }
 
 bool has(const std::vector<std::string>& reasons, const std::string& s) {

@@ -19,9 +19,7 @@ using cxr::infer::OodDetector;
 using cxr::testing::error_of;
 using cxr::testing::TempDir;
 
-bool has(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 OodDetector fitted() {
   torch::manual_seed(5);
@@ -83,8 +81,8 @@ TEST(OodFile, DamagedOrHostileFilesAreModelErrors) {
     const auto p = (dir / name).string();
     cxr::testing::write_bytes(p, content);
     const auto e = error_of<cxr::ModelError>([&] { OodDetector::load(p); });
-    EXPECT_TRUE(has(e, "'" + p + "'")) << name << ": " << e;
-    EXPECT_TRUE(has(e, needle)) << name << ": " << e;
+    EXPECT_TRUE(contains(e, "'" + p + "'")) << name << ": " << e;
+    EXPECT_TRUE(contains(e, needle)) << name << ": " << e;
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   };
   expect("cut.safetensors", bytes.substr(0, bytes.size() / 2), "truncated");
@@ -161,9 +159,9 @@ TEST(OodFile, ADetectorThatDoesNotFitTheModelIsRefusedAtLoad) {
   renamed.save(file);
   auto e = error_of<cxr::ModelError>(
       [&] { cxr::infer::Predictor::load(o.out_dir, torch::kCPU); });
-  EXPECT_TRUE(has(e, "'" + file +
-                         "' models layer 'nope', which this run's "
-                         "model does not have"))
+  EXPECT_TRUE(contains(e, "'" + file +
+                              "' models layer 'nope', which this run's "
+                              "model does not have"))
       << e;
 
   OodDetector wider = good;
@@ -174,7 +172,8 @@ TEST(OodFile, ADetectorThatDoesNotFitTheModelIsRefusedAtLoad) {
   wider.save(file);
   e = error_of<cxr::ModelError>(
       [&] { cxr::infer::Predictor::load(o.out_dir, torch::kCPU); });
-  EXPECT_TRUE(has(e, "expects " + std::to_string(d) + " features from layer"))
+  EXPECT_TRUE(
+      contains(e, "expects " + std::to_string(d) + " features from layer"))
       << e;
 }
 

@@ -71,12 +71,7 @@ cxr::data::Dataset load_data(const std::string& run) {
   return cxr::data::load_dataset(cfg.data_options("", ""));
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using cxr::testing::read_text;
 
 /// Splits CSV text into rows of fields (quoted fields with "" escapes).
 std::vector<std::vector<std::string>> parse_csv(const std::string& text) {

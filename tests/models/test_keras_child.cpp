@@ -2,12 +2,9 @@
 // crashes on some corrupt files, docs/reliability.md): valid files read as
 // before, and a crash, a slow reader or a file claiming more weights than it
 // can hold is one ModelError naming the file, with cxr's process intact.
-#include <hdf5.h>
-
-#include <cstring>
-
 #include "cxr/common/error.h"
 #include "cxr/models/keras_h5.h"
+#include "keras_test_util.h"
 #include "test_util.h"
 
 namespace {
@@ -16,9 +13,7 @@ namespace fs = std::filesystem;
 using cxr::testing::error_of;
 using cxr::testing::TempDir;
 
-bool has(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 std::vector<cxr::models::KerasLayerWeights> small_layers() {
   return {{"Conv1",
@@ -55,7 +50,7 @@ TEST(KerasChildReader, ValidFilesReadAsWrittenInEveryLayout) {
 std::string refusal(const std::string& path, double timeout_s = 60) {
   const auto e = error_of<cxr::ModelError>(
       [&] { cxr::models::read_keras_h5(path, timeout_s); });
-  EXPECT_TRUE(has(e, "weights file '" + path + "'")) << e;
+  EXPECT_TRUE(contains(e, "weights file '" + path + "'")) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   return e;
 }
@@ -67,10 +62,11 @@ TEST(KerasChildReader, TruncatedAndGarbageFilesAreOneLineModelErrors) {
   fs::resize_file(path, fs::file_size(path) / 2);
   refusal(path);
   cxr::testing::write_bytes(dir / "text.h5", "not hdf5");
-  EXPECT_TRUE(has(refusal((dir / "text.h5").string()), "not an HDF5 file"));
+  EXPECT_TRUE(
+      contains(refusal((dir / "text.h5").string()), "not an HDF5 file"));
   // The reader's own messages come through unchanged.
   const auto none = (dir / "none.h5").string();
-  EXPECT_TRUE(has(refusal(none), "not found"));
+  EXPECT_TRUE(contains(refusal(none), "not found"));
 }
 
 // The inputs on which libhdf5 1.10.8 overflowed its heap or crashed under
@@ -86,7 +82,7 @@ TEST(KerasChildReader, SavedHdf5CrashInputsAreModelErrors) {
     EXPECT_FALSE(e.empty()) << entry.path();
     const auto names = error_of<cxr::ModelError>(
         [&] { cxr::models::read_keras_layer_names(entry.path().string()); });
-    EXPECT_TRUE(has(names, entry.path().string()) || names == "(no error)")
+    EXPECT_TRUE(contains(names, entry.path().string()) || names == "(no error)")
         << names;
     ++replayed;
   }
@@ -96,9 +92,9 @@ TEST(KerasChildReader, SavedHdf5CrashInputsAreModelErrors) {
   // either way the child dies and the parent says so. (A libhdf5 that no
   // longer crashes on it would fail here: then drop the expectation.)
   const auto heap = (dir / "hdf5-vlen-global-heap").string();
-  EXPECT_TRUE(has(refusal(heap),
-                  "': not a readable Keras HDF5 weights file (the HDF5 "
-                  "reader crashed on it"));
+  EXPECT_TRUE(contains(refusal(heap),
+                       "': not a readable Keras HDF5 weights file (the HDF5 "
+                       "reader crashed on it"));
 }
 
 TEST(KerasChildReader, AReaderPastItsDeadlineIsKilledAndNamed) {
@@ -107,9 +103,9 @@ TEST(KerasChildReader, AReaderPastItsDeadlineIsKilledAndNamed) {
   cxr::models::write_keras_h5(path, small_layers());
   // A deadline already past: the child is killed whatever it was doing.
   const auto e = refusal(path, 0);
-  EXPECT_TRUE(has(e,
-                  "not a readable Keras HDF5 weights file (the HDF5 "
-                  "reader took longer than 0 s)"))
+  EXPECT_TRUE(contains(e,
+                       "not a readable Keras HDF5 weights file (the HDF5 "
+                       "reader took longer than 0 s)"))
       << e;
   // The next read is unaffected.
   EXPECT_EQ(cxr::models::read_keras_h5(path).size(), 2u);
@@ -121,39 +117,10 @@ TEST(KerasChildReader, AReaderPastItsDeadlineIsKilledAndNamed) {
 TEST(KerasChildReader, MoreWeightsThanTheFileCanHoldAreRefused) {
   TempDir dir;
   const auto path = (dir / "claims.h5").string();
-  const hid_t file =
-      H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  auto string_attr = [](hid_t obj, const char* name, const char* value) {
-    const hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, std::strlen(value));
-    const hsize_t one = 1;
-    const hid_t space = H5Screate_simple(1, &one, nullptr);
-    const hid_t attr =
-        H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(attr, type, value);
-    H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
-  };
-  string_attr(file, "layer_names", "dense");
-  const hid_t group =
-      H5Gcreate2(file, "dense", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  string_attr(group, "weight_names", "kernel");
-  const hsize_t dims[2] = {8192, 4096};
-  const hid_t space = H5Screate_simple(2, dims, nullptr);
-  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  const hsize_t chunk[2] = {64, 64};
-  H5Pset_chunk(dcpl, 2, chunk);
-  const hid_t ds = H5Dcreate2(group, "kernel", H5T_IEEE_F32LE, space,
-                              H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  H5Dclose(ds);
-  H5Pclose(dcpl);
-  H5Sclose(space);
-  H5Gclose(group);
-  H5Fclose(file);
+  cxr::testing::write_claiming_keras_h5(path, {8192, 4096}, {64, 64});
   ASSERT_LT(fs::file_size(path), 1u << 20);
   const auto e = refusal(path);
-  EXPECT_TRUE(has(e, "it holds more than 64 MiB of weights")) << e;
+  EXPECT_TRUE(contains(e, "it holds more than 64 MiB of weights")) << e;
 }
 
 TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
@@ -170,8 +137,8 @@ TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
           "--no-cache",
       &out);
   EXPECT_EQ(rc, 4) << out;
-  EXPECT_TRUE(has(out, "cxr: error: weights file '" + path +
-                           "': not a readable Keras HDF5 weights file"))
+  EXPECT_TRUE(contains(out, "cxr: error: weights file '" + path +
+                                "': not a readable Keras HDF5 weights file"))
       << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }

@@ -1,12 +1,9 @@
 #include "cxr/models/keras_h5.h"
 
-#include <hdf5.h>
-
-#include <cstring>
-
 #include "cxr/common/error.h"
 #include "cxr/models/mobilenet_v2.h"
 #include "cxr/models/resnet50_v2.h"
+#include "keras_test_util.h"
 #include "test_util.h"
 
 namespace cxr::models {
@@ -14,9 +11,7 @@ namespace {
 
 class KerasH5Test : public testing::SeededTest {};
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using cxr::testing::contains;
 
 // The message of the ModelError `f` throws ("" if it does not throw one).
 template <typename F>
@@ -267,41 +262,11 @@ TEST_F(KerasH5Test, UnreadableFilesGiveOneModelErrorAndNoHdf5Stack) {
       << m3;
 }
 
-// Writes a one-layer Keras file whose only weight claims `dims` without
-// storing them (chunked: HDF5 reads unwritten chunks as the fill value), as
-// a corrupt or hostile header can.
+// One-edge chunks: the claimed shape may be any size.
 void write_claiming_file(const std::string& path,
                          const std::vector<hsize_t>& dims) {
-  const hid_t file =
-      H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  auto string_attr = [](hid_t obj, const char* name, const char* value) {
-    const hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, std::strlen(value));
-    const hsize_t one = 1;
-    const hid_t space = H5Screate_simple(1, &one, nullptr);
-    const hid_t attr =
-        H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(attr, type, value);
-    H5Aclose(attr);
-    H5Sclose(space);
-    H5Tclose(type);
-  };
-  string_attr(file, "layer_names", "dense");
-  const hid_t group =
-      H5Gcreate2(file, "dense", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  string_attr(group, "weight_names", "kernel");
-  const hid_t space =
-      H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  const std::vector<hsize_t> chunk(dims.size(), 1);
-  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
-  const hid_t ds = H5Dcreate2(group, "kernel", H5T_IEEE_F32LE, space,
-                              H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  H5Dclose(ds);
-  H5Pclose(dcpl);
-  H5Sclose(space);
-  H5Gclose(group);
-  H5Fclose(file);
+  cxr::testing::write_claiming_keras_h5(path, dims,
+                                        std::vector<hsize_t>(dims.size(), 1));
 }
 
 // Found reading the code fuzz/fuzz_keras_h5 reaches: a dataset header

@@ -11,9 +11,7 @@ namespace {
 
 class TransferTest : public testing::SeededTest {};
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using cxr::testing::contains;
 
 ModelConfig config(const std::string& arch, int size = 64) {
   ModelConfig c;

@@ -21,14 +21,9 @@ namespace fs = std::filesystem;
 using cxr::testing::error_of;
 using cxr::testing::TempDir;
 
-bool has(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using cxr::testing::read_text;
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');
@@ -56,9 +51,9 @@ std::string load_error(const fs::path& path) {
   Small m;
   const auto e = error_of<cxr::ModelError>(
       [&] { cxr::models::load_module_weights(path.string(), m, "fix it"); });
-  EXPECT_TRUE(has(e, "'" + path.string() + "'")) << e;
+  EXPECT_TRUE(contains(e, "'" + path.string() + "'")) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
-  EXPECT_TRUE(has(e, "; fix it")) << e;
+  EXPECT_TRUE(contains(e, "; fix it")) << e;
   // A refused file leaves the module as it was.
   EXPECT_TRUE(torch::equal(m.w, torch::zeros({2, 3})));
   return e;
@@ -88,7 +83,7 @@ TEST(WeightsFile, IsTheSafetensorsLayout) {
   }
   const auto p = dir / "m.safetensors";
   cxr::models::save_module_weights(p.string(), m, {{"cxr_input_size", "32"}});
-  const std::string bytes = read_all(p);
+  const std::string bytes = read_text(p);
   ASSERT_GE(bytes.size(), 8u);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
@@ -224,7 +219,7 @@ TEST(WeightsFile, HostileFilesAreOneLineModelErrors) {
     const auto p = dir / c.name;
     cxr::testing::write_bytes(p, c.bytes);
     const auto e = load_error(p);
-    EXPECT_TRUE(has(e, c.expect)) << c.name << ": " << e;
+    EXPECT_TRUE(contains(e, c.expect)) << c.name << ": " << e;
   }
   // The valid file these were made from loads.
   cxr::testing::write_bytes(dir / "good", file_of(kSmallHeader, d));
@@ -232,83 +227,93 @@ TEST(WeightsFile, HostileFilesAreOneLineModelErrors) {
   cxr::models::load_module_weights((dir / "good").string(), m, "x");
   EXPECT_EQ(m.n[0].item<int64_t>(), 7);
   // A folder is not a weights file.
-  EXPECT_TRUE(has(load_error(dir.path()), "is not a regular file"));
-  EXPECT_TRUE(has(load_error(dir / "none"), "cannot be read"));
+  EXPECT_TRUE(contains(load_error(dir.path()), "is not a regular file"));
+  EXPECT_TRUE(contains(load_error(dir / "none"), "cannot be read"));
 }
+
+/// A seeded tiny baseline saved as the run folder `dir`.
+struct TinyRun {
+  std::string dir;
+  cxr::train::RunMeta meta;
+  cxr::models::BaselineCnn model{nullptr};
+
+  TinyRun(const fs::path& folder, uint64_t seed) : dir(folder.string()) {
+    torch::manual_seed(seed);
+    model = cxr::models::BaselineCnn(cxr::testing::tiny_config());
+    meta.model = cxr::testing::tiny_config();
+    save();
+  }
+  void save() { cxr::train::save_run(dir, *model, meta); }
+  /// The run as cxr loads it (config.json, then the weights).
+  cxr::models::Classifier load() const {
+    const auto cfg = cxr::infer::read_run_config(dir);
+    return cxr::infer::load_model(dir, cfg.model, torch::kCPU);
+  }
+  /// The ModelError of loading the run ("(no error)" if it loads).
+  std::string load_error() const {
+    return error_of<cxr::ModelError>([&] { load(); });
+  }
+  /// Whether the loaded run computes what `model` does.
+  void expect_loads_the_same() {
+    auto back = load();
+    auto x = torch::rand({2, 1, 16, 16});
+    model->eval();
+    EXPECT_TRUE(torch::equal(model->forward(x), back->forward(x)));
+  }
+  /// Replaces model.safetensors by `model`'s weights with `metadata`.
+  void rewrite_weights(const std::map<std::string, std::string>& metadata) {
+    cxr::models::save_module_weights(
+        (fs::path(dir) / "model.safetensors").string(), *model, metadata);
+  }
+};
 
 TEST(WeightsFile, RunFoldersAreWrittenAndReadAsSafetensors) {
   TempDir dir;
-  torch::manual_seed(3);
-  cxr::models::BaselineCnn model(cxr::testing::tiny_config());
-  cxr::train::RunMeta meta;
-  meta.model = cxr::testing::tiny_config();
-  const auto d = dir.path().string();
-  cxr::train::save_run(d, *model, meta);
+  TinyRun run(dir.path(), 3);
   EXPECT_TRUE(fs::is_regular_file(dir / "model.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "model.pt"));
-  const auto cfg = cxr::infer::read_run_config(d);
-  auto back = cxr::infer::load_model(d, cfg.model, torch::kCPU);
-  auto x = torch::rand({2, 1, 16, 16});
-  model->eval();
-  EXPECT_TRUE(torch::equal(model->forward(x), back->forward(x)));
+  run.expect_loads_the_same();
 
   // Weights of another input size (the shapes agree: global pooling).
-  auto other = cxr::testing::tiny_config();
-  other.input_size = 24;
-  cxr::models::save_module_weights((dir / "model.safetensors").string(), *model,
-                                   {{"cxr_input_size", "24"}});
-  auto e = error_of<cxr::ModelError>(
-      [&] { cxr::infer::load_model(d, cfg.model, torch::kCPU); });
-  EXPECT_TRUE(has(e, "was trained at 24 px but config.json says 16 px")) << e;
+  run.rewrite_weights({{"cxr_input_size", "24"}});
+  auto e = run.load_error();
+  EXPECT_TRUE(contains(e, "was trained at 24 px but config.json says 16 px"))
+      << e;
   // The size is required: a file without it could belong to any run.
-  cxr::models::save_module_weights((dir / "model.safetensors").string(), *model,
-                                   {});
-  e = error_of<cxr::ModelError>(
-      [&] { cxr::infer::load_model(d, cfg.model, torch::kCPU); });
-  EXPECT_TRUE(has(e, "lacks __metadata__.cxr_input_size")) << e;
+  run.rewrite_weights({});
+  e = run.load_error();
+  EXPECT_TRUE(contains(e, "lacks __metadata__.cxr_input_size")) << e;
   // NaN weights are refused as before.
   {
     torch::NoGradGuard g;
-    model->parameters()[0].fill_(NAN);
+    run.model->parameters()[0].fill_(NAN);
   }
-  cxr::models::save_module_weights((dir / "model.safetensors").string(), *model,
-                                   {{"cxr_input_size", "16"}});
-  e = error_of<cxr::ModelError>(
-      [&] { cxr::infer::load_model(d, cfg.model, torch::kCPU); });
-  EXPECT_TRUE(has(e, "model.safetensors' holds non-finite weights")) << e;
+  run.rewrite_weights({{"cxr_input_size", "16"}});
+  e = run.load_error();
+  EXPECT_TRUE(contains(e, "model.safetensors' holds non-finite weights")) << e;
 }
 
 TEST(WeightsFile, OlderRunFoldersWithOnlyModelPtStillLoad) {
   TempDir dir;
-  torch::manual_seed(4);
-  cxr::models::BaselineCnn model(cxr::testing::tiny_config());
-  cxr::train::RunMeta meta;
-  meta.model = cxr::testing::tiny_config();
-  const auto d = dir.path().string();
-  cxr::train::save_run(d, *model, meta);
+  TinyRun run(dir.path(), 4);
   // What cxr wrote before model.safetensors: a torch archive.
   fs::remove(dir / "model.safetensors");
   torch::serialize::OutputArchive ar;
-  model->save(ar);
+  run.model->save(ar);
   ar.write(cxr::infer::kInputSizeKey, c10::IValue(int64_t(16)));
   ar.save_to((dir / "model.pt").string());
-  const auto cfg = cxr::infer::read_run_config(d);
-  auto back = cxr::infer::load_model(d, cfg.model, torch::kCPU);
-  auto x = torch::rand({2, 1, 16, 16});
-  model->eval();
-  EXPECT_TRUE(torch::equal(model->forward(x), back->forward(x)));
+  run.expect_loads_the_same();
   // With both, model.safetensors is the one read: a broken model.pt beside
   // a good model.safetensors is never opened.
-  cxr::train::save_run(d, *model, meta);
+  run.save();
   EXPECT_FALSE(fs::exists(dir / "model.pt"));  // the stale one is removed
   cxr::testing::write_bytes(dir / "model.pt", "garbage");
-  EXPECT_NO_THROW(cxr::infer::load_model(d, cfg.model, torch::kCPU));
+  EXPECT_NO_THROW(run.load());
   // Neither: the message names the file this cxr writes.
   fs::remove(dir / "model.pt");
   fs::remove(dir / "model.safetensors");
-  const auto e = error_of<cxr::ModelError>(
-      [&] { cxr::infer::load_model(d, cfg.model, torch::kCPU); });
-  EXPECT_TRUE(has(e, "model.safetensors' is missing")) << e;
+  const auto e = run.load_error();
+  EXPECT_TRUE(contains(e, "model.safetensors' is missing")) << e;
 }
 
 }  // namespace

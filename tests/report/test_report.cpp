@@ -14,21 +14,14 @@ namespace cxr::report {
 namespace {
 
 namespace fs = std::filesystem;
+using cxr::testing::read_text;
 using cxr::testing::TempDir;
 using nlohmann::json;
 
 constexpr char kHostile[] = "<script>alert(1)</script>";
 
 void write(const fs::path& p, const json& j) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p) << j.dump(2);
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  cxr::testing::write_bytes(p, j.dump(2));
 }
 
 json ci(double value, double low, double high) {
@@ -87,9 +80,7 @@ fs::path out_dir(const TempDir& tmp) {
   return tmp.path();
 }
 
-bool has(const std::string& html, const std::string& part) {
-  return html.find(part) != std::string::npos;
-}
+using cxr::testing::contains;
 
 TEST(Report, StudyFromFilesAlone) {
   TempDir tmp;
@@ -97,22 +88,22 @@ TEST(Report, StudyFromFilesAlone) {
   o.inputs = {write_study(out_dir(tmp)).string()};
   o.out_path = (out_dir(tmp) / "report.html").string();
   const ReportSummary summary = write_report(o);
-  const std::string html = read(o.out_path);
+  const std::string html = read_text(o.out_path);
 
   EXPECT_EQ(summary.path, o.out_path);
-  EXPECT_TRUE(has(html, "<h3>baseline</h3>"));
-  EXPECT_TRUE(has(html,
-                  "<p>baseline, trained on train, 3 epochs (weights of "
-                  "epoch 2), 12 s at 40.5 images/s on cpu, 1234 "
-                  "parameters.</p>"));
+  EXPECT_TRUE(contains(html, "<h3>baseline</h3>"));
+  EXPECT_TRUE(contains(html,
+                       "<p>baseline, trained on train, 3 epochs (weights of "
+                       "epoch 2), 12 s at 40.5 images/s on cpu, 1234 "
+                       "parameters.</p>"));
   // A metric with its CI, three decimals.
-  EXPECT_TRUE(has(html,
-                  "<td>baseline</td><td>8</td><td><b>0.875</b> <span "
-                  "class=\"ci\">[0.529, 0.978]</span></td>"));
-  EXPECT_TRUE(has(html, "data:image/svg+xml;base64,"));  // the ROC chart
+  EXPECT_TRUE(contains(html,
+                       "<td>baseline</td><td>8</td><td><b>0.875</b> <span "
+                       "class=\"ci\">[0.529, 0.978]</span></td>"));
+  EXPECT_TRUE(contains(html, "data:image/svg+xml;base64,"));  // the ROC chart
   // The hostile name is text, never markup.
-  EXPECT_FALSE(has(html, kHostile));
-  EXPECT_TRUE(has(html, "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>"));
+  EXPECT_FALSE(contains(html, kHostile));
+  EXPECT_TRUE(contains(html, "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>"));
 
   ASSERT_EQ(summary.models.size(), 1u);  // only the evaluated run
   EXPECT_EQ(summary.models[0].name, "baseline");
@@ -130,23 +121,25 @@ TEST(Report, MissingOptionalFilesGiveTheirFallbacks) {
   o.inputs = {write_study(tmp.path()).string()};
   o.out_path = (tmp / "report.html").string();
   write_report(o);
-  const std::string html = read(o.out_path);
+  const std::string html = read_text(o.out_path);
   // No eval-test/metrics.json: a row that says so.
-  EXPECT_TRUE(has(html,
-                  "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td "
-                  "colspan=8 class=missing>not evaluated on test</td>"));
+  EXPECT_TRUE(contains(html,
+                       "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td "
+                       "colspan=8 class=missing>not evaluated on test</td>"));
   // No curves.png, confusion.png, ood.json: named as missing.
-  EXPECT_TRUE(has(html, "<p class=\"missing\">(curves.png not found)</p>"));
-  EXPECT_TRUE(has(html, "<p class=\"missing\">(confusion.png not found)</p>"));
-  EXPECT_TRUE(has(html, "not scored on the OOD sets"));
+  EXPECT_TRUE(
+      contains(html, "<p class=\"missing\">(curves.png not found)</p>"));
+  EXPECT_TRUE(
+      contains(html, "<p class=\"missing\">(confusion.png not found)</p>"));
+  EXPECT_TRUE(contains(html, "not scored on the OOD sets"));
   // No explain folders: the gallery says none was produced.
-  EXPECT_TRUE(has(html, "No misclassification gallery was produced."));
+  EXPECT_TRUE(contains(html, "No misclassification gallery was produced."));
   // A split nobody was evaluated on: every run falls back.
   o.split = "val";
   write_report(o);
-  EXPECT_TRUE(has(read(o.out_path),
-                  "<td>baseline</td><td colspan=8 class=missing>not "
-                  "evaluated on val</td>"));
+  EXPECT_TRUE(contains(read_text(o.out_path),
+                       "<td>baseline</td><td colspan=8 class=missing>not "
+                       "evaluated on val</td>"));
 }
 
 TEST(Report, RunFoldersAndBadInputs) {
@@ -158,7 +151,7 @@ TEST(Report, RunFoldersAndBadInputs) {
   const ReportSummary summary = write_report(o);
   ASSERT_EQ(summary.models.size(), 1u);
   EXPECT_EQ(summary.models[0].name, "baseline");  // the folder name
-  EXPECT_FALSE(has(read(o.out_path), "study.json"));
+  EXPECT_FALSE(contains(read_text(o.out_path), "study.json"));
 
   o.inputs = {(tmp / "nothing").string()};
   EXPECT_THROW(write_report(o), DataError);

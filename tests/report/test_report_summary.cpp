@@ -18,19 +18,12 @@ namespace cxr::report {
 namespace {
 
 namespace fs = std::filesystem;
+using cxr::testing::read_text;
 using cxr::testing::TempDir;
 using nlohmann::json;
 
 void write(const fs::path& p, const json& j) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p) << j.dump(2);
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  cxr::testing::write_bytes(p, j.dump(2));
 }
 
 json ci(double value, double low, double high) {
@@ -130,12 +123,10 @@ std::string report(const fs::path& study, const fs::path& out) {
   o.inputs = {study.string()};
   o.out_path = out.string();
   write_report(o);
-  return read(out);
+  return read_text(out);
 }
 
-bool has(const std::string& html, const std::string& part) {
-  return html.find(part) != std::string::npos;
-}
+using cxr::testing::contains;
 
 // The HTML of section `id`: from its heading to the next one.
 std::string section(const std::string& html, const std::string& id) {
@@ -263,8 +254,8 @@ TEST(ReportSummary, SectionsAndTableOfContents) {
        a = html.find("<h2 id=\"", a + 1)) {
     const size_t s = a + 8;
     const std::string id = html.substr(s, html.find('"', s) - s);
-    EXPECT_TRUE(has(html.substr(toc, html.find("</nav>") - toc),
-                    "<a href=\"#" + id + "\">"))
+    EXPECT_TRUE(contains(html.substr(toc, html.find("</nav>") - toc),
+                         "<a href=\"#" + id + "\">"))
         << id;
   }
   for (const char* id : {"summary", "results", "roc", "trust"}) {
@@ -272,15 +263,15 @@ TEST(ReportSummary, SectionsAndTableOfContents) {
   }
   // Trust checks as figures (SVG) and tables, not key dumps.
   const std::string trust = section(html, "trust");
-  EXPECT_TRUE(has(trust, "data:image/svg+xml;base64,"));
+  EXPECT_TRUE(contains(trust, "data:image/svg+xml;base64,"));
   EXPECT_EQ(tables(trust, "trust-deletion").size(), 2u);
   EXPECT_EQ(tables(trust, "trust-energy").size(), 2u);
   EXPECT_EQ(tables(trust, "trust-cascade").size(), 1u);  // A only
-  EXPECT_FALSE(has(html, "deletion.mean_drop_guided"));
+  EXPECT_FALSE(contains(html, "deletion.mean_drop_guided"));
   // Printable and readable at 1280 px: print rules, nothing fixed.
-  EXPECT_TRUE(has(html, "@media print"));
-  EXPECT_TRUE(has(html, "break-before:page"));
-  EXPECT_FALSE(has(html, "position:fixed"));
+  EXPECT_TRUE(contains(html, "@media print"));
+  EXPECT_TRUE(contains(html, "break-before:page"));
+  EXPECT_FALSE(contains(html, "position:fixed"));
 }
 
 TEST(ReportSummary, EveryNumberShownComesFromTheFiles) {
@@ -310,38 +301,42 @@ TEST(ReportSummary, EveryNumberShownComesFromTheFiles) {
   }
 
   // The sentences, at the shown rounding.
-  EXPECT_TRUE(has(summary,
-                  "Model A has the highest accuracy, 0.975 [0.950, 0.995] "
-                  "(n = 200). Next is Model B, 0.955 [0.925, 0.980]. The "
-                  "difference, 0.020, is smaller than the width of the best "
-                  "model's 95 % CI (0.045), and the two intervals overlap: "
-                  "not distinguishable at n = 200."))
+  EXPECT_TRUE(
+      contains(summary,
+               "Model A has the highest accuracy, 0.975 [0.950, 0.995] "
+               "(n = 200). Next is Model B, 0.955 [0.925, 0.980]. The "
+               "difference, 0.020, is smaller than the width of the best "
+               "model's 95 % CI (0.045), and the two intervals overlap: "
+               "not distinguishable at n = 200."))
       << summary;
-  EXPECT_TRUE(has(summary,
-                  "Model A: 0.331, balanced on validation of run b (same "
-                  "recipe)"));
-  EXPECT_TRUE(has(summary,
-                  "blanking the 20 % of cells the maps rank highest dropped "
-                  "P by 0.399 against 0.282 for random cells: faithful"));
-  EXPECT_TRUE(has(summary,
-                  "randomisation cascade passes: mean |rank correlation| "
-                  "0.712 after step 1, 0.088 after step 3"));
-  EXPECT_TRUE(has(summary,
-                  "lung box 0.686 of the map mass (uniform map 0.525), "
-                  "border frame 0.166 (uniform map 0.294): more on the "
-                  "lungs than a uniform map"));
+  EXPECT_TRUE(contains(summary,
+                       "Model A: 0.331, balanced on validation of run b (same "
+                       "recipe)"));
+  EXPECT_TRUE(
+      contains(summary,
+               "blanking the 20 % of cells the maps rank highest dropped "
+               "P by 0.399 against 0.282 for random cells: faithful"));
+  EXPECT_TRUE(contains(summary,
+                       "randomisation cascade passes: mean |rank correlation| "
+                       "0.712 after step 1, 0.088 after step 3"));
+  EXPECT_TRUE(contains(summary,
+                       "lung box 0.686 of the map mass (uniform map 0.525), "
+                       "border frame 0.166 (uniform map 0.294): more on the "
+                       "lungs than a uniform map"));
   // B's older explain folder: the cascade is said to be missing.
-  EXPECT_TRUE(has(summary,
-                  "dropped P by 0.188 against 0.282 for random cells: not "
-                  "faithful for these images"));
-  EXPECT_TRUE(has(summary,
-                  "randomisation cascade not available for this run (made "
-                  "by an older version); its single-step check left a rank "
-                  "correlation of 0.173"));
-  EXPECT_TRUE(has(summary, "Model A 1.5 %; Model B 1.5 %"));
-  EXPECT_TRUE(has(section(html, "summary"),
-                  "<q>The classes come from different hospitals and sources "
-                  "(A: Spain; B: USA).</q>"));
+  EXPECT_TRUE(contains(summary,
+                       "dropped P by 0.188 against 0.282 for random cells: not "
+                       "faithful for these images"));
+  EXPECT_TRUE(
+      contains(summary,
+               "randomisation cascade not available for this run (made "
+               "by an older version); its single-step check left a rank "
+               "correlation of 0.173"));
+  EXPECT_TRUE(contains(summary, "Model A 1.5 %; Model B 1.5 %"));
+  EXPECT_TRUE(
+      contains(section(html, "summary"),
+               "<q>The classes come from different hospitals and sources "
+               "(A: Spain; B: USA).</q>"));
 
   // The trust tables, cell by cell.
   const std::string trust = section(html, "trust");
@@ -367,9 +362,10 @@ TEST(ReportSummary, EveryNumberShownComesFromTheFiles) {
             (std::vector<std::string>{"1", "fc", "0.712", "0.612"}));
   EXPECT_EQ(cascade[0][2],
             (std::vector<std::string>{"3", "block1_conv", "0.088", "-0.010"}));
-  EXPECT_TRUE(has(trust,
-                  "Randomisation cascade: not available for this run (made "
-                  "by an older version)."));
+  EXPECT_TRUE(
+      contains(trust,
+               "Randomisation cascade: not available for this run (made "
+               "by an older version)."));
 }
 
 TEST(ReportSummary, TheWordsFollowTheFiles) {
@@ -387,24 +383,26 @@ TEST(ReportSummary, TheWordsFollowTheFiles) {
         metrics(0.8, 0.74, 0.85, "default 0.5"));
   const std::string summary =
       text_of(section(report(study, tmp / "r.html"), "summary"));
-  EXPECT_TRUE(has(summary,
-                  "dropped P by 0.200 against 0.282 for random cells: not "
-                  "faithful for these images"))
+  EXPECT_TRUE(contains(summary,
+                       "dropped P by 0.200 against 0.282 for random cells: not "
+                       "faithful for these images"))
       << summary;
-  EXPECT_TRUE(has(summary, "randomisation cascade fails"));
-  EXPECT_TRUE(has(summary,
-                  "border frame 0.350 (uniform map 0.294): as much "
-                  "on the border"));
-  EXPECT_TRUE(has(summary,
-                  "The difference, 0.175, is at least the width of the best "
-                  "model's 95 % CI (0.045), and the two intervals do not "
-                  "overlap."));
-  EXPECT_FALSE(has(summary, "not distinguishable"));
+  EXPECT_TRUE(contains(summary, "randomisation cascade fails"));
+  EXPECT_TRUE(contains(summary,
+                       "border frame 0.350 (uniform map 0.294): as much "
+                       "on the border"));
+  EXPECT_TRUE(
+      contains(summary,
+               "The difference, 0.175, is at least the width of the best "
+               "model's 95 % CI (0.045), and the two intervals do not "
+               "overlap."));
+  EXPECT_FALSE(contains(summary, "not distinguishable"));
 
   // No README next to the data: the summary says it cannot tell.
   fs::remove(tmp / "data" / "README.md");
-  EXPECT_TRUE(has(text_of(section(report(study, tmp / "r.html"), "summary")),
-                  "The data's README.md was not found"));
+  EXPECT_TRUE(
+      contains(text_of(section(report(study, tmp / "r.html"), "summary")),
+               "The data's README.md was not found"));
 }
 
 }  // namespace

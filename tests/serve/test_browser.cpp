@@ -31,12 +31,7 @@ using std::chrono::milliseconds;
 // Every wait in the page is bounded by this.
 constexpr milliseconds kWait(20000);
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using cxr::testing::read_text;
 
 /// One HTTP/1.1 POST on a fresh loopback connection (Connection: close):
 /// status and body. A plain socket client rather than httplib: Debian's
@@ -187,7 +182,7 @@ class ServeProcess {
     if (!proc_->read_line(&line, milliseconds(60000))) {
       throw std::runtime_error(
           "cxr serve printed no line within 60 s (or exited); its log: " +
-          read_file(log));
+          read_text(log));
     }
     std::smatch m;
     if (!std::regex_search(
@@ -320,7 +315,7 @@ TEST(ServeBrowser, PageShowsWhatTheApiAnswersForUploadedFiles) {
     const bool dicom = file.extension() == ".dcm";
     const HttpAnswer res =
         http_post(serve.port(), "/api/v1/predict?name=" + name,
-                  dicom ? "application/dicom" : "image/png", read_file(file));
+                  dicom ? "application/dicom" : "image/png", read_text(file));
     json row;
     for (const auto& r : rows) {
       if (r.value("name", "") == name) row = r;

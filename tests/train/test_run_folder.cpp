@@ -21,9 +21,7 @@ cxr::train::RunOptions tiny_run(const fs::path& dir, const std::string& out) {
 
 using cxr::testing::error_of;
 
-bool has(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
-}
+using cxr::testing::contains;
 
 TEST(RunFolderLock, ASecondWriterFailsAtOnceNamingTheHolder) {
   TempDir dir;
@@ -36,8 +34,8 @@ TEST(RunFolderLock, ASecondWriterFailsAtOnceNamingTheHolder) {
     // Another writer in this process is refused too (locks are per open).
     const auto e = error_of<cxr::IoError>(
         [&] { cxr::train::DirLock again(run.string()); });
-    EXPECT_TRUE(has(e, "is in use by another cxr process (pid " +
-                           std::to_string(::getpid()) + ")"))
+    EXPECT_TRUE(contains(e, "is in use by another cxr process (pid " +
+                                std::to_string(::getpid()) + ")"))
         << e;
     // ... and so is the binary, at once, with exit 5 and one line.
     for (const std::string sub : {"train", "tune", "study"}) {
@@ -51,12 +49,12 @@ TEST(RunFolderLock, ASecondWriterFailsAtOnceNamingTheHolder) {
               (sub == "tune" ? " --grid lr=1e-3" : ""),
           &out);
       EXPECT_EQ(rc, 5) << sub << ": " << out;
-      EXPECT_TRUE(has(out, "'" + run.string() +
-                               "' is in use by another cxr "
-                               "process (pid " +
-                               std::to_string(::getpid()) + ")"))
+      EXPECT_TRUE(contains(out, "'" + run.string() +
+                                    "' is in use by another cxr "
+                                    "process (pid " +
+                                    std::to_string(::getpid()) + ")"))
           << sub << ": " << out;
-      EXPECT_TRUE(has(out, "wait for it or choose another --out")) << out;
+      EXPECT_TRUE(contains(out, "wait for it or choose another --out")) << out;
       EXPECT_FALSE(fs::exists(run / "config.json")) << sub;
     }
   }
@@ -75,7 +73,7 @@ TEST(RunFolderOverwrite, FinishedRunIsRefusedThenReplacedWhole) {
   again.train.epochs = 1;
   const auto e =
       error_of<cxr::ConfigError>([&] { cxr::train::train_run(again); });
-  EXPECT_TRUE(has(e, "holds a finished run; pass --overwrite")) << e;
+  EXPECT_TRUE(contains(e, "holds a finished run; pass --overwrite")) << e;
   EXPECT_EQ(cxr::read_json(fs::path(o.out_dir) / "config.json"), first);
 
   // A retrain that fails part-way leaves the old run as it was (here the
@@ -104,13 +102,13 @@ TEST(RunFolderOverwrite, FinishedRunIsRefusedThenReplacedWhole) {
   EXPECT_FALSE(fs::exists(dir / "run.old"));
   EXPECT_NO_THROW(cxr::train::load_run(o.out_dir, torch::kCPU));
   const auto card = cxr::read_text(fs::path(o.out_dir) / "model-card.md");
-  EXPECT_FALSE(has(card, ".partial")) << card;
+  EXPECT_FALSE(contains(card, ".partial")) << card;
 
   // --resume and --overwrite together are refused.
   again.resume = true;
-  EXPECT_TRUE(
-      has(error_of<cxr::ConfigError>([&] { cxr::train::train_run(again); }),
-          "not both"));
+  EXPECT_TRUE(contains(
+      error_of<cxr::ConfigError>([&] { cxr::train::train_run(again); }),
+      "not both"));
 }
 
 TEST(RunFolderOverwrite, WeightsOfAnotherInputSizeAreAModelError) {
@@ -130,7 +128,7 @@ TEST(RunFolderOverwrite, WeightsOfAnotherInputSizeAreAModelError) {
                 fs::copy_options::overwrite_existing);
   const auto e = error_of<cxr::ModelError>(
       [&] { cxr::train::load_run(b.out_dir, torch::kCPU); });
-  EXPECT_TRUE(has(e, "trained at 16 px but config.json says 24 px")) << e;
+  EXPECT_TRUE(contains(e, "trained at 16 px but config.json says 24 px")) << e;
 }
 
 // Turns the finished run in `dir` into one interrupted after epoch 1.
@@ -170,25 +168,27 @@ TEST(RunFolderResume, GivenFlagsMustMatchTheSavedRunOthersAreTakenFromIt) {
   r.train.lr = 0.01;
   r.flags_given = {"--lr", "--quiet"};
   auto e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
-  EXPECT_TRUE(has(e,
-                  "--lr 0.01 differs from the resumed run's 0.001; resume "
-                  "without it or start a new run"))
+  EXPECT_TRUE(contains(e,
+                       "--lr 0.01 differs from the resumed run's 0.001; resume "
+                       "without it or start a new run"))
       << e;
   r.flags_given = {"--filters"};
   r.model.filters = {8, 16};
   e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
-  EXPECT_TRUE(has(e, "--filters 8,16 differs from the resumed run's 4,8")) << e;
+  EXPECT_TRUE(contains(e, "--filters 8,16 differs from the resumed run's 4,8"))
+      << e;
   r.flags_given = {"--size"};
   r.data.size = 24;
   e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
-  EXPECT_TRUE(has(e, "--size 24 differs from the resumed run's 16")) << e;
+  EXPECT_TRUE(contains(e, "--size 24 differs from the resumed run's 16")) << e;
 
   r.flags_given = {"--no-augment"};
   r.train.augment = false;
   e = error_of<cxr::ConfigError>([&] { cxr::train::train_run(r); });
-  EXPECT_TRUE(has(e,
-                  "--no-augment differs from the resumed run, which trains "
-                  "with augmentation"))
+  EXPECT_TRUE(
+      contains(e,
+               "--no-augment differs from the resumed run, which trains "
+               "with augmentation"))
       << e;
 
   // Flags not given take the saved values (not the defaults in `r`), and
