@@ -202,8 +202,8 @@ bool claim_loop(const TuneOptions& o,
     const double eta =
         ran > 0 ? ran_seconds / ran * (n - c) / std::max(1, job.world_size())
                 : NAN;
-    const TrialResult r = train_trial(o, ds, p, trial_key(p), k, plan.total,
-                                      plan.next_index + c, eta);
+    const TrialResult r =
+        train_trial(o, ds, p, {k, plan.total, plan.next_index + c, eta});
     ++ran;
     ran_seconds += r.seconds;
     if (o.progress) print_trial_line(r);

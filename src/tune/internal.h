@@ -43,16 +43,21 @@ void write_tables(const std::filesystem::path& dir,
 /// optimizer ignores made one (the first), and a note saying so (`note`).
 std::vector<Params> listed_trials(const TuneOptions& o, bool note);
 
-/// Trains one new trial into OUT/trials/trial-<index> (k of total for the
-/// progress lines; eta_seconds NaN = unknown).
+/// Where a new trial stands: `k` of `total` (0-based) for the progress
+/// lines, its folder OUT/trials/trial-<index>, and the time the search
+/// still needs (NaN = unknown).
+struct TrialSlot {
+  int k;
+  int total;
+  int index;
+  double eta_seconds;
+};
+
+/// Trains one new trial (key: trial_key(p)) into its slot's folder.
 TrialResult train_trial(const TuneOptions& o,
                         const data::Dataset& ds,
                         const Params& p,
-                        const std::string& key,
-                        int k,
-                        int total,
-                        int index,
-                        double eta_seconds);
+                        const TrialSlot& slot);
 /// The "  -> val loss ..." line after a trial.
 void print_trial_line(const TrialResult& r);
 

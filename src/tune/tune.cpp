@@ -209,11 +209,9 @@ std::vector<Params> listed_trials(const TuneOptions& o, bool note) {
 TrialResult train_trial(const TuneOptions& o,
                         const data::Dataset& ds,
                         const Params& p,
-                        const std::string& key,
-                        int k,
-                        int total,
-                        int index,
-                        double eta_seconds) {
+                        const TrialSlot& slot) {
+  const std::string key = trial_key(p);
+  const int k = slot.k, total = slot.total;
   train::RunOptions ro = o.base;
   apply_params(p, ro);
   // A terminal shows the trial lines alone (a bar per epoch would scroll
@@ -223,7 +221,7 @@ TrialResult train_trial(const TuneOptions& o,
   const bool epoch_lines = o.progress && ::isatty(STDERR_FILENO) == 0;
   ro.train.progress = epoch_lines;
   TrialResult r;
-  r.index = index;
+  r.index = slot.index;
   r.params = p;
   r.key = key;
   r.settings = trial_settings(ro, ds);
@@ -237,8 +235,8 @@ TrialResult train_trial(const TuneOptions& o,
   ro.resume = false;
   if (o.progress) {
     std::cerr << "trial " << k + 1 << "/" << total << "  " << key
-              << (!std::isnan(eta_seconds)
-                      ? "  (ETA " + format_duration(eta_seconds) + ")"
+              << (!std::isnan(slot.eta_seconds)
+                      ? "  (ETA " + format_duration(slot.eta_seconds) + ")"
                       : "")
               << "\n";
   }
@@ -372,7 +370,7 @@ class Search {
     const double eta =
         ran_now_ > 0 ? ran_seconds_ / ran_now_ * (total - k) : NAN;
     TrialResult r =
-        detail::train_trial(o_, ds_, p, key, k, total, next_index_++, eta);
+        detail::train_trial(o_, ds_, p, {k, total, next_index_++, eta});
     append_store(store_, r);
     ++ran_now_;
     ran_seconds_ += r.seconds;
