@@ -89,10 +89,9 @@ std::string num(const nlohmann::json& v, int p) {
 
 std::string ci(const nlohmann::json& m) {
   if (!m.is_object()) return "n/a";
-  const nlohmann::json none;  // a missing bound prints as n/a
-  return "<b>" + num(m.value("value", none)) + "</b> <span class=\"ci\">[" +
-         num(m.value("low", none)) + ", " + num(m.value("high", none)) +
-         "]</span>";
+  // A missing bound prints as n/a.
+  return "<b>" + num(field(m, "value")) + "</b> <span class=\"ci\">[" +
+         num(field(m, "low")) + ", " + num(field(m, "high")) + "]</span>";
 }
 
 nlohmann::json maybe_json(const fs::path& p) {

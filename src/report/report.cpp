@@ -189,8 +189,7 @@ void write_results(Page& p) {
         << ci(at("precision")) << "</td><td>" << ci(at("recall")) << "</td><td>"
         << ci(at("specificity")) << "</td><td>" << ci(at("f1")) << "</td><td>"
         << ci(at("auc")) << "</td><td>" << num(at("threshold")) << "<br><small>"
-        << html_escape(x.value("threshold_rule", std::string()))
-        << "</small></td></tr>\n";
+        << html_escape(text(x, "threshold_rule")) << "</small></td></tr>\n";
     p.summary.models.push_back(
         {m.name, m.run.string(), headline(x, "accuracy"), headline(x, "recall"),
          headline(x, "specificity"), headline(x, "auc")});
@@ -198,8 +197,7 @@ void write_results(Page& p) {
   write_published_rows(p);
   const auto& models = p.in.models;
   if (!models.empty() && !models[0].metrics.is_null()) {
-    p.h << "<p>" << html_escape(models[0].metrics.value("note", std::string()))
-        << ".</p>\n";
+    p.h << "<p>" << html_escape(text(models[0].metrics, "note")) << ".</p>\n";
   }
 }
 
