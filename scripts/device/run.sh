@@ -27,33 +27,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 nproc; g++ --version | head -1; cmake --version | head -1
 
+# shellcheck source=scripts/device/build.sh
+source "$root/scripts/device/build.sh"
+
 step "dependencies"
-deps=/tmp/cxr-deps
-mkdir -p "$deps" && tar -xJf "$cache/deps.tar.xz" -C "$deps" || exit 1
-libdir="$deps/usr/lib/x86_64-linux-gnu"
+device_deps || exit 1
 
 step "configure"
-torch_prefix="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 build="$root/build-cuda"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" \
-  -DCMAKE_LIBRARY_PATH="$libdir" \
-  -DCXR_BUILD_TESTS=OFF \
-  -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath,$libdir -Wl,-rpath-link,$libdir" \
-  >"$out/configure.log" 2>&1
-rc=$?
-tail -25 "$out/configure.log"
-if [[ $rc -ne 0 ]]; then
-  tail -60 "$build/CMakeFiles/CMakeError.log" 2>/dev/null
-  exit 1
-fi
+device_configure "$build" -DCXR_BUILD_TESTS=OFF || exit 1
 
 step "build"
-ninja -C "$build" cxr bench_backbones >"$out/build.log" 2>&1
-rc=$?
-grep -E "error|Error" "$out/build.log" | head -40
-tail -3 "$out/build.log"
-[[ $rc -eq 0 ]] || exit 1
+device_build "$build" cxr bench_backbones || exit 1
 cxr="$build/cxr"
 "$cxr" --version
 
