@@ -217,6 +217,17 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
   for (const auto& r : rows) check(r);
 }
 
+/// `train` of the fixture's data into DIR/`out`: one tiny epoch, each
+/// rendezvous bounded by --dist-timeout `timeout_s` (ends with a space).
+std::string tiny_train(const Fixture& f,
+                       const std::string& out,
+                       int timeout_s) {
+  return "train " + q(f.data) + " --out " + q(f.dir / out) +
+         " --size 16 --filters 4,8 --epochs 1 --quiet --no-cache"
+         " --dist-timeout " +
+         std::to_string(timeout_s) + " ";
+}
+
 // The launcher's flags (apps/cxr/launch.cpp), refused while parsing or
 // before any worker starts. Each run is bounded by timeout(1): a value that
 // slipped through to a rendezvous would wait, and exit 124 here, not hang.
@@ -225,42 +236,33 @@ TEST(BadInputMatrix, FortyKindsAcrossTheSubcommands) {
 TEST(BadInputMatrix, LauncherFlagsWithBadValues) {
   const Fixture& f = fixture();
   ASSERT_EQ(f.train_rc, 0) << f.train_log;
-  const std::string train = "train " + q(f.data) + " --out " +
-                            q(f.dir / "launched") +
-                            " --size 16 --filters 4,8 --epochs 1 --quiet"
-                            " --no-cache --dist-timeout 5 ";
+  const std::string train = tiny_train(f, "launched", 5);
   const std::string predict =
       "predict " + q(f.run) + " " + q(f.data / "test") + " --dist-timeout 5 ";
-  const std::vector<Row> rows = {
-      {train + "--nnodes 0", 2, "--nnodes"},
-      {train + "--nnodes -1", 2, "--nnodes"},
-      {train + "--nnodes x", 2, "--nnodes"},
-      {train + "--nnodes 4097", 2, "--nnodes"},
-      {train + "--nnodes 2 --node-rank 2 --master-addr 127.0.0.1", 2,
-       "--node-rank 2"},
-      {train + "--node-rank 1", 2, "--node-rank 1"},
-      {train + "--node-rank -1", 2, "--node-rank"},
-      {train + "--nnodes 2 --node-rank 1", 2, "--master-addr"},
-      {train + "--nproc 2 --master-addr ''", 2, "--master-addr"},
-      {train + "--nproc 2 --master-addr 'bad host name!'", 2, "--master-addr"},
-      {train + "--nnodes 2 --master-addr 'node0;rm'", 2, "--master-addr"},
-      {train + "--master-port 0", 2, "--master-port"},
-      {train + "--master-port 70000", 2, "--master-port"},
-      {train + "--master-port -1", 2, "--master-port"},
-      {train + "--master-port http", 2, "--master-port"},
-      {train + "--nproc 0", 2, "--nproc"},
-      {train + "--nproc -2", 2, "--nproc"},
-      {train + "--nproc 257", 2, "--nproc"},
-      {train + "--nproc two", 2, "--nproc"},
-      {train + "--dist-timeout 0", 2, "--dist-timeout"},
-      {train + "--dist-timeout -5", 2, "--dist-timeout"},
-      {train + "--dist-timeout nan", 2, "--dist-timeout"},
-      {predict + "--nnodes 0", 2, "--nnodes"},
-      {predict + "--nproc 2 --master-addr ''", 2, "--master-addr"},
-      {"evaluate " + q(f.run) + " --master-port 70000", 2, "--master-port"},
-      {"tune " + q(f.data) + " --out " + q(f.dir / "t") + " --nproc 0", 2,
-       "--nproc"},
+  // Rows from (command, flag, values): each exits 2 naming the flag.
+  std::vector<Row> rows;
+  auto bad = [&](const std::string& command, const std::string& flag,
+                 const std::vector<std::string>& values) {
+    for (const auto& v : values)
+      rows.push_back({command + flag + " " + v, 2, flag});
   };
+  bad(train, "--nnodes", {"0", "-1", "x", "4097"});
+  bad(train, "--node-rank", {"-1"});
+  bad(train + "--nproc 2 ", "--master-addr", {"''", "'bad host name!'"});
+  bad(train + "--nnodes 2 ", "--master-addr", {"'node0;rm'"});
+  bad(train, "--master-port", {"0", "70000", "-1", "http"});
+  bad(train, "--nproc", {"0", "-2", "257", "two"});
+  bad(train, "--dist-timeout", {"0", "-5", "nan"});
+  bad(predict, "--nnodes", {"0"});
+  bad(predict + "--nproc 2 ", "--master-addr", {"''"});
+  bad("evaluate " + q(f.run) + " ", "--master-port", {"70000"});
+  bad("tune " + q(f.data) + " --out " + q(f.dir / "t") + " ", "--nproc", {"0"});
+  // The node rank against --nnodes, and a second node without the master.
+  rows.push_back({train + "--nnodes 2 --node-rank 2 --master-addr 127.0.0.1", 2,
+                  "--node-rank 2"});
+  rows.push_back({train + "--node-rank 1", 2, "--node-rank 1"});
+  rows.push_back({train + "--nnodes 2 --node-rank 1", 2, "--master-addr"});
+  EXPECT_EQ(rows.size(), 26u);
   for (const auto& r : rows) check(r, "timeout 60 " + clean_env());
 }
 
@@ -291,10 +293,7 @@ TEST(BadInputMatrix, PrecisionFooIsRefusedByEveryCommand) {
 TEST(BadInputMatrix, SchedulerEnvironmentThatIsMalformed) {
   const Fixture& f = fixture();
   ASSERT_EQ(f.train_rc, 0) << f.train_log;
-  const std::string train = "train " + q(f.data) + " --out " +
-                            q(f.dir / "scheduled") +
-                            " --size 16 --filters 4,8 --epochs 1 --quiet"
-                            " --no-cache --dist-timeout 30";
+  const std::string train = tiny_train(f, "scheduled", 30);
   const std::string ok = "MASTER_ADDR=127.0.0.1 MASTER_PORT=29999 ";
   struct EnvRow {
     std::string vars;

@@ -15,9 +15,7 @@ namespace {
 namespace fs = std::filesystem;
 using cxr::data::DatasetOptions;
 using cxr::data::Split;
-using cxr::testing::TempDir;
-
-using cxr::testing::contains;
+using namespace cxr::testing;
 
 /// The DataError message of `f`, or "" with a failure.
 template <typename F>
@@ -33,8 +31,6 @@ std::string data_error(F&& f) {
   ADD_FAILURE() << "expected a DataError";
   return "";
 }
-
-using cxr::testing::count_of;
 
 TEST(Listing, SymlinkLoopInAClassFolderIsADataErrorOrSkipped) {
   TempDir dir;

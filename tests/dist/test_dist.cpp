@@ -20,12 +20,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::count_of;
-using cxr::testing::free_port;
-using cxr::testing::read_text;
-using cxr::testing::spawn;
-using cxr::testing::TempDir;
-using cxr::testing::wait_bounded;
+using namespace cxr::testing;
 
 /// Waits (bounded) until the run folder shows a finished epoch; false
 /// at once when `pid` ended (it is left to be reaped).

@@ -8,9 +8,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::count_of;
-using cxr::testing::read_text;
-using cxr::testing::TempDir;
+using namespace cxr::testing;
 
 /// A tiny run (one epoch on the tiny dataset) to predict with.
 void train_tiny(const TempDir& dir) {

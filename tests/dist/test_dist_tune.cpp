@@ -17,11 +17,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::count_of;
-using cxr::testing::read_text;
-using cxr::testing::spawn;
-using cxr::testing::TempDir;
-using cxr::testing::wait_bounded;
+using namespace cxr::testing;
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;

@@ -16,10 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using cxr::infer::OodDetector;
-using cxr::testing::error_of;
-using cxr::testing::TempDir;
-
-using cxr::testing::contains;
+using namespace cxr::testing;
 
 OodDetector fitted() {
   torch::manual_seed(5);

@@ -18,12 +18,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::error_of;
-using cxr::testing::TempDir;
-
-using cxr::testing::contains;
-
-using cxr::testing::read_text;
+using namespace cxr::testing;
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');

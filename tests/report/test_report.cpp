@@ -8,21 +8,17 @@
 
 #include "cxr/common/error.h"
 #include "cxr/report/report.h"
+#include "report_test_util.h"
 #include "test_util.h"
 
 namespace cxr::report {
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::read_text;
-using cxr::testing::TempDir;
+using namespace cxr::testing;
 using nlohmann::json;
 
 constexpr char kHostile[] = "<script>alert(1)</script>";
-
-void write(const fs::path& p, const json& j) {
-  cxr::testing::write_bytes(p, j.dump(2));
-}
 
 json ci(double value, double low, double high) {
   return {{"value", value}, {"low", low}, {"high", high}};
@@ -57,36 +53,25 @@ json metrics() {
 // hostile name that has nothing but config.json.
 fs::path write_study(const fs::path& root) {
   const fs::path study = root / "study";
-  write(study / "study.json",
-        {{"data", "data/cxr-seed"},
-         {"finished", "2026-01-01 12:00"},
-         {"minutes", 1.25},
-         {"device", "cpu"},
-         {"models",
-          {{{"name", "baseline"}, {"run", "runs/baseline"}},
-           {{"name", kHostile}, {"run", "runs/hostile"}}}}});
-  write(study / "runs/baseline/config.json", config("baseline"));
-  write(study / "runs/baseline/eval-test/metrics.json", metrics());
-  write(study / "runs/hostile/config.json", config("mobilenetv2"));
+  write_json(study / "study.json",
+             {{"data", "data/cxr-seed"},
+              {"finished", "2026-01-01 12:00"},
+              {"minutes", 1.25},
+              {"device", "cpu"},
+              {"models",
+               {{{"name", "baseline"}, {"run", "runs/baseline"}},
+                {{"name", kHostile}, {"run", "runs/hostile"}}}}});
+  write_json(study / "runs/baseline/config.json", config("baseline"));
+  write_json(study / "runs/baseline/eval-test/metrics.json", metrics());
+  write_json(study / "runs/hostile/config.json", config("mobilenetv2"));
   return study;
 }
-
-// Where the HTML goes: kept in CXR_TEST_REPORT_DIR when set.
-fs::path out_dir(const TempDir& tmp) {
-  if (const char* keep = std::getenv("CXR_TEST_REPORT_DIR")) {
-    fs::create_directories(keep);
-    return keep;
-  }
-  return tmp.path();
-}
-
-using cxr::testing::contains;
 
 TEST(Report, StudyFromFilesAlone) {
   TempDir tmp;
   ReportOptions o;
-  o.inputs = {write_study(out_dir(tmp)).string()};
-  o.out_path = (out_dir(tmp) / "report.html").string();
+  o.inputs = {write_study(report_out_dir(tmp)).string()};
+  o.out_path = (report_out_dir(tmp) / "report.html").string();
   const ReportSummary summary = write_report(o);
   const std::string html = read_text(o.out_path);
 

@@ -12,19 +12,15 @@
 
 #include "cxr/common/text.h"
 #include "cxr/report/report.h"
+#include "report_test_util.h"
 #include "test_util.h"
 
 namespace cxr::report {
 namespace {
 
 namespace fs = std::filesystem;
-using cxr::testing::read_text;
-using cxr::testing::TempDir;
+using namespace cxr::testing;
 using nlohmann::json;
-
-void write(const fs::path& p, const json& j) {
-  cxr::testing::write_bytes(p, j.dump(2));
-}
 
 json ci(double value, double low, double high) {
   return {{"value", value}, {"low", low}, {"high", high}};
@@ -85,11 +81,11 @@ const std::vector<double> kGuided = {0.32712, 0.39949, 0.55531};
 // format), and the data's README with the source statement.
 fs::path write_study(const fs::path& root) {
   const fs::path study = root / "study";
-  write(study / "study.json", {{"data", (root / "data").string()},
-                               {"minutes", 1.5},
-                               {"models",
-                                {{{"name", "Model A"}, {"run", "a"}},
-                                 {{"name", "Model B"}, {"run", "b"}}}}});
+  write_json(study / "study.json", {{"data", (root / "data").string()},
+                                    {"minutes", 1.5},
+                                    {"models",
+                                     {{{"name", "Model A"}, {"run", "a"}},
+                                      {{"name", "Model B"}, {"run", "b"}}}}});
   fs::create_directories(root / "data");
   std::ofstream(root / "data" / "README.md") << "# data\n\nFacts:\n"
                                                 "- Every image is gray.\n"
@@ -98,24 +94,16 @@ fs::path write_study(const fs::path& root) {
                                                 "  sources (A: Spain; B: "
                                                 "USA).\n"
                                                 "- Research use only.\n";
-  write(study / "a/eval-test/metrics.json",
-        metrics(0.975, 0.95, 0.995,
-                "balanced on validation of run /x/y/b (same recipe)"));
-  write(study / "a/explain-examples/summary.json",
-        explain_summary(true, kGuided));
-  write(study / "b/eval-test/metrics.json",
-        metrics(0.955, 0.925, 0.98, "balanced on validation"));
-  write(study / "b/explain-examples/summary.json",
-        explain_summary(false, {0.17458, 0.18766, 0.62009}));
+  write_json(study / "a/eval-test/metrics.json",
+             metrics(0.975, 0.95, 0.995,
+                     "balanced on validation of run /x/y/b (same recipe)"));
+  write_json(study / "a/explain-examples/summary.json",
+             explain_summary(true, kGuided));
+  write_json(study / "b/eval-test/metrics.json",
+             metrics(0.955, 0.925, 0.98, "balanced on validation"));
+  write_json(study / "b/explain-examples/summary.json",
+             explain_summary(false, {0.17458, 0.18766, 0.62009}));
   return study;
-}
-
-fs::path out_dir(const TempDir& tmp) {
-  if (const char* keep = std::getenv("CXR_TEST_REPORT_DIR")) {
-    fs::create_directories(keep);
-    return keep;
-  }
-  return tmp.path();
 }
 
 std::string report(const fs::path& study, const fs::path& out) {
@@ -125,8 +113,6 @@ std::string report(const fs::path& study, const fs::path& out) {
   write_report(o);
   return read_text(out);
 }
-
-using cxr::testing::contains;
 
 // The HTML of section `id`: from its heading to the next one.
 std::string section(const std::string& html, const std::string& id) {
@@ -242,8 +228,8 @@ TEST(ReportSummary, NumbersInTextAreFound) {
 
 TEST(ReportSummary, SectionsAndTableOfContents) {
   TempDir tmp;
-  const std::string html =
-      report(write_study(out_dir(tmp)), out_dir(tmp) / "summary.html");
+  const std::string html = report(write_study(report_out_dir(tmp)),
+                                  report_out_dir(tmp) / "summary.html");
   // The summary opens the page, right after the table of contents.
   const size_t toc = html.find("<nav class=\"toc\"");
   ASSERT_NE(toc, std::string::npos);
@@ -276,8 +262,8 @@ TEST(ReportSummary, SectionsAndTableOfContents) {
 
 TEST(ReportSummary, EveryNumberShownComesFromTheFiles) {
   TempDir tmp;
-  const fs::path study = write_study(out_dir(tmp));
-  const std::string html = report(study, out_dir(tmp) / "summary.html");
+  const fs::path study = write_study(report_out_dir(tmp));
+  const std::string html = report(study, report_out_dir(tmp) / "summary.html");
 
   std::set<std::string> ok;
   for (const char* f :
@@ -373,14 +359,14 @@ TEST(ReportSummary, TheWordsFollowTheFiles) {
   const fs::path study = write_study(tmp.path());
   // A's maps no better than random at 20 %, B far behind A, A's cascade
   // failing, a map heavy on the border.
-  write(study / "a/explain-examples/summary.json", [] {
+  write_json(study / "a/explain-examples/summary.json", [] {
     json s = explain_summary(true, {0.1, 0.2, 0.3});
     s["trust"]["randomization"]["untrustworthy"] = true;
     s["trust"]["energy"]["mean"] = {{"lung", 0.4}, {"border", 0.35}};
     return s;
   }());
-  write(study / "b/eval-test/metrics.json",
-        metrics(0.8, 0.74, 0.85, "default 0.5"));
+  write_json(study / "b/eval-test/metrics.json",
+             metrics(0.8, 0.74, 0.85, "default 0.5"));
   const std::string summary =
       text_of(section(report(study, tmp / "r.html"), "summary"));
   EXPECT_TRUE(contains(summary,
