@@ -1,16 +1,15 @@
 #include <iostream>
 
-#include "cli.h"
 #include "cxr/infer/fit_trust.h"
+#include "run_data_flags.h"
 
 namespace cxr::cli {
 
 void register_calibrate(CLI::App& app) {
   struct Flags {
-    RuntimeFlags runtime;
+    RunDataFlags flags;
     infer::TrustOptions trust;
     std::string run;
-    bool no_cache = false;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
@@ -36,13 +35,9 @@ void register_calibrate(CLI::App& app) {
   add_default(*cmd, "--ood-combine", f->trust.ood.combine,
               "how the layers' standardised distances combine: mean or "
               "max");
-  add_no_cache_flag(*cmd, f->no_cache);
-  add_runtime_flags(*cmd, f->runtime);
+  add_run_data_flags(*cmd, f->flags);
   cmd->callback([f] {
-    apply_runtime(f->runtime);
-    auto t = f->trust;
-    t.device = f->runtime.device;
-    t.cache_dir = cache_dir_unless(f->no_cache);
+    const auto t = finish_run_data(f->flags, f->trust);
     // Rewrites config.json, ood.safetensors and model-card.md: one writer
     // per run, so a train or calibrate of the same run cannot mix its files
     // in.

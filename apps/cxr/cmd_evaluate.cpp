@@ -8,14 +8,14 @@
 #include "cxr/evaluate/ood_sets.h"
 #include "dist_threads.h"
 #include "launch.h"
+#include "run_data_flags.h"
 
 namespace cxr::cli {
 
 void register_evaluate(CLI::App& app) {
   struct Flags {
-    RuntimeFlags runtime;
+    RunDataFlags flags;
     evaluate::EvalOptions eval;
-    bool no_cache = false;
     bool ood_sets = false;
     std::string shared;
     DistFlags dist;
@@ -49,7 +49,6 @@ void register_evaluate(CLI::App& app) {
               integer_in(1, 65536));
   cmd->add_option("--out", f->eval.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
-  add_no_cache_flag(*cmd, f->no_cache);
   cmd->add_flag("--skip-bad", f->eval.skip_bad,
                 "leave unreadable images out (listed, and counted in "
                 "metrics.json) instead of stopping at the first");
@@ -61,7 +60,7 @@ void register_evaluate(CLI::App& app) {
   cmd->add_option("--shared", f->shared,
                   "with --ood-sets: the shared folder with weights/ and "
                   "data/dicom/ (default ../shared)");
-  add_runtime_flags(*cmd, f->runtime);
+  add_run_data_flags(*cmd, f->flags);
   add_dist_flags(*cmd, f->dist);
   cmd->callback([f] {
     if (f->ood_sets && f->eval.skip_bad) {
@@ -74,30 +73,27 @@ void register_evaluate(CLI::App& app) {
           "--ood-sets runs in one process; drop --nproc/--nnodes");
     }
     // Sharded: each rank scores a part of the split, rank 0 the metrics.
-    launch_or_join(f->dist, f->runtime.device);
-    share_threads(f->runtime.threads);
-    apply_runtime(f->runtime);
+    launch_or_join(f->dist, f->flags.runtime.device);
+    share_threads(f->flags.runtime.threads);
+    const auto e = finish_run_data(f->flags, f->eval);
     const bool main = dist::world().is_main();
     // Writes RUN/eval-SPLIT (and on test the model card): one writer per
     // run, as cxr train and calibrate; rank 0 alone writes.
     const auto lock =
-        main ? lock_run_for_writing(f->eval.run_dir, f->eval.out_dir) : nullptr;
+        main ? lock_run_for_writing(e.run_dir, e.out_dir) : nullptr;
     if (f->ood_sets) {
       evaluate::OodEvalOptions oo;
-      oo.run_dir = f->eval.run_dir;
-      oo.data_root = f->eval.data_root;
-      oo.out_dir = f->eval.out_dir;
-      oo.split = f->eval.split;
-      oo.device = f->runtime.device;
+      oo.run_dir = e.run_dir;
+      oo.data_root = e.data_root;
+      oo.out_dir = e.out_dir;
+      oo.split = e.split;
+      oo.device = e.device;
       oo.shared_dir = f->shared.empty() ? default_shared_dir() : f->shared;
       without_skip_bad_hint("evaluate --ood-sets", [&] {
         std::cout << evaluate::format_ood(evaluate::evaluate_ood(oo));
       });
       return;
     }
-    auto e = f->eval;
-    e.device = f->runtime.device;
-    e.cache_dir = cache_dir_unless(f->no_cache);
     // Without --skip-bad the first unreadable image is a DataError naming
     // it and suggesting --skip-bad.
     const auto r = evaluate::evaluate_run(e);

@@ -1,17 +1,16 @@
 #include <iostream>
 
-#include "cli.h"
 #include "cxr/common/runtime.h"
 #include "cxr/explain/explain.h"
+#include "run_data_flags.h"
 
 namespace cxr::cli {
 
 void register_explain(CLI::App& app) {
   struct Flags {
-    RuntimeFlags runtime;
+    RunDataFlags flags;
     explain::ExplainOptions explain;
     bool list_layers = false;
-    bool no_cache = false;
   };
   auto f = std::make_shared<Flags>();
   auto& o = f->explain;
@@ -49,20 +48,16 @@ void register_explain(CLI::App& app) {
                 "also write the raw float maps as NumPy files: "
                 "maps/NNNN_<name>_<class>.npy, [size, size] float32");
   add_default(*cmd, "--batch-size", o.batch_size, "images per forward pass");
-  add_no_cache_flag(*cmd, f->no_cache);
   cmd->add_flag("--skip-bad", o.skip_bad,
                 "with --split: leave unreadable images out (listed, and in "
                 "summary.json and index.html) instead of stopping");
-  add_runtime_flags(*cmd, f->runtime);
+  add_run_data_flags(*cmd, f->flags);
   cmd->callback([f] {
-    apply_runtime(f->runtime);
-    auto o = f->explain;
+    const auto o = finish_run_data(f->flags, f->explain);
     if (f->list_layers) {
       std::cout << explain::list_layers(o.run_dir).format();
       return;
     }
-    o.device = f->runtime.device;
-    o.cache_dir = cache_dir_unless(f->no_cache);
     // Writes RUN/explain by default: one writer per run.
     const auto lock = lock_run_for_writing(o.run_dir, o.out_dir);
     explain::ExplainResult r;
