@@ -1,7 +1,8 @@
 // A report from files that lack optional keys (an interrupted or older
 // stage, a hand-edited file): every section still renders, shows "n/a" or
 // says what is missing, and never reads a missing key through const json's
-// operator[] (undefined behaviour: it crashed ReportSummary in CI).
+// operator[] (undefined behaviour: it crashed ReportSummary in CI). Set
+// CXR_TEST_REPORT_DIR to keep the HTML (missing-keys.html) for looking at it.
 #include <cstdlib>
 
 #include "cxr/common/error.h"
