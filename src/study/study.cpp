@@ -340,7 +340,7 @@ class Study {
   }
 
   std::string run_of(const nlohmann::json& model) const {
-    return (out_ / model["run"].get<std::string>()).string();
+    return (out_ / model.at("run").get<std::string>()).string();
   }
 
   void evaluate_models() {
