@@ -28,8 +28,8 @@
 #   DEADLINE_S=500   no step starts after this many seconds
 #   SIZE=224 BATCH=64 BENCH_S=3 (seconds per timed benchmark)
 #   BENCH_SIZE=$SIZE             bench_backbones has 128 and 224 px only
-#   FT_EPOCHS=3 RN_EPOCHS=3      cxr train fine-tuning epochs timed (after
-#                                one head-only epoch)
+#   FT_EPOCHS=3 RN_EPOCHS=3      cxr train fine-tuning epochs timed (MobileNetV2
+#                                after one frozen epoch, ResNet50V2 alone)
 #   DIST_SIZE=64 DIST_EPOCHS=2   the --nproc 2 run
 #   STUDY_ARGS="--full-grid"     the study's flags (dry run: --quick)
 #   STUDY_LIMIT_S=540            study mode: the study's own bound
@@ -290,16 +290,16 @@ late "cxr train mnv2" ||
 cxr_mn=$(steady "$mn_run" fine-tune)
 echo "cxr train mnv2: steady fine-tune $cxr_mn img/s (run average $(speed "$mn_run"))"
 
-# No ImageNet weights for ResNet50V2 here: random weights, one head-only
-# epoch (cxr's phase 1 freezes the backbone even without weights), then the
-# timed fine-tuning epochs train it all, batch norm in training mode (no
-# pretrained statistics to keep).
+# No ImageNet weights for ResNet50V2 here: random weights, --epochs 0 (cxr's
+# phase 1 freezes the backbone even without weights), all epochs in the
+# fine-tuning phase, which trains it all with batch norm in training mode
+# (as scripts/device/experiments-1.sh did).
 step "cxr train on $device: ResNet50V2 $size px, random weights, batch $batch"
 rn_run="$work/train-rn50"
 late "cxr train rn50" ||
   bounded 180 "$cxr" train "$data" --out "$rn_run" --device "$device" --quiet --overwrite \
     --model resnet50v2 --size "$size" --batch-size "$batch" \
-    --epochs 1 --fine-tune-epochs "${RN_EPOCHS:-3}" --fine-tune-lr 1e-4 --patience 0 \
+    --epochs 0 --fine-tune-epochs "${RN_EPOCHS:-3}" --fine-tune-lr 1e-3 --patience 0 \
     --cache-dir "$cache_dir"
 cxr_rn=$(steady "$rn_run" fine-tune)
 echo "cxr train rn50: steady $cxr_rn img/s (run average $(speed "$rn_run"))"
