@@ -169,7 +169,13 @@ Context::Context(const Env& env, const torch::Device& device) : env_(env) {
 
   try {
 #ifdef USE_C10D_NCCL
-    if (device.is_cuda()) {
+    // NCCL needs a GPU per rank ("Duplicate GPU detected"): when a node runs
+    // more local ranks than it has GPUs, they share devices and use Gloo,
+    // whose collectives take CUDA tensors through host copies. (Nodes with
+    // different GPU counts could choose differently; their groups then fail
+    // to meet and the job stops at --dist-timeout with exit 5.)
+    if (device.is_cuda() && static_cast<size_t>(env.local_world_size) <=
+                                torch::cuda::device_count()) {
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = impl_->timeout;
       impl_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(
