@@ -122,13 +122,20 @@ struct Phase {
   bool backbone_trainable;
 };
 
-/// A transfer model trains its head with the backbone frozen, then (with
-/// fine-tune epochs) everything; the baseline has one phase.
+/// A pretrained transfer model trains its head with the backbone frozen,
+/// then (with fine-tune epochs) everything; the baseline has one phase. A
+/// transfer model from random initialisation has no features worth
+/// protecting: freezing its backbone would train a head on random features,
+/// so its first phase trains the whole network too.
 std::vector<Phase> phases_of(const models::ClassifierImpl& model,
                              const TrainOptions& o) {
   std::vector<Phase> phases;
   if (models::is_transfer(model.config().arch)) {
-    phases.push_back({"frozen", o.epochs, o.lr, false});
+    if (model.config().pretrained.empty()) {
+      phases.push_back({"train", o.epochs, o.lr, true});
+    } else {
+      phases.push_back({"frozen", o.epochs, o.lr, false});
+    }
     if (o.fine_tune_epochs > 0) {
       phases.push_back({"fine-tune", o.fine_tune_epochs, o.fine_tune_lr, true});
     }
