@@ -12,18 +12,13 @@
 # (training images per class, default 256), CXR_BENCH_SIZE (px, default 64),
 # CXR_BENCH_EPOCHS (default 2), CXR_BENCH_BATCH (default 32).
 #
-# Measured 2026-11-30 on the 2-core development VM while 5 other jobs ran
-# (load average 7-10, so no core was free: read the numbers as a smoke
-# test, not a scaling curve), baseline CNN 64 px, 512 train images,
-# batch 32, 2 epochs, best of two runs (img/s):
-#   1 rank x 2 threads    44  (runs 20, 44)
-#   1 rank x 1 thread    120  (runs 116, 120)
-#   2 ranks x 1 thread   127  (runs 94, 127)
-#   speed-up over 1 rank x 2 threads 2.87x; scaling efficiency against
-#   2 x (1 rank x 1 thread) 53 %.
-# Two OpenMP threads in one process lost most to the load (a team waits
-# for its slowest thread); two single-thread ranks did not, but had about
-# one core between them.
+# Measured 2026-11-30 on the idle 2-core development VM, baseline CNN 64 px,
+# 512 train images, batch 32, 2 epochs, best of two runs (img/s):
+#   1 rank x 2 threads   448  (runs 448, 398)
+#   1 rank x 1 thread    235  (runs 234, 235)
+#   2 ranks x 1 thread   414  (runs 414, 406)
+#   scaling efficiency against 2 x (1 rank x 1 thread) 88 %; 0.92x the
+#   speed of 1 rank x 2 threads on the same cores (docs/distributed.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
