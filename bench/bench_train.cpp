@@ -85,10 +85,42 @@ void BM_BaselinePredictOne(benchmark::State& state) {
       static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
+/// The data side of a training step alone, as cxr::train's train_epoch
+/// does it: gather a batch of decoded uint8 images by index, convert to
+/// [0, 1] float, random affine augmentation, the device layout. Its
+/// images/s against the fwd+bwd rows of bench_backbones says how much of an
+/// epoch overlapping data preparation with compute could hide (issue 17).
+void BM_PrepareBatch(benchmark::State& state) {
+  const int size = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1));
+  torch::manual_seed(0);
+  const int64_t n = 256;
+  auto images = torch::randint(0, 256, {n, 1, size, size}, torch::kUInt8);
+  const torch::Device cpu(torch::kCPU);
+  cxr::augment::AugmentOptions aug;
+  int64_t step = 0;
+  for (auto _ : state) {
+    auto idx = torch::randperm(n, torch::kLong).slice(0, 0, batch);
+    auto x = images.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
+    x = cxr::augment::random_affine(x, aug, static_cast<uint64_t>(step));
+    x = cxr::train::device_layout(x, cpu);
+    benchmark::DoNotOptimize(x.data_ptr<float>());
+    ++step;
+  }
+  state.counters["images_per_s"] = benchmark::Counter(
+      static_cast<double>(batch) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
 BENCHMARK(BM_BaselineTrainStep)
     ->Args({128, 32})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(10.0);
+BENCHMARK(BM_PrepareBatch)
+    ->Args({128, 32})
+    ->Args({224, 32})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
 BENCHMARK(BM_BaselinePredictOne)
     ->Arg(128)
     ->Unit(benchmark::kMillisecond)
