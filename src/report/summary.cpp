@@ -175,14 +175,21 @@ std::string cascade_text(const TrustSet& s) {
     return t;
   }
   const bool passes = field(r, "untrustworthy") == false;
+  const json& first = field(c.front(), "mean_abs_rank_correlation");
+  const json& last = field(c.back(), "mean_abs_rank_correlation");
+  // A pass whose correlation does not fall further (already low after the
+  // first step, within the rule's tolerance) is not "decorrelating deeper".
+  const bool falls = first.is_number() && last.is_number() &&
+                     last.get<double>() < first.get<double>();
   return std::string("randomisation cascade ") +
          (passes ? "passes" : "<b>fails</b>") + ": mean |rank correlation| " +
-         num(field(c.front(), "mean_abs_rank_correlation")) +
-         " after step 1, " + num(field(c.back(), "mean_abs_rank_correlation")) +
-         " after step " + std::to_string(c.size()) +
-         (passes ? " (the maps decorrelate as the cascade goes deeper)"
-                 : " (the maps do not decorrelate as the cascade goes "
-                   "deeper: they follow the image more than the model)");
+         num(first) + " after step 1, " + num(last) + " after step " +
+         std::to_string(c.size()) +
+         (!passes ? " (the maps do not decorrelate as the cascade goes "
+                    "deeper: they follow the image more than the model)"
+          : falls ? " (the maps decorrelate as the cascade goes deeper)"
+                  : " (the maps were already decorrelated after the first "
+                    "step and stay so)");
 }
 
 // Lung and border shares against a uniform map, as shown.
