@@ -79,4 +79,7 @@ void write_summary(Page& p);
 /// Trust checks of the Grad-CAM maps as figures and tables (trust.cpp).
 void write_trust(Page& p);
 
+/// The out-of-distribution warning: flag rates per OOD set (ood.cpp).
+void write_ood(Page& p);
+
 }  // namespace cxr::report::detail
