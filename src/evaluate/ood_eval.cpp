@@ -1,10 +1,14 @@
 // Scores a run's OOD warning on the OOD evaluation sets (ood_sets.cpp).
+#include <algorithm>
 #include <chrono>
 #include <iomanip>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/json_field.h"
 #include "cxr/common/runtime.h"
 #include "cxr/evaluate/ood_sets.h"
 #include "cxr/infer/predictor.h"
@@ -126,7 +130,17 @@ nlohmann::json evaluate_ood(const OodEvalOptions& o) {
 }
 
 std::string format_ood(const nlohmann::json& j) {
-  std::ostringstream s;
+  // j may be an ood.json read back from disk (an older, interrupted or
+  // hand-edited one may lack any key): values are looked up (const
+  // operator[] on a missing key is undefined behaviour), shown as n/a, and
+  // the keys a table needs are named on a note line. A null rate or AUROC
+  // is a value (no detector, no images), not a missing key.
+  std::vector<std::string> lacks;
+  auto lack = [&](const std::string& name) {
+    if (std::find(lacks.begin(), lacks.end(), name) == lacks.end()) {
+      lacks.push_back(name);
+    }
+  };
   auto pct = [](const nlohmann::json& v) {
     std::ostringstream t;
     if (v.is_number()) {
@@ -136,28 +150,61 @@ std::string format_ood(const nlohmann::json& j) {
     }
     return t.str();
   };
-  s << "OOD warning of " << j["run"].get<std::string>()
+  std::ostringstream s;
+  const nlohmann::json& run = json_field(j, "run");
+  if (!run.is_string()) lack("run");
+  s << "OOD warning of " << (run.is_string() ? run.get<std::string>() : "n/a")
     << " (flagged %: all = input checks or detector)\n";
   s << std::left << std::setw(18) << "set" << std::right << std::setw(6) << "n"
     << std::setw(8) << "all" << std::setw(8) << "checks" << std::setw(10)
     << "detector" << std::setw(8) << "AUROC"
     << "\n";
-  auto row = [&](const std::string& name, const nlohmann::json& r) {
+  auto row = [&](const std::string& name, const nlohmann::json& r,
+                 const std::string& where) {
+    const nlohmann::json& n = json_field(r, "n");
+    if (!n.is_number_integer()) lack(where + ".n");
     s << std::left << std::setw(18) << name << std::right << std::setw(6)
-      << r["n"].get<int64_t>() << std::setw(8) << pct(r["flag_rate"])
-      << std::setw(8) << pct(r["by_checks"]) << std::setw(10)
-      << pct(r["by_detector"]) << std::setw(8);
-    if (r.contains("auroc") && r["auroc"].is_number()) {
-      s << std::fixed << std::setprecision(3) << r["auroc"].get<double>();
+      << (n.is_number_integer() ? std::to_string(n.get<int64_t>()) : "n/a")
+      << std::setw(8) << pct(json_field(r, "flag_rate")) << std::setw(8)
+      << pct(json_field(r, "by_checks")) << std::setw(10)
+      << pct(json_field(r, "by_detector")) << std::setw(8);
+    const nlohmann::json& auroc = json_field(r, "auroc");
+    if (auroc.is_number()) {
+      s << std::fixed << std::setprecision(3) << auroc.get<double>();
     } else {
       s << "-";
     }
     s << "\n";
   };
-  row("in-dist. " + j.value("split", std::string("test")), j["test"]);
-  for (const auto& r : j["sets"]) row(r["name"].get<std::string>(), r);
-  for (const auto& n : j["notes"])
-    s << "note: " << n.get<std::string>() << "\n";
+  const nlohmann::json& test = json_field(j, "test");
+  if (test.is_object()) {
+    row("in-dist. " + json_text(j, "split", "test"), test, "test");
+  } else {
+    lack("test");
+  }
+  const nlohmann::json& sets = json_field(j, "sets");
+  if (sets.is_array()) {
+    for (const auto& r : sets) {
+      if (!json_field(r, "name").is_string()) lack("sets[].name");
+      row(json_text(r, "name", "n/a"), r, "sets[]");
+    }
+  } else {
+    lack("sets");
+  }
+  const nlohmann::json& notes = json_field(j, "notes");
+  if (notes.is_array()) {
+    for (const auto& n : notes) {
+      s << "note: " << (n.is_string() ? n.get<std::string>() : n.dump())
+        << "\n";
+    }
+  }
+  if (!lacks.empty()) {
+    std::string names;
+    for (const auto& n : lacks) names += (names.empty() ? "" : ", ") + n;
+    s << "note: ood.json has no " << names
+      << " (an older or interrupted run wrote it): cxr evaluate RUN "
+         "--ood-sets writes it again\n";
+  }
   return s.str();
 }
 

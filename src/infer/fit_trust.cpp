@@ -1,11 +1,15 @@
 #include "cxr/infer/fit_trust.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <iomanip>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "cxr/common/error.h"
 #include "cxr/common/fs.h"
+#include "cxr/common/json_field.h"
 #include "cxr/common/runtime.h"
 #include "cxr/common/text.h"
 #include "cxr/common/vectors.h"
@@ -234,23 +238,65 @@ nlohmann::json fit_trust(const std::string& dir,
 }
 
 std::string format_trust_summary(const nlohmann::json& cfg) {
+  // cfg is a config.json, and one from an older, interrupted or hand-edited
+  // run may lack any key: each value is looked up (const operator[] on a
+  // missing key is undefined behaviour) and what is missing is named on a
+  // note line instead of crashing or printing a blank.
+  std::vector<std::string> lacks;
+  auto num = [&](std::initializer_list<std::string> path,
+                 const std::string& name) {
+    const nlohmann::json& v = json_field(cfg, path);
+    if (!v.is_number()) {
+      lacks.push_back(name);
+      return std::string("n/a");
+    }
+    std::ostringstream t;
+    t << std::setprecision(4) << v.get<double>();
+    return t.str();
+  };
+  auto str = [&](std::initializer_list<std::string> path,
+                 const std::string& name) {
+    const nlohmann::json& v = json_field(cfg, path);
+    if (v.is_string()) return v.get<std::string>();
+    lacks.push_back(name);
+    return std::string("n/a");
+  };
   std::ostringstream s;
-  s << std::setprecision(4);
-  const auto& c = cfg["calibration"];
-  if (c.value("method", std::string()) == "temperature") {
-    s << "calibration: temperature " << c["temperature"].get<double>() << " ("
-      << c["source"].get<std::string>() << ")";
-    if (c["fit"].contains("ece_before")) {
-      s << "; validation ECE " << c["fit"]["ece_before"].get<double>() << " -> "
-        << c["fit"]["ece_after"].get<double>();
+  const nlohmann::json& c = json_field(cfg, "calibration");
+  if (!c.is_object()) {
+    lacks.push_back("calibration");
+    s << "calibration: n/a\n";
+  } else if (json_text(c, "method") == "temperature") {
+    s << "calibration: temperature "
+      << num({"calibration", "temperature"}, "calibration.temperature") << " ("
+      << str({"calibration", "source"}, "calibration.source") << ")";
+    if (!json_field(c, {"fit", "ece_before"}).is_null()) {
+      s << "; validation ECE "
+        << num({"calibration", "fit", "ece_before"},
+               "calibration.fit.ece_before")
+        << " -> "
+        << num({"calibration", "fit", "ece_after"},
+               "calibration.fit.ece_after");
     }
     s << "\n";
   } else {
-    s << "calibration: none (" << c.value("source", std::string()) << ")\n";
+    s << "calibration: none (" << json_text(c, "source") << ")\n";
   }
-  const auto& od = cfg["ood"];
-  s << "out-of-distribution warning: score > " << od["threshold"].get<double>()
-    << " (" << od["threshold_rule"].get<std::string>() << ")\n";
+  if (!json_field(cfg, "ood").is_object()) {
+    lacks.push_back("ood");
+    s << "out-of-distribution warning: n/a\n";
+  } else {
+    s << "out-of-distribution warning: score > "
+      << num({"ood", "threshold"}, "ood.threshold") << " ("
+      << str({"ood", "threshold_rule"}, "ood.threshold_rule") << ")\n";
+  }
+  if (!lacks.empty()) {
+    std::string names;
+    for (const auto& n : lacks) names += (names.empty() ? "" : ", ") + n;
+    s << "note: config.json has no " << names
+      << " (an older or interrupted run wrote it): cxr calibrate RUN "
+         "refits them\n";
+  }
   return s.str();
 }
 
