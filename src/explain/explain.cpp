@@ -1,7 +1,7 @@
 // `cxr explain`: inputs (files, folders or a split), batched Grad-CAM,
-// panels, records, thumbnails, raw maps; then the trust checks and the
-// index page (explain_page.cpp). Each step is a function below, called in
-// order by explain_run.
+// panels (panel.cpp), records, thumbnails, raw maps; then the trust checks
+// and the index page (explain_page.cpp). Each step is a function below,
+// called in order by explain_run.
 #include "cxr/explain/explain.h"
 
 #include <algorithm>
@@ -15,7 +15,6 @@
 #include "cxr/common/fs.h"
 #include "cxr/common/progress.h"
 #include "cxr/common/runtime.h"
-#include "cxr/common/text.h"
 #include "cxr/data/dataset.h"
 #include "cxr/data/image_io.h"
 #include "cxr/data/listing.h"
@@ -283,42 +282,6 @@ nlohmann::json write_image(const Context& c,
   write_json_atomic(c.out / "records" / (im.name + ".json"), rec);
   return rec;
 }
-
-}  // namespace
-
-void save_panel(const torch::Tensor& gray,
-                const torch::Tensor& positive_map,
-                const torch::Tensor& negative_map,
-                const PanelInfo& info,
-                const std::string& png_path) {
-  const bool pos = info.probability >= info.threshold;
-  const std::string predicted = pos ? info.positive : info.negative;
-  std::string truth = "true label unknown";
-  std::string verdict;
-  if (info.label >= 0) {
-    truth = "true: " + (info.label == 1 ? info.positive : info.negative);
-    verdict = (info.label == 1) == pos ? "correct" : "WRONG";
-  }
-  const std::string p =
-      "P(" + info.positive + ") " + fixed(info.probability, 3, "nan");
-  const std::string title =
-      info.warning.empty() ? info.title : info.title + "  |  " + info.warning;
-  std::vector<viz::Tile> tiles = {
-      {gray, "original\npredicted " + predicted + ", " + p},
-      {viz::overlay_heatmap(gray, positive_map),
-       info.positive + " evidence\n" + truth},
-      {viz::overlay_heatmap(gray, negative_map),
-       info.negative + " evidence\n" + verdict}};
-  viz::GridOptions g;
-  g.title = title;
-  g.columns = 3;
-  g.tile_size = 240;
-  g.colorbar = true;
-  g.colorbar_label = "Grad-CAM (normalised)";
-  viz::save_image_grid(tiles, g, png_path);
-}
-
-namespace {
 
 /// Draws one batch's outputs and adds its images to the result.
 void write_batch(const Context& c,
