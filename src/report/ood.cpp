@@ -57,17 +57,18 @@ void write_ood_model(Page& p, const Model& m) {
 }  // namespace
 
 void write_ood(Page& p) {
-  p.section("ood", "Out-of-distribution warning");
-  p.h << "<p>Before the model, cheap input checks (colour photograph, "
-         "nearly constant, extreme aspect ratio, far smaller than the model's "
-         "input, inverted or rotated against the training images' mean). "
-         "After it, a feature-space detector: Mahalanobis distance to the "
-         "nearest class mean on several layers' per-channel means and "
-         "standard deviations (Lee et al. 2018), fitted on the train split, "
-         "its threshold set so that at most 5 % of chest X-rays like the "
-         "training data are flagged (95 % upper bound on validation). Flag "
-         "rates per set: by the checks, by the detector, in all; AUROC of "
-         "the detector's score against the test split.</p>\n";
+  p.section(
+      "ood", "Out-of-distribution warning",
+      "Before the model, cheap input checks (colour photograph, "
+      "nearly constant, extreme aspect ratio, far smaller than the model's "
+      "input, inverted or rotated against the training images' mean). "
+      "After it, a feature-space detector: Mahalanobis distance to the "
+      "nearest class mean on several layers' per-channel means and "
+      "standard deviations (Lee et al. 2018), fitted on the train split, "
+      "its threshold set so that at most 5 % of chest X-rays like the "
+      "training data are flagged (95 % upper bound on validation). Flag "
+      "rates per set: by the checks, by the detector, in all; AUROC of "
+      "the detector's score against the test split.");
   for (const auto& m : p.in.models) write_ood_model(p, m);
 }
 

@@ -41,6 +41,11 @@ struct Page {
   /// Starts a section: a heading with an anchor and a TOC entry. Returns the
   /// anchor, `id` made unique ("tuning", "tuning-2") when it repeats.
   std::string section(const std::string& id, const std::string& title);
+  /// The same, followed by the section's introduction: one paragraph of
+  /// HTML (what the section shows and how to read it).
+  std::string section(const std::string& id,
+                      const std::string& title,
+                      const std::string& intro_html);
 };
 
 /// One explain folder's trust checks (explain-examples or

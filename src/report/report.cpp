@@ -393,15 +393,15 @@ void write_roc(Page& p) {
 
 void write_calibration(Page& p) {
   p.section("calibration",
-            "Calibration: do the probabilities mean what they say?");
-  p.h << "<p>Temperature scaling (Guo et al. 2017): P = sigmoid(logit / T), "
-         "T fitted on the validation split of each train-only run by "
-         "minimising the NLL; a refit on train+val carries its train-only "
-         "run's T over. Decisions at the threshold do not change. ECE: 15 "
-         "equal-width bins, count-weighted, with a 95 % percentile bootstrap "
-         "CI (ECE over few images per bin is biased upward, so the interval "
-         "can sit above the point estimate).</p>\n"
-         "<table><tr><th>model</th><th>T (fitted on)</th><th>ECE raw</th>"
+            "Calibration: do the probabilities mean what they say?",
+            "Temperature scaling (Guo et al. 2017): P = sigmoid(logit / T), "
+            "T fitted on the validation split of each train-only run by "
+            "minimising the NLL; a refit on train+val carries its train-only "
+            "run's T over. Decisions at the threshold do not change. ECE: 15 "
+            "equal-width bins, count-weighted, with a 95 % percentile "
+            "bootstrap CI (ECE over few images per bin is biased upward, so "
+            "the interval can sit above the point estimate).");
+  p.h << "<table><tr><th>model</th><th>T (fitted on)</th><th>ECE raw</th>"
          "<th>ECE calibrated</th><th>Brier raw / cal.</th>"
          "<th>NLL raw / cal.</th></tr>\n";
   for (const auto& m : p.in.models) {
@@ -517,6 +517,14 @@ std::string Page::section(const std::string& id, const std::string& title) {
   h << "<h2 id=\"" << anchor << "\">" << html_escape(title) << "</h2>\n";
   toc.emplace_back(anchor, title);
   summary.sections.push_back(anchor);
+  return anchor;
+}
+
+std::string Page::section(const std::string& id,
+                          const std::string& title,
+                          const std::string& intro_html) {
+  std::string anchor = section(id, title);
+  h << "<p>" << intro_html << "</p>\n";
   return anchor;
 }
 

@@ -218,19 +218,20 @@ std::string percent_of(double v) {
 }
 
 void write_trust(Page& p) {
-  p.section("trust", "Trust checks of the Grad-CAM maps");
-  p.h << "<p>Three checks of whether the maps can be trusted "
-         "(docs/trust.md). <b>Deletion</b> (Samek et al. 2017, Petsiuk et "
-         "al. 2018): blank the square cells the map ranks highest and "
-         "compare the drop of P(predicted class) with blanking as many cells "
-         "at random; a faithful map beats random. <b>Randomisation "
-         "cascade</b> (Adebayo et al. 2018): re-initialise the network from "
-         "the output back, layer by layer, and measure how much the maps "
-         "still resemble the original (Spearman rank correlation); a map "
-         "that survives the destruction of the weights explains the image, "
-         "not the model. <b>Energy</b>: the share of map mass in a box "
-         "around the lungs and in the outer frame where text and markers "
-         "sit, against a uniform map.</p>\n";
+  p.section(
+      "trust", "Trust checks of the Grad-CAM maps",
+      "Three checks of whether the maps can be trusted "
+      "(docs/trust.md). <b>Deletion</b> (Samek et al. 2017, Petsiuk et "
+      "al. 2018): blank the square cells the map ranks highest and "
+      "compare the drop of P(predicted class) with blanking as many cells "
+      "at random; a faithful map beats random. <b>Randomisation "
+      "cascade</b> (Adebayo et al. 2018): re-initialise the network from "
+      "the output back, layer by layer, and measure how much the maps "
+      "still resemble the original (Spearman rank correlation); a map "
+      "that survives the destruction of the weights explains the image, "
+      "not the model. <b>Energy</b>: the share of map mass in a box "
+      "around the lungs and in the outer frame where text and markers "
+      "sit, against a uniform map.");
   const std::vector<ModelTrust> models = models_with_trust(p);
   for (const ModelTrust& mt : models) {
     p.h << "<h3>" << html_escape(mt.model->name) << "</h3>\n";

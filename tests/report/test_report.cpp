@@ -127,6 +127,37 @@ TEST(Report, MissingOptionalFilesGiveTheirFallbacks) {
                        "evaluated on val</td>"));
 }
 
+// Page::section with an introduction: the paragraph follows the heading at
+// once and is closed before what the section writes next.
+TEST(Report, SectionsOpenWithTheirIntroduction) {
+  TempDir tmp;
+  ReportOptions o;
+  o.inputs = {write_study(tmp.path()).string()};
+  o.out_path = (tmp / "report.html").string();
+  write_report(o);
+  const std::string html = read_text(o.out_path);
+  EXPECT_TRUE(contains(html,
+                       "<h2 id=\"calibration\">Calibration: do the "
+                       "probabilities mean what they say?</h2>\n<p>"
+                       "Temperature scaling (Guo et al. 2017)"));
+  EXPECT_TRUE(contains(html,
+                       "can sit above the point estimate).</p>\n<table><tr>"
+                       "<th>model</th><th>T (fitted on)</th>"));
+  EXPECT_TRUE(contains(html,
+                       "<h2 id=\"ood\">Out-of-distribution warning</h2>\n"
+                       "<p>Before the model, cheap input checks"));
+  EXPECT_TRUE(contains(html,
+                       "the detector's score against the test split.</p>\n"
+                       "<h3>baseline</h3>"));
+  EXPECT_TRUE(contains(html,
+                       "<h2 id=\"trust\">Trust checks of the Grad-CAM "
+                       "maps</h2>\n<p>Three checks of whether the maps can "
+                       "be trusted"));
+  EXPECT_TRUE(contains(html,
+                       "sit, against a uniform map.</p>\n<p class=missing>No "
+                       "trust checks were found"));
+}
+
 TEST(Report, RunFoldersAndBadInputs) {
   TempDir tmp;
   const fs::path study = write_study(tmp.path());
