@@ -430,6 +430,39 @@ const Worker* supervise(std::vector<Worker>& workers) {
   std::exit(0);
 }
 
+/// torchrun's invariants between a node's ranks and the job's: LOCAL_RANK
+/// in 0..LOCAL_WORLD_SIZE-1 and below WORLD_SIZE, LOCAL_WORLD_SIZE at most
+/// WORLD_SIZE. A scheduler that breaks them gave this rank numbers that
+/// disagree (a copied LOCAL_RANK, a node count for the job size), and the
+/// worker would pick its GPU, share its threads and choose NCCL or Gloo from
+/// them; exit 2 naming the variables instead. LOCAL_WORLD_SIZE is optional
+/// (docs/distributed.md), so its checks apply only when it is `given`.
+void check_local_ranks(const dist::Env& e, bool given) {
+  const std::string world = "WORLD_SIZE=" + std::to_string(e.world_size);
+  const std::string local =
+      "LOCAL_WORLD_SIZE=" + std::to_string(e.local_world_size);
+  const std::string rank = "LOCAL_RANK=" + std::to_string(e.local_rank);
+  if (given && e.local_world_size > e.world_size) {
+    throw ConfigError(local + " is larger than " + world +
+                      ": give LOCAL_WORLD_SIZE as the number of ranks on "
+                      "this node, at most the job's WORLD_SIZE "
+                      "(docs/distributed.md)");
+  }
+  if (given && e.local_rank >= e.local_world_size) {
+    throw ConfigError(rank + " is outside 0.." +
+                      std::to_string(e.local_world_size - 1) + " (" + local +
+                      "): give each rank on a node its own LOCAL_RANK below "
+                      "LOCAL_WORLD_SIZE (docs/distributed.md)");
+  }
+  if (e.local_rank >= e.world_size) {
+    throw ConfigError(rank + " is outside 0.." +
+                      std::to_string(e.world_size - 1) + " (" + world +
+                      "): a rank's index on its node is below the job's "
+                      "size; give LOCAL_RANK from 0 on each node "
+                      "(docs/distributed.md)");
+  }
+}
+
 /// This worker's place in the job from torchrun's variables, each checked
 /// (exit 2, one line naming the variable) before anything waits for the
 /// others. A scheduler must give RANK and MASTER_ADDR: a default would make
@@ -462,6 +495,7 @@ dist::Env env_of_worker(const DistFlags& f) {
   }
   // The ranges of RANK against WORLD_SIZE, also for a job of one.
   e.validate();
+  check_local_ranks(e, env("LOCAL_WORLD_SIZE").has_value());
   return e;
 }
 

@@ -310,6 +310,18 @@ TEST(BadInputMatrix, SchedulerEnvironmentThatIsMalformed) {
       {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=x " + ok, "LOCAL_RANK=x"},
       {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=-1 " + ok, "LOCAL_RANK=-1"},
       {"WORLD_SIZE=2 RANK=1 LOCAL_WORLD_SIZE=0 " + ok, "LOCAL_WORLD_SIZE=0"},
+      // The local ranks against the node and the job: before these checks
+      // the first four waited for a rendezvous, the last trained alone.
+      {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=2 LOCAL_WORLD_SIZE=2 " + ok,
+       "LOCAL_RANK=2 is outside 0..1 (LOCAL_WORLD_SIZE=2)"},
+      {"WORLD_SIZE=4 RANK=3 LOCAL_RANK=3 LOCAL_WORLD_SIZE=2 " + ok,
+       "LOCAL_RANK=3 is outside 0..1 (LOCAL_WORLD_SIZE=2)"},
+      {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=3 " + ok,
+       "LOCAL_WORLD_SIZE=3 is larger than WORLD_SIZE=2"},
+      {"WORLD_SIZE=2 RANK=1 LOCAL_RANK=2 " + ok,
+       "LOCAL_RANK=2 is outside 0..1 (WORLD_SIZE=2)"},
+      {"WORLD_SIZE=1 RANK=0 LOCAL_RANK=1 LOCAL_WORLD_SIZE=1 " + ok,
+       "LOCAL_RANK=1 is outside 0..0 (LOCAL_WORLD_SIZE=1)"},
       {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=notaport",
        "MASTER_PORT=notaport"},
       {"WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=70000",
