@@ -138,15 +138,19 @@ void add_data_flags(CLI::App& cmd, DataFlags& f) {
   auto& o = f.options;
   add_default(cmd, "--size", o.size, "image side length in pixels");
   add_default(cmd, "--positive", o.positive, "positive class folder name");
-  // Each share alone is checked while parsing (NaN too); their sum is
-  // checked with the layout (data::load_dataset).
+  // Only a flat layout (class folders without split folders) is split by
+  // these. Each share alone is checked while parsing (NaN too); their sum
+  // is checked with the layout (data::load_dataset).
+  const auto flat = [](const std::string& help) {
+    return "flat layout: " + help;
+  };
   add_checked(cmd, "--train-fraction", o.train_fraction,
-              "flat layout: share of each class for training",
+              flat("share of each class for training"),
               number_in(0, 1, true, true));
   add_checked(cmd, "--val-fraction", o.val_fraction,
-              "flat layout: share for validation (test gets the rest)",
+              flat("share for validation (test gets the rest)"),
               number_in(0, 1, false, true));
-  add_checked(cmd, "--split-seed", o.seed, "flat layout: seed of the split",
+  add_checked(cmd, "--split-seed", o.seed, flat("seed of the split"),
               seed_value());
   cmd.add_flag("--skip-bad", o.skip_bad,
                "skip unreadable images (listed) instead of stopping");

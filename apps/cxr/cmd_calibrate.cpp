@@ -6,9 +6,7 @@
 namespace cxr::cli {
 
 void register_calibrate(CLI::App& app) {
-  struct Flags {
-    RunDataFlags flags;
-    infer::TrustOptions trust;
+  struct Flags : RunDataCommand<infer::TrustOptions> {
     std::string run;
   };
   auto f = std::make_shared<Flags>();
@@ -18,26 +16,26 @@ void register_calibrate(CLI::App& app) {
       "out-of-distribution detector, and write its model card (cxr train "
       "does this itself; use it for runs made by an older cxr)");
   add_run_folder(*cmd, f->run);
-  cmd->add_option("--from", f->trust.from,
+  cmd->add_option("--from", f->options.from,
                   "for a run trained on train+val: the train-only run of the "
                   "same recipe whose temperature and held-out detector shift "
                   "it carries over");
-  add_run_data(*cmd, f->trust.data_root);
-  add_checked(*cmd, "--ood-false-flag-rate", f->trust.ood.false_flag_rate,
+  add_run_data(*cmd, f->options.data_root);
+  add_checked(*cmd, "--ood-false-flag-rate", f->options.ood.false_flag_rate,
               "share of validation images the warning may flag",
               CLI::Range(0.001, 0.5));
-  add_checked(*cmd, "--ood-layers", f->trust.ood.layers,
+  add_checked(*cmd, "--ood-layers", f->options.ood.layers,
               "model layers the detector models (spread early to late)",
               CLI::Range(1, 16));
-  add_default(*cmd, "--ood-input-layer", f->trust.ood.input_layer,
+  add_default(*cmd, "--ood-input-layer", f->options.ood.input_layer,
               "also model the input image itself (8 x 8 grid of cell "
               "means and stds)");
-  add_default(*cmd, "--ood-combine", f->trust.ood.combine,
+  add_default(*cmd, "--ood-combine", f->options.ood.combine,
               "how the layers' standardised distances combine: mean or "
               "max");
   add_run_data_flags(*cmd, f->flags);
   cmd->callback([f] {
-    const auto t = finish_run_data(f->flags, f->trust);
+    const auto t = f->finish();
     // Rewrites config.json, ood.safetensors and model-card.md: one writer
     // per run, so a train or calibrate of the same run cannot mix its files
     // in.

@@ -13,9 +13,7 @@
 namespace cxr::cli {
 
 void register_evaluate(CLI::App& app) {
-  struct Flags {
-    RunDataFlags flags;
-    evaluate::EvalOptions eval;
+  struct Flags : RunDataCommand<evaluate::EvalOptions> {
     bool ood_sets = false;
     std::string shared;
     DistFlags dist;
@@ -25,31 +23,32 @@ void register_evaluate(CLI::App& app) {
       "evaluate",
       "Evaluate a run on a split: confusion matrix, metrics with 95% "
       "bootstrap CIs, ROC");
-  add_run_folder(*cmd, f->eval.run_dir);
-  add_default(*cmd, "--split", f->eval.split, "train, val or test");
-  add_run_data(*cmd, f->eval.data_root);
+  add_run_folder(*cmd, f->options.run_dir);
+  add_default(*cmd, "--split", f->options.split, "train, val or test");
+  add_run_data(*cmd, f->options.data_root);
   // Unset unless given; typed values are range-checked while parsing.
   cmd->add_option_function<double>(
-         "--threshold", [f](const double& v) { f->eval.threshold = v; },
+         "--threshold", [f](const double& v) { f->options.threshold = v; },
          "decision threshold on the calibrated P(positive), in [0, 1] "
          "(default: the run's)")
       ->check(number_in(0, 1));
   cmd->add_option_function<double>(
          "--target-sensitivity",
-         [f](const double& v) { f->eval.target_sensitivity = v; },
+         [f](const double& v) { f->options.target_sensitivity = v; },
          "choose the threshold on validation for this sensitivity, in (0, 1]")
       ->check(number_in(0, 1, true, false));
-  cmd->add_flag("--balanced-threshold", f->eval.balanced_threshold,
+  cmd->add_flag("--balanced-threshold", f->options.balanced_threshold,
                 "choose the threshold on validation that maximises "
                 "sensitivity + specificity (Youden's J)");
-  add_default(*cmd, "--bootstrap", f->eval.bootstrap, "bootstrap replicates");
-  add_checked(*cmd, "--batch-size", f->eval.batch_size,
+  add_default(*cmd, "--bootstrap", f->options.bootstrap,
+              "bootstrap replicates");
+  add_checked(*cmd, "--batch-size", f->options.batch_size,
               "images per forward pass (with --nproc, each rank scores "
               "whole batches)",
               integer_in(1, 65536));
-  cmd->add_option("--out", f->eval.out_dir,
+  cmd->add_option("--out", f->options.out_dir,
                   "output folder (default RUN/eval-SPLIT)");
-  cmd->add_flag("--skip-bad", f->eval.skip_bad,
+  cmd->add_flag("--skip-bad", f->options.skip_bad,
                 "leave unreadable images out (listed, and counted in "
                 "metrics.json) instead of stopping at the first");
   cmd->add_flag("--ood-sets", f->ood_sets,
@@ -63,7 +62,7 @@ void register_evaluate(CLI::App& app) {
   add_run_data_flags(*cmd, f->flags);
   add_dist_flags(*cmd, f->dist);
   cmd->callback([f] {
-    if (f->ood_sets && f->eval.skip_bad) {
+    if (f->ood_sets && f->options.skip_bad) {
       throw ConfigError(
           "--skip-bad does not apply to --ood-sets, which scores every "
           "image of the split; drop --skip-bad");
@@ -75,7 +74,7 @@ void register_evaluate(CLI::App& app) {
     // Sharded: each rank scores a part of the split, rank 0 the metrics.
     launch_or_join(f->dist, f->flags.runtime.device);
     share_threads(f->flags.runtime.threads);
-    const auto e = finish_run_data(f->flags, f->eval);
+    const auto e = f->finish();
     const bool main = dist::world().is_main();
     // Writes RUN/eval-SPLIT (and on test the model card): one writer per
     // run, as cxr train and calibrate; rank 0 alone writes.

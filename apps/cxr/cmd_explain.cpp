@@ -7,13 +7,11 @@
 namespace cxr::cli {
 
 void register_explain(CLI::App& app) {
-  struct Flags {
-    RunDataFlags flags;
-    explain::ExplainOptions explain;
+  struct Flags : RunDataCommand<explain::ExplainOptions> {
     bool list_layers = false;
   };
   auto f = std::make_shared<Flags>();
-  auto& o = f->explain;
+  auto& o = f->options;
   auto* cmd = app.add_subcommand(
       "explain",
       "Grad-CAM panels (original | COVID | Normal evidence) for images, "
@@ -53,7 +51,7 @@ void register_explain(CLI::App& app) {
                 "summary.json and index.html) instead of stopping");
   add_run_data_flags(*cmd, f->flags);
   cmd->callback([f] {
-    const auto o = finish_run_data(f->flags, f->explain);
+    const auto o = f->finish();
     if (f->list_layers) {
       std::cout << explain::list_layers(o.run_dir).format();
       return;

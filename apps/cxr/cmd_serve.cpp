@@ -7,6 +7,23 @@
 #include "cxr/serve/server.h"
 
 namespace cxr::cli {
+namespace {
+
+// A limit of the server: a request past it is refused with `http_status`,
+// which its --help names.
+template <typename T>
+void add_limit(CLI::App& cmd,
+               const std::string& name,
+               T& value,
+               const std::string& what,
+               int http_status,
+               const CLI::Validator& check) {
+  add_checked(cmd, name, value,
+              what + " (more: HTTP " + std::to_string(http_status) + ")",
+              check);
+}
+
+}  // namespace
 
 void register_serve(CLI::App& app) {
   struct Flags {
@@ -31,15 +48,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--token", f->serve.token,
                   "secret the API asks for (Authorization: Bearer TOKEN or "
                   "?token=TOKEN)");
-  add_checked(*cmd, "--max-body-mb", f->max_body_mb,
-              "largest request body in MiB (more: HTTP 413)",
-              number_in(0, 4096, true));
-  add_checked(*cmd, "--queue", f->serve.queue_capacity,
-              "requests that may wait for the model (more: HTTP 503)",
-              integer_in(1, 100000));
-  add_checked(*cmd, "--deadline", f->serve.deadline_s,
-              "seconds a request may take (more: HTTP 504)",
-              number_in(0, 86400, true));
+  add_limit(*cmd, "--max-body-mb", f->max_body_mb,
+            "largest request body in MiB", 413, number_in(0, 4096, true));
+  add_limit(*cmd, "--queue", f->serve.queue_capacity,
+            "requests that may wait for the model", 503, integer_in(1, 100000));
+  add_limit(*cmd, "--deadline", f->serve.deadline_s,
+            "seconds a request may take", 504, number_in(0, 86400, true));
   add_checked(*cmd, "--exit-after", f->serve.exit_after_s,
               "stop after this many seconds (0 = until Ctrl-C/SIGTERM)",
               number_in(0, 1e9));

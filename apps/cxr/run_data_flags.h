@@ -30,4 +30,15 @@ Options finish_run_data(const RunDataFlags& flags, Options o) {
   return o;
 }
 
+/// The flags of such a command: the flags above and the stage's Options
+/// that its own flags fill. Each command's `Flags` derives from it and adds
+/// only what that command alone has.
+template <class Options>
+struct RunDataCommand {
+  RunDataFlags flags;
+  Options options;
+  /// finish_run_data of the two: the options the stage is called with.
+  Options finish() const { return finish_run_data(flags, options); }
+};
+
 }  // namespace cxr::cli
