@@ -84,9 +84,9 @@ nlohmann::json write_histograms(const Dataset& ds,
   hist.title = "Pixel intensity per class (all splits)";
   hist.x_label = "intensity";
   hist.y_label = "density";
-  hist.x_min = 0;
+  // Intensities span [0, 1]; densities start at 0.
+  hist.x_min = hist.y_min = 0;
   hist.x_max = 1;
-  hist.y_min = 0;
   std::vector<double> centers(static_cast<size_t>(o.histogram_bins));
   for (int b = 0; b < o.histogram_bins; ++b) {
     centers[static_cast<size_t>(b)] = (b + 0.5) / o.histogram_bins;
