@@ -32,27 +32,6 @@ std::string chart_img(const viz::LineChart& chart,
          base64(viz::line_chart_svg(chart)) + "\">";
 }
 
-const nlohmann::json& field(const nlohmann::json& j, const std::string& key) {
-  static const nlohmann::json kNull;
-  if (!j.is_object()) return kNull;
-  const auto it = j.find(key);
-  return it != j.end() ? *it : kNull;
-}
-
-const nlohmann::json& field(const nlohmann::json& j,
-                            std::initializer_list<std::string> path) {
-  const nlohmann::json* at = &j;
-  for (const std::string& key : path) at = &field(*at, key);
-  return *at;
-}
-
-std::string text(const nlohmann::json& j,
-                 const std::string& key,
-                 const std::string& fallback) {
-  const nlohmann::json& v = field(j, key);
-  return v.is_string() ? v.get<std::string>() : fallback;
-}
-
 std::string count(const nlohmann::json& v) {
   return v.is_number() ? v.dump() : "n/a";
 }
@@ -69,7 +48,7 @@ std::string missing_keys(const nlohmann::json& j,
                          const std::string& file) {
   std::string lacks;
   for (const std::string& k : keys) {
-    if (field(j, k).is_null()) lacks += (lacks.empty() ? "" : ", ") + k;
+    if (json_field(j, k).is_null()) lacks += (lacks.empty() ? "" : ", ") + k;
   }
   if (lacks.empty()) return "";
   return "<p class=missing>" + html_escape(file) + " has no " +
@@ -90,8 +69,9 @@ std::string num(const nlohmann::json& v, int p) {
 std::string ci(const nlohmann::json& m) {
   if (!m.is_object()) return "n/a";
   // A missing bound prints as n/a.
-  return "<b>" + num(field(m, "value")) + "</b> <span class=\"ci\">[" +
-         num(field(m, "low")) + ", " + num(field(m, "high")) + "]</span>";
+  return "<b>" + num(json_field(m, "value")) + "</b> <span class=\"ci\">[" +
+         num(json_field(m, "low")) + ", " + num(json_field(m, "high")) +
+         "]</span>";
 }
 
 nlohmann::json maybe_json(const fs::path& p) {

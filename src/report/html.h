@@ -1,6 +1,8 @@
 #pragma once
 // Internal to src/report: the HTML pieces the section writers share
 // (embedded images, numbers with CIs, tables from CSV or nested JSON).
+// Section writers read the files other stages wrote through json_field and
+// json_text (common/json_field.h): any key may be missing.
 #include <filesystem>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
@@ -8,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "cxr/common/json_field.h"
 #include "cxr/viz/plot.h"
 
 namespace cxr::report::detail {
@@ -24,20 +27,6 @@ std::string img(const std::filesystem::path& p,
 std::string chart_img(const viz::LineChart& chart,
                       const std::string& alt,
                       const std::string& style = "");
-
-/// j[key] when `j` is an object that holds `key`; a null otherwise. The
-/// files other stages wrote may lack any key (an older or interrupted
-/// stage, a hand-edited file), and const json's operator[] on a missing key
-/// is undefined behaviour (it crashed the report in CI): section writers
-/// read through this. `path` walks nested objects: field(j, {"a", "b"}).
-const nlohmann::json& field(const nlohmann::json& j, const std::string& key);
-const nlohmann::json& field(const nlohmann::json& j,
-                            std::initializer_list<std::string> path);
-
-/// The string at j[key], or `fallback` when it is missing or no string.
-std::string text(const nlohmann::json& j,
-                 const std::string& key,
-                 const std::string& fallback = "");
 
 /// A JSON number as written ("12"); "n/a" for anything else (counts).
 std::string count(const nlohmann::json& v);

@@ -20,11 +20,11 @@ void write_ood_row(Page& p,
                    const std::string& what,
                    const json& r) {
   p.h << "<tr><td>" << html_escape(name) << "<br><small>" << html_escape(what)
-      << "</small></td><td>" << count(field(r, "n")) << "</td><td><b>"
-      << percent(field(r, "flag_rate")) << "</b></td><td>"
-      << percent(field(r, "by_checks")) << "</td><td>"
-      << percent(field(r, "by_detector")) << "</td><td>"
-      << (r.contains("auroc") ? num(field(r, "auroc")) : std::string("-"))
+      << "</small></td><td>" << count(json_field(r, "n")) << "</td><td><b>"
+      << percent(json_field(r, "flag_rate")) << "</b></td><td>"
+      << percent(json_field(r, "by_checks")) << "</td><td>"
+      << percent(json_field(r, "by_detector")) << "</td><td>"
+      << (r.contains("auroc") ? num(json_field(r, "auroc")) : std::string("-"))
       << "</td></tr>\n";
 }
 
@@ -35,7 +35,7 @@ void write_ood_model(Page& p, const Model& m) {
   if (!m.metrics.is_null() && m.metrics.contains("ood")) {
     p.h << "<p>Flagged on the " << html_escape(p.o.split)
         << " split (detector): "
-        << percent(field(m.metrics, {"ood", "flag_rate"})) << ".</p>\n";
+        << percent(json_field(m.metrics, {"ood", "flag_rate"})) << ".</p>\n";
   }
   if (oj.is_null()) {
     p.h << "<p class=missing>not scored on the OOD sets (cxr evaluate RUN "
@@ -44,12 +44,13 @@ void write_ood_model(Page& p, const Model& m) {
   }
   p.h << "<table><tr><th>set</th><th>n</th><th>flagged</th><th>by input "
          "checks</th><th>by detector</th><th>AUROC</th></tr>\n";
-  write_ood_row(p, "cxr-seed " + text(oj, "split", "test"),
-                "in distribution: should be flagged rarely", field(oj, "test"));
-  const json& sets = field(oj, "sets");
+  write_ood_row(p, "cxr-seed " + json_text(oj, "split", "test"),
+                "in distribution: should be flagged rarely",
+                json_field(oj, "test"));
+  const json& sets = json_field(oj, "sets");
   for (size_t i = 0; sets.is_array() && i < sets.size(); ++i) {
-    write_ood_row(p, text(sets[i], "name", "n/a"), text(sets[i], "description"),
-                  sets[i]);
+    write_ood_row(p, json_text(sets[i], "name", "n/a"),
+                  json_text(sets[i], "description"), sets[i]);
   }
   p.h << "</table>\n";
 }

@@ -23,7 +23,6 @@ namespace {
 
 using detail::ci;
 using detail::count;
-using detail::field;
 using detail::img;
 using detail::Inputs;
 using detail::maybe_json;
@@ -31,7 +30,6 @@ using detail::missing_keys;
 using detail::Model;
 using detail::num;
 using detail::Page;
-using detail::text;
 using detail::write_ood;
 using nlohmann::json;
 
@@ -44,17 +42,17 @@ Inputs read_inputs(const ReportOptions& o) {
       fs::exists(fs::path(o.inputs[0]) / "study.json")) {
     in.study = o.inputs[0];
     in.sj = read_json(in.study / "study.json");
-    const json& models = field(in.sj, "models");
+    const json& models = json_field(in.sj, "models");
     for (size_t i = 0; i < models.size() && models.is_array(); ++i) {
-      const std::string run = text(models[i], "run");
+      const std::string run = json_text(models[i], "run");
       if (run.empty()) {
         throw DataError((in.study / "study.json").string() + ": models[" +
                         std::to_string(i) +
                         "] has no \"run\" folder: rerun cxr study, or give "
                         "the run folders to cxr report instead");
       }
-      in.models.push_back(
-          {text(models[i], "name", run), in.study / run, nullptr, nullptr});
+      in.models.push_back({json_text(models[i], "name", run), in.study / run,
+                           nullptr, nullptr});
     }
   } else {
     for (const auto& path : o.inputs) {
@@ -118,10 +116,11 @@ void write_head(Page& p) {
          "trusting the accuracy.</p>\n";
   const json& sj = p.in.sj;
   if (!sj.is_null()) {
-    p.h << "<p>Data <code>" << html_escape(text(sj, "data", "n/a"))
-        << "</code>, generated " << html_escape(text(sj, "finished", "n/a"))
-        << " in " << num(field(sj, "minutes"), 1) << " minutes on "
-        << html_escape(text(sj, "device", "n/a")) << ".</p>\n";
+    p.h << "<p>Data <code>" << html_escape(json_text(sj, "data", "n/a"))
+        << "</code>, generated "
+        << html_escape(json_text(sj, "finished", "n/a")) << " in "
+        << num(json_field(sj, "minutes"), 1) << " minutes on "
+        << html_escape(json_text(sj, "device", "n/a")) << ".</p>\n";
   }
 }
 
@@ -184,13 +183,14 @@ void write_results(Page& p) {
       continue;
     }
     const auto& x = m.metrics;
-    const auto at = [&x](const char* key) { return field(x, key); };
+    const auto at = [&x](const char* key) { return json_field(x, key); };
     p.h << "<tr><td>" << html_escape(m.name) << "</td><td>" << count(at("n"))
         << "</td><td>" << ci(at("accuracy")) << "</td><td>"
         << ci(at("precision")) << "</td><td>" << ci(at("recall")) << "</td><td>"
         << ci(at("specificity")) << "</td><td>" << ci(at("f1")) << "</td><td>"
         << ci(at("auc")) << "</td><td>" << num(at("threshold")) << "<br><small>"
-        << html_escape(text(x, "threshold_rule")) << "</small></td></tr>\n";
+        << html_escape(json_text(x, "threshold_rule"))
+        << "</small></td></tr>\n";
     p.summary.models.push_back(
         {m.name, m.run.string(), headline(x, "accuracy"), headline(x, "recall"),
          headline(x, "specificity"), headline(x, "auc")});
@@ -198,7 +198,8 @@ void write_results(Page& p) {
   write_published_rows(p);
   const auto& models = p.in.models;
   if (!models.empty() && !models[0].metrics.is_null()) {
-    p.h << "<p>" << html_escape(text(models[0].metrics, "note")) << ".</p>\n";
+    p.h << "<p>" << html_escape(json_text(models[0].metrics, "note"))
+        << ".</p>\n";
   }
 }
 
@@ -210,27 +211,29 @@ void write_leakage(Page& p, const json& d) {
            "explore writes the check).</p>\n";
     return;
   }
-  const json& q = field(d, "nearest_similarity_quantiles");
-  p.h << "<p>" << html_escape(text(d, "method"))
-      << ". Near-duplicate threshold " << num(field(d, "min_similarity"), 2)
+  const json& q = json_field(d, "nearest_similarity_quantiles");
+  p.h << "<p>" << html_escape(json_text(d, "method"))
+      << ". Near-duplicate threshold "
+      << num(json_field(d, "min_similarity"), 2)
       << "; each image's most similar other image: median "
-      << num(field(q, "0.50")) << ", 99th percentile " << num(field(q, "0.99"))
-      << ". Exact pairs within splits: "
-      << count(field(d, "exact_within_split"))
-      << "; near pairs within splits: " << count(field(d, "near_within_split"))
-      << "; pairs crossing splits: <b>" << count(field(d, "cross_split_count"))
-      << "</b>.</p>\n";
-  const json& cross = field(d, "cross_split");
+      << num(json_field(q, "0.50")) << ", 99th percentile "
+      << num(json_field(q, "0.99")) << ". Exact pairs within splits: "
+      << count(json_field(d, "exact_within_split"))
+      << "; near pairs within splits: "
+      << count(json_field(d, "near_within_split"))
+      << "; pairs crossing splits: <b>"
+      << count(json_field(d, "cross_split_count")) << "</b>.</p>\n";
+  const json& cross = json_field(d, "cross_split");
   if (!cross.is_array() || cross.empty()) return;
   auto side = [](const json& pair, const char* split, const char* path) {
-    return html_escape(text(pair, split, "?")) + ": " +
-           html_escape(fs::path(text(pair, path)).filename().string());
+    return html_escape(json_text(pair, split, "?")) + ": " +
+           html_escape(fs::path(json_text(pair, path)).filename().string());
   };
   p.h << "<table><tr><th>kind</th><th>similarity</th><th>image A</th>"
          "<th>image B</th></tr>";
   for (const auto& pair : cross) {
-    p.h << "<tr><td>" << html_escape(text(pair, "kind", "?")) << "</td><td>"
-        << num(field(pair, "similarity")) << "</td><td>"
+    p.h << "<tr><td>" << html_escape(json_text(pair, "kind", "?"))
+        << "</td><td>" << num(json_field(pair, "similarity")) << "</td><td>"
         << side(pair, "split_a", "path_a") << "</td><td>"
         << side(pair, "split_b", "path_b") << "</td></tr>";
   }
@@ -254,45 +257,47 @@ void write_exploration(Page& p) {
                       {"dataset", "counts", "pixel_stats", "normalization",
                        "image_sizes", "bit_depths", "duplicates"},
                       "explore/summary.json");
-  const std::string pos = text(field(exj, "dataset"), "positive", "positive"),
-                    neg = text(field(exj, "dataset"), "negative", "negative");
+  const std::string pos = json_text(json_field(exj, "dataset"), "positive",
+                                    "positive"),
+                    neg = json_text(json_field(exj, "dataset"), "negative",
+                                    "negative");
   p.h << "<table><tr><th>split</th><th>" << html_escape(pos) << "</th><th>"
       << html_escape(neg)
       << "</th><th>pixel mean</th><th>pixel std</th><th>mean "
       << html_escape(pos) << "</th><th>mean " << html_escape(neg)
       << "</th></tr>";
   for (const char* s : {"train", "val", "test"}) {
-    const json& c = field(exj, {"counts", s});
-    const json& px = field(exj, {"pixel_stats", s});
-    p.h << "<tr><td>" << s << "</td><td>" << count(field(c, pos)) << "</td><td>"
-        << count(field(c, neg)) << "</td><td>"
-        << num(field(px, {"all", "mean"})) << "</td><td>"
-        << num(field(px, {"all", "std"})) << "</td><td>"
-        << num(field(px, {pos, "mean"})) << "</td><td>"
-        << num(field(px, {neg, "mean"})) << "</td></tr>";
+    const json& c = json_field(exj, {"counts", s});
+    const json& px = json_field(exj, {"pixel_stats", s});
+    p.h << "<tr><td>" << s << "</td><td>" << count(json_field(c, pos))
+        << "</td><td>" << count(json_field(c, neg)) << "</td><td>"
+        << num(json_field(px, {"all", "mean"})) << "</td><td>"
+        << num(json_field(px, {"all", "std"})) << "</td><td>"
+        << num(json_field(px, {pos, "mean"})) << "</td><td>"
+        << num(json_field(px, {neg, "mean"})) << "</td></tr>";
   }
   p.h << "</table><p>The reference study reports train 0.53/0.25, val "
          "0.55/0.25, test 0.56/0.26 (mean/std). Normalisation used by the "
          "baseline (train+val): mean "
-      << num(field(exj, {"normalization", "mean"}), 4) << ", std "
-      << num(field(exj, {"normalization", "std"}), 4)
-      << ". Image sizes: " << html_escape(dump_or_na(field(exj, "image_sizes")))
-      << "; formats: " << html_escape(dump_or_na(field(exj, "bit_depths")))
+      << num(json_field(exj, {"normalization", "mean"}), 4) << ", std "
+      << num(json_field(exj, {"normalization", "std"}), 4) << ". Image sizes: "
+      << html_escape(dump_or_na(json_field(exj, "image_sizes")))
+      << "; formats: " << html_escape(dump_or_na(json_field(exj, "bit_depths")))
       << ".</p>\n";
   p.h << img(ex / "histograms.png", "intensity histograms") << "\n"
       << img(ex / "samples.png", "sample grid") << "\n";
-  write_leakage(p, field(exj, "duplicates"));
+  write_leakage(p, json_field(exj, "duplicates"));
   p.section("augmentation", "Augmentation examples");
   p.h << img(ex / "augment.png", "augmentation preview") << "\n";
 }
 
 void write_tuning(Page& p) {
   if (p.in.study.empty()) return;
-  const json& tuning = field(p.in.sj, "tuning");
+  const json& tuning = json_field(p.in.sj, "tuning");
   for (size_t i = 0; tuning.is_array() && i < tuning.size(); ++i) {
     const json& t = tuning[i];
-    const std::string dir = text(t, "dir");
-    p.section("tuning", "Hyper-parameter search: " + text(t, "name", dir));
+    const std::string dir = json_text(t, "dir");
+    p.section("tuning", "Hyper-parameter search: " + json_text(t, "name", dir));
     if (dir.empty()) {
       p.h << "<p class=missing>study.json's tuning[" << i
           << "] has no dir: its search is not shown.</p>\n";
@@ -303,13 +308,13 @@ void write_tuning(Page& p) {
     if (!best.is_null()) {
       p.h << missing_keys(best, {"mode", "trials", "minutes", "metric", "best"},
                           dir + "/best.json");
-      p.h << "<p>Mode " << html_escape(text(best, "mode", "n/a")) << ", "
-          << count(field(best, "trials")) << " trials in "
-          << num(field(best, "minutes"), 1) << " minutes, ranked by "
-          << html_escape(text(best, "metric", "n/a")) << ". Best: <code>"
-          << html_escape(text(field(best, "best"), "key", "n/a"))
+      p.h << "<p>Mode " << html_escape(json_text(best, "mode", "n/a")) << ", "
+          << count(json_field(best, "trials")) << " trials in "
+          << num(json_field(best, "minutes"), 1) << " minutes, ranked by "
+          << html_escape(json_text(best, "metric", "n/a")) << ". Best: <code>"
+          << html_escape(json_text(json_field(best, "best"), "key", "n/a"))
           << "</code> (best epoch "
-          << count(field(best, {"best", "best_epoch"})) << ").</p>\n";
+          << count(json_field(best, {"best", "best_epoch"})) << ").</p>\n";
     }
     if (fs::exists(td / "trials.csv")) {
       p.h << "<div class=\"scroll\">"
@@ -321,18 +326,19 @@ void write_tuning(Page& p) {
 
 // One line on how a run was trained, from config.json's result.
 std::string training_line(const json& config) {
-  const json& r = field(config, "result");
-  const json& model = field(config, "model");
-  const std::string pretrained = text(model, "pretrained");
+  const json& r = json_field(config, "result");
+  const json& model = json_field(config, "model");
+  const std::string pretrained = json_text(model, "pretrained");
   std::ostringstream s;
   s << missing_keys(config, {"model", "train", "result"}, "config.json")
-    << "<p>" << html_escape(text(model, "arch", "n/a")) << ", trained on "
-    << html_escape(text(field(config, "train"), "train_on", "n/a")) << ", "
-    << count(field(r, "epochs_run")) << " epochs (weights of epoch "
-    << count(field(r, "best_epoch")) << "), " << num(field(r, "seconds"), 0)
-    << " s at " << num(field(r, "images_per_second"), 1) << " images/s on "
-    << html_escape(text(r, "device", "n/a")) << ", "
-    << count(field(r, "parameters")) << " parameters"
+    << "<p>" << html_escape(json_text(model, "arch", "n/a")) << ", trained on "
+    << html_escape(json_text(json_field(config, "train"), "train_on", "n/a"))
+    << ", " << count(json_field(r, "epochs_run"))
+    << " epochs (weights of epoch " << count(json_field(r, "best_epoch"))
+    << "), " << num(json_field(r, "seconds"), 0) << " s at "
+    << num(json_field(r, "images_per_second"), 1) << " images/s on "
+    << html_escape(json_text(r, "device", "n/a")) << ", "
+    << count(json_field(r, "parameters")) << " parameters"
     << (pretrained.empty()
             ? ""
             : ", ImageNet weights from " +
@@ -373,8 +379,10 @@ void write_roc(Page& p) {
   std::string lacking;
   for (const auto& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("roc")) continue;
-    std::vector<double> fpr = detail::numbers(field(m.metrics, {"roc", "fpr"})),
-                        tpr = detail::numbers(field(m.metrics, {"roc", "tpr"}));
+    std::vector<double> fpr = detail::numbers(
+                            json_field(m.metrics, {"roc", "fpr"})),
+                        tpr = detail::numbers(
+                            json_field(m.metrics, {"roc", "tpr"}));
     if (fpr.empty() || fpr.size() != tpr.size()) {
       lacking += "<p class=missing>" + html_escape(m.name) +
                  ": the roc in metrics.json has no fpr/tpr of equal "
@@ -382,7 +390,7 @@ void write_roc(Page& p) {
       continue;
     }
     rc.series.push_back(
-        {m.name + " (AUC " + num(field(m.metrics, {"auc", "value"})) + ")",
+        {m.name + " (AUC " + num(json_field(m.metrics, {"auc", "value"})) + ")",
          std::move(fpr), std::move(tpr)});
   }
   rc.legend = viz::LineChart::Legend::kBelow;  // long model names, whole
@@ -406,20 +414,21 @@ void write_calibration(Page& p) {
          "<th>NLL raw / cal.</th></tr>\n";
   for (const auto& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("calibration")) continue;
-    const json& c = field(m.metrics, "calibration");
+    const json& c = json_field(m.metrics, "calibration");
     auto ece = [&](const char* k) {
-      const json& e = field(c, {k, "ece"});
-      return num(field(e, "value")) + " <span class=ci>[" +
-             num(field(e, "low")) + ", " + num(field(e, "high")) + "]</span>";
+      const json& e = json_field(c, {k, "ece"});
+      return num(json_field(e, "value")) + " <span class=ci>[" +
+             num(json_field(e, "low")) + ", " + num(json_field(e, "high")) +
+             "]</span>";
     };
     p.h << "<tr><td>" << html_escape(m.name) << "</td><td>"
-        << num(field(c, "temperature")) << "<br><small>"
-        << html_escape(text(c, "source")) << "</small></td><td>" << ece("raw")
-        << "</td><td>" << ece("calibrated") << "</td><td>"
-        << num(field(c, {"raw", "brier"})) << " / "
-        << num(field(c, {"calibrated", "brier"})) << "</td><td>"
-        << num(field(c, {"raw", "nll"})) << " / "
-        << num(field(c, {"calibrated", "nll"})) << "</td></tr>\n";
+        << num(json_field(c, "temperature")) << "<br><small>"
+        << html_escape(json_text(c, "source")) << "</small></td><td>"
+        << ece("raw") << "</td><td>" << ece("calibrated") << "</td><td>"
+        << num(json_field(c, {"raw", "brier"})) << " / "
+        << num(json_field(c, {"calibrated", "brier"})) << "</td><td>"
+        << num(json_field(c, {"raw", "nll"})) << " / "
+        << num(json_field(c, {"calibrated", "nll"})) << "</td></tr>\n";
   }
   p.h << "</table>\n";
   write_eval_figures(p, "reliability.png", "reliability diagram");
@@ -450,8 +459,8 @@ bool write_gallery(Page& p, const Model& m, const std::string& kind) {
   p.h << "<h3>" << html_escape(m.name) << ": "
       << (mis ? "every misclassified " + p.o.split + " image"
               : std::string("examples"))
-      << " (" << count(field(es, "images")) << " images, layer <code>"
-      << html_escape(text(es, "layer", "n/a")) << "</code>)</h3>\n";
+      << " (" << count(json_field(es, "images")) << " images, layer <code>"
+      << html_escape(json_text(es, "layer", "n/a")) << "</code>)</h3>\n";
   if (mis) {
     p.summary.sections.push_back("misclassified-" + m.run.filename().string());
   }

@@ -29,8 +29,8 @@ double shown(double v) {
 }
 
 std::string ci_text(const json& m) {
-  return num(field(m, "value")) + " [" + num(field(m, "low")) + ", " +
-         num(field(m, "high")) + "]";
+  return num(json_field(m, "value")) + " [" + num(json_field(m, "low")) + ", " +
+         num(json_field(m, "high")) + "]";
 }
 
 // Paths inside a rule ("... of run /a/b/mobilenetv2 ...") as their last
@@ -64,7 +64,7 @@ void write_best(Page& p) {
   std::vector<Scored> scored;
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("accuracy")) continue;
-    const double a = number(field(m.metrics, {"accuracy", "value"}));
+    const double a = number(json_field(m.metrics, {"accuracy", "value"}));
     if (std::isfinite(a)) scored.push_back({&m, a});
   }
   const std::string& split = p.o.split;
@@ -78,27 +78,28 @@ void write_best(Page& p) {
       scored.begin(), scored.end(),
       [](const Scored& a, const Scored& b) { return a.acc > b.acc; });
   const json& best = scored[0].m->metrics;
-  const std::string n = count(field(best, "n"));
+  const std::string n = count(json_field(best, "n"));
   p.h << html_escape(scored[0].m->name) << " has the highest accuracy, "
-      << ci_text(field(best, "accuracy")) << " (n = " << html_escape(n) << ").";
+      << ci_text(json_field(best, "accuracy")) << " (n = " << html_escape(n)
+      << ").";
   if (scored.size() == 1) {
     p.h << " It is the only model evaluated.</li>\n";
     return;
   }
   const json& next = scored[1].m->metrics;
   const double diff = scored[0].acc - scored[1].acc;
-  const double low = number(field(best, {"accuracy", "low"})),
-               high = number(field(best, {"accuracy", "high"}));
-  const double next_high = number(field(next, {"accuracy", "high"}));
+  const double low = number(json_field(best, {"accuracy", "low"})),
+               high = number(json_field(best, {"accuracy", "high"}));
+  const double next_high = number(json_field(next, {"accuracy", "high"}));
   p.h << " Next is " << html_escape(scored[1].m->name) << ", "
-      << ci_text(field(next, "accuracy")) << ". The difference, " << fixed(diff)
-      << ", is ";
+      << ci_text(json_field(next, "accuracy")) << ". The difference, "
+      << fixed(diff) << ", is ";
   if (std::isfinite(high - low)) {
     p.h << (shown(diff) < shown(high) - shown(low) ? "smaller than"
                                                    : "at least")
         << " the width of the best model's "
         << (best.contains("confidence")
-                ? fixed(100 * number(field(best, "confidence")), 0) + " % "
+                ? fixed(100 * number(json_field(best, "confidence")), 0) + " % "
                 : std::string())
         << "CI (" << fixed(high - low) << ")";
   } else {
@@ -121,7 +122,8 @@ void write_thresholds(Page& p) {
   std::string positive = "the positive class";
   for (const Model& m : p.in.models) {
     if (m.metrics.is_object() && m.metrics.contains("classes")) {
-      positive = text(field(m.metrics, "classes"), "positive", positive);
+      positive =
+          json_text(json_field(m.metrics, "classes"), "positive", positive);
       break;
     }
   }
@@ -131,9 +133,9 @@ void write_thresholds(Page& p) {
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("threshold")) continue;
     p.h << "<li>" << html_escape(m.name) << ": <b>"
-        << num(field(m.metrics, "threshold")) << "</b>, "
+        << num(json_field(m.metrics, "threshold")) << "</b>, "
         << html_escape(short_paths(
-               text(m.metrics, "threshold_rule", "rule not recorded")))
+               json_text(m.metrics, "threshold_rule", "rule not recorded")))
         << "</li>\n";
     any = true;
   }
@@ -144,13 +146,13 @@ void write_thresholds(Page& p) {
 // One image set's deletion result at about 20 % of the cells: faithful
 // when the guided drop, as shown, is above the random one.
 std::string deletion_text(const TrustSet& s) {
-  const json& d = field(s.trust(), "deletion");
+  const json& d = json_field(s.trust(), "deletion");
   const int i = deletion_index(d);
   if (i < 0) return "deletion check not available";
   const size_t at = static_cast<size_t>(i);
-  const double g = numbers(field(d, "mean_drop_guided"))[at],
-               r = numbers(field(d, "mean_drop_random"))[at];
-  return "blanking the " + percent_of(numbers(field(d, "fractions"))[at]) +
+  const double g = numbers(json_field(d, "mean_drop_guided"))[at],
+               r = numbers(json_field(d, "mean_drop_random"))[at];
+  return "blanking the " + percent_of(numbers(json_field(d, "fractions"))[at]) +
          " of cells the maps rank highest dropped P by " + fixed(g) +
          " against " + fixed(r) + " for random cells: " +
          (shown(g) > shown(r)
@@ -162,21 +164,21 @@ std::string deletion_text(const TrustSet& s) {
 // The cascade's verdict (explain's rule, stated in docs/trust.md) and its
 // first and last points; what an older run has instead.
 std::string cascade_text(const TrustSet& s) {
-  const json& r = field(s.trust(), "randomization");
-  const json& c = field(r, "cascade");
+  const json& r = json_field(s.trust(), "randomization");
+  const json& c = json_field(r, "cascade");
   if (!c.is_array() || c.empty()) {
     std::string t =
         "randomisation cascade not available for this run (made by an "
         "older version)";
     if (r.contains("mean_rank_correlation")) {
       t += "; its single-step check left a rank correlation of " +
-           num(field(r, "mean_rank_correlation"));
+           num(json_field(r, "mean_rank_correlation"));
     }
     return t;
   }
-  const bool passes = field(r, "untrustworthy") == false;
-  const json& first = field(c.front(), "mean_abs_rank_correlation");
-  const json& last = field(c.back(), "mean_abs_rank_correlation");
+  const bool passes = json_field(r, "untrustworthy") == false;
+  const json& first = json_field(c.front(), "mean_abs_rank_correlation");
+  const json& last = json_field(c.back(), "mean_abs_rank_correlation");
   // A pass whose correlation does not fall further (already low after the
   // first step, within the rule's tolerance) is not "decorrelating deeper".
   const bool falls = first.is_number() && last.is_number() &&
@@ -194,16 +196,16 @@ std::string cascade_text(const TrustSet& s) {
 
 // Lung and border shares against a uniform map, as shown.
 std::string energy_text(const TrustSet& s) {
-  const json& e = field(s.trust(), "energy");
-  const json& mean = field(e, "mean");
-  const json& uni = field(e, "uniform_map");
+  const json& e = json_field(s.trust(), "energy");
+  const json& mean = json_field(e, "mean");
+  const json& uni = json_field(e, "uniform_map");
   if (!mean.is_object() || !uni.is_object()) {
     return "energy check not available";
   }
-  const double l = number(field(mean, "lung")),
-               b = number(field(mean, "border")),
-               ul = number(field(uni, "lung")),
-               ub = number(field(uni, "border"));
+  const double l = number(json_field(mean, "lung")),
+               b = number(json_field(mean, "border")),
+               ul = number(json_field(uni, "lung")),
+               ub = number(json_field(uni, "border"));
   if (!std::isfinite(l) || !std::isfinite(b)) {
     return "energy check not available (maps without mass)";
   }
@@ -229,7 +231,7 @@ void write_trust_summary(Page& p) {
     p.h << "<li>" << html_escape(mt.model->name) << "<ul>\n";
     for (const TrustSet& s : mt.sets) {
       p.h << "<li>" << html_escape(s.label) << " ("
-          << count(field(s.summary, "images"))
+          << count(json_field(s.summary, "images"))
           << " images): " << deletion_text(s) << "; " << cascade_text(s) << "; "
           << energy_text(s) << ".</li>\n";
     }
@@ -243,16 +245,16 @@ void write_ood_summary(Page& p) {
   std::vector<std::string> parts;
   for (const Model& m : p.in.models) {
     if (m.metrics.is_null() || !m.metrics.contains("ood")) continue;
-    const double r = number(field(m.metrics, {"ood", "flag_rate"}));
+    const double r = number(json_field(m.metrics, {"ood", "flag_rate"}));
     if (!std::isfinite(r)) continue;
     std::string part = html_escape(m.name) + " " + fixed(100 * r, 1) + " %";
     const fs::path oj = m.run / "eval-ood" / "ood.json";
     if (fs::exists(oj)) {
       const json o = read_json(oj);
       double lo = INFINITY, hi = -INFINITY;
-      const json& sets = field(o, "sets");
+      const json& sets = json_field(o, "sets");
       for (size_t i = 0; sets.is_array() && i < sets.size(); ++i) {
-        const double f = number(field(sets[i], "flag_rate"));
+        const double f = number(json_field(sets[i], "flag_rate"));
         if (!std::isfinite(f)) continue;
         lo = std::min(lo, f);
         hi = std::max(hi, f);
@@ -280,11 +282,11 @@ std::vector<fs::path> readme_candidates(const Page& p) {
   std::vector<std::string> roots;
   const json& sj = p.in.sj;
   if (sj.is_object()) {
-    roots.push_back(text(field(sj, "options"), "data"));
-    roots.push_back(text(sj, "data"));
+    roots.push_back(json_text(json_field(sj, "options"), "data"));
+    roots.push_back(json_text(sj, "data"));
   }
   for (const Model& m : p.in.models) {
-    roots.push_back(text(field(m.config, "data"), "root"));
+    roots.push_back(json_text(json_field(m.config, "data"), "root"));
   }
   std::vector<fs::path> out;
   for (const std::string& r : roots) {

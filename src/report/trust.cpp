@@ -34,10 +34,10 @@ viz::LineChart trust_chart(const std::string& title,
 
 // Guided and random mean drops per fraction, as a chart and a table.
 void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
-  const json& d = field(s.trust(), "deletion");
-  const std::vector<double> f = numbers(field(d, "fractions")),
-                            g = numbers(field(d, "mean_drop_guided")),
-                            r = numbers(field(d, "mean_drop_random"));
+  const json& d = json_field(s.trust(), "deletion");
+  const std::vector<double> f = numbers(json_field(d, "fractions")),
+                            g = numbers(json_field(d, "mean_drop_guided")),
+                            r = numbers(json_field(d, "mean_drop_random"));
   if (f.empty() || g.size() != f.size() || r.size() != f.size()) {
     p.h << "<p class=missing>deletion check: not available for this "
            "run</p>\n";
@@ -57,8 +57,9 @@ void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
          "the random one (its cells matter more to the model).</figcaption>"
          "</figure>\n";
   p.h << "<table class=\"trust-deletion\"><caption>Deletion ("
-      << count(field(d, "cell_pixels")) << " px cells, random order repeated "
-      << count(field(d, "random_repeats"))
+      << count(json_field(d, "cell_pixels"))
+      << " px cells, random order repeated "
+      << count(json_field(d, "random_repeats"))
       << " times)</caption><tr><th>cells blanked</th><th>drop, guided</th>"
          "<th>drop, random</th><th>guided − random</th></tr>\n";
   for (size_t i = 0; i < f.size(); ++i) {
@@ -72,18 +73,18 @@ void write_deletion(Page& p, const std::string& model, const TrustSet& s) {
 // The cascade's mean |rank correlation| per step, or what an older run
 // wrote instead (one step over the top modules).
 void write_randomization(Page& p, const std::string& model, const TrustSet& s) {
-  const json& r = field(s.trust(), "randomization");
-  const json& cascade = field(r, "cascade");
+  const json& r = json_field(s.trust(), "randomization");
+  const json& cascade = json_field(r, "cascade");
   if (!cascade.is_array() || cascade.empty()) {
     p.h << "<p class=\"missing\">Randomisation cascade: not available for "
            "this run (made by an older version).";
     if (r.contains("mean_rank_correlation")) {
       p.h << " Its single-step check, re-initialising <code>"
-          << html_escape(field(r, "modules").is_null()
+          << html_escape(json_field(r, "modules").is_null()
                              ? std::string("n/a")
-                             : field(r, "modules").dump())
+                             : json_field(r, "modules").dump())
           << "</code>, left a mean rank correlation of "
-          << num(field(r, "mean_rank_correlation"))
+          << num(json_field(r, "mean_rank_correlation"))
           << " with the original maps.";
     }
     p.h << "</p>\n";
@@ -97,9 +98,10 @@ void write_randomization(Page& p, const std::string& model, const TrustSet& s) {
   viz::Series curve{"map vs original", {}, {}};
   for (size_t i = 0; i < cascade.size(); ++i) {
     curve.x.push_back(static_cast<double>(i + 1));
-    curve.y.push_back(number(field(cascade[i], "mean_abs_rank_correlation")));
+    curve.y.push_back(
+        number(json_field(cascade[i], "mean_abs_rank_correlation")));
   }
-  const double line = number(field(r, "untrustworthy_above"));
+  const double line = number(json_field(r, "untrustworthy_above"));
   c.series = {curve};
   if (std::isfinite(line)) {
     c.series.push_back({"fails above this at the deepest step",
@@ -112,21 +114,22 @@ void write_randomization(Page& p, const std::string& model, const TrustSet& s) {
       << "<figcaption>A map that explains the model decorrelates as more of "
          "the model is destroyed.</figcaption></figure>\n";
   p.h << "<table class=\"trust-cascade\"><caption>Randomisation cascade: "
-      << (field(r, "untrustworthy") == false ? "passes" : "fails")
+      << (json_field(r, "untrustworthy") == false ? "passes" : "fails")
       << "</caption><tr><th>step</th><th>re-initialised down to</th>"
          "<th>mean |rank corr.|</th><th>mean rank corr.</th></tr>\n";
   for (size_t i = 0; i < cascade.size(); ++i) {
     p.h << "<tr><td>" << i + 1 << "</td><td><code>"
-        << html_escape(text(cascade[i], "layer")) << "</code></td><td>"
-        << num(field(cascade[i], "mean_abs_rank_correlation")) << "</td><td>"
-        << num(field(cascade[i], "mean_rank_correlation")) << "</td></tr>\n";
+        << html_escape(json_text(cascade[i], "layer")) << "</code></td><td>"
+        << num(json_field(cascade[i], "mean_abs_rank_correlation"))
+        << "</td><td>" << num(json_field(cascade[i], "mean_rank_correlation"))
+        << "</td></tr>\n";
   }
   p.h << "</table>\n";
 }
 
 // Shares of the map mass in the lung box and the border frame.
 void write_energy(Page& p, const TrustSet& s) {
-  const json& e = field(s.trust(), "energy");
+  const json& e = json_field(s.trust(), "energy");
   if (!e.contains("mean") || !e.contains("uniform_map")) {
     p.h << "<p class=missing>energy check: not available for this run</p>\n";
     return;
@@ -139,7 +142,7 @@ void write_energy(Page& p, const TrustSet& s) {
         << (std::string(region) == "lung" ? "lung box" : "border frame")
         << "</td>";
     for (const char* k : {"mean", "correct", "wrong", "uniform_map"}) {
-      p.h << "<td>" << num(field(e, {k, region})) << "</td>";
+      p.h << "<td>" << num(json_field(e, {k, region})) << "</td>";
     }
     p.h << "</tr>\n";
   }
@@ -148,9 +151,9 @@ void write_energy(Page& p, const TrustSet& s) {
 
 void write_set(Page& p, const Model& m, const TrustSet& s) {
   const json& es = s.summary;
-  p.h << "<h4>" << html_escape(s.label) << " (" << count(field(es, "images"))
-      << " images, layer <code>" << html_escape(text(es, "layer", "n/a"))
-      << "</code>)</h4>\n"
+  p.h << "<h4>" << html_escape(s.label) << " ("
+      << count(json_field(es, "images")) << " images, layer <code>"
+      << html_escape(json_text(es, "layer", "n/a")) << "</code>)</h4>\n"
       << "<div class=\"figs\">";
   write_deletion(p, m.name, s);
   write_randomization(p, m.name, s);
@@ -162,7 +165,7 @@ void write_set(Page& p, const Model& m, const TrustSet& s) {
 }  // namespace
 
 const json& TrustSet::trust() const {
-  return field(summary, "trust");
+  return json_field(summary, "trust");
 }
 
 std::vector<ModelTrust> models_with_trust(const Page& p) {
@@ -180,7 +183,7 @@ std::vector<TrustSet> trust_sets(const Model& m, const std::string& split) {
     const fs::path f = m.run / kind / "summary.json";
     if (!fs::exists(f)) continue;
     json es = read_json(f);
-    if (!field(es, "trust").is_object()) continue;
+    if (!json_field(es, "trust").is_object()) continue;
     out.push_back({kind,
                    std::string(kind) == "explain-examples"
                        ? "examples"
@@ -191,9 +194,9 @@ std::vector<TrustSet> trust_sets(const Model& m, const std::string& split) {
 }
 
 int deletion_index(const json& deletion, double target) {
-  const json& f = field(deletion, "fractions");
-  const json& g = field(deletion, "mean_drop_guided");
-  const json& r = field(deletion, "mean_drop_random");
+  const json& f = json_field(deletion, "fractions");
+  const json& g = json_field(deletion, "mean_drop_guided");
+  const json& r = json_field(deletion, "mean_drop_random");
   if (!f.is_array() || !g.is_array() || !r.is_array() || g.size() != f.size() ||
       r.size() != f.size()) {
     return -1;
