@@ -11,12 +11,19 @@
 
 namespace cxr::cli {
 
+/// The launcher's flags (add_dist_flags). Rank r of node k is k * nproc + r
+/// in a world of nproc * nnodes, so every node must be given the same job
+/// flags; only --node-rank differs from node to node.
 struct DistFlags {
+  // The job: the same on every node.
   int nproc = 1;
   int nnodes = 1;
-  int node_rank = 0;
   std::string master_addr;  ///< "" = 127.0.0.1 on one node
   int master_port = 0;      ///< 0 = a free port (one node) or 29500
+  // This node's place in the job: the one flag that differs between nodes.
+  int node_rank = 0;
+  // Each rank's own patience: how long it waits for the others (the
+  // rendezvous, each collective) before it fails.
   double timeout_s = 300;
 };
 void add_dist_flags(CLI::App& cmd, DistFlags& flags);
