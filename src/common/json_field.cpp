@@ -24,4 +24,14 @@ std::string json_text(const nlohmann::json& j,
   return v.is_string() ? v.get<std::string>() : fallback;
 }
 
+std::string missing_keys_note(const std::string& file,
+                              const std::vector<std::string>& lacks,
+                              const std::string& fix) {
+  if (lacks.empty()) return "";
+  std::string names;
+  for (const auto& n : lacks) names += (names.empty() ? "" : ", ") + n;
+  return "note: " + file + " has no " + names +
+         " (an older or interrupted run wrote it): " + fix + "\n";
+}
+
 }  // namespace cxr

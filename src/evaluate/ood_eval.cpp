@@ -198,13 +198,8 @@ std::string format_ood(const nlohmann::json& j) {
         << "\n";
     }
   }
-  if (!lacks.empty()) {
-    std::string names;
-    for (const auto& n : lacks) names += (names.empty() ? "" : ", ") + n;
-    s << "note: ood.json has no " << names
-      << " (an older or interrupted run wrote it): cxr evaluate RUN "
-         "--ood-sets writes it again\n";
-  }
+  s << missing_keys_note("ood.json", lacks,
+                         "cxr evaluate RUN --ood-sets writes it again");
   return s.str();
 }
 

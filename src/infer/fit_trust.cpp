@@ -290,13 +290,7 @@ std::string format_trust_summary(const nlohmann::json& cfg) {
       << num({"ood", "threshold"}, "ood.threshold") << " ("
       << str({"ood", "threshold_rule"}, "ood.threshold_rule") << ")\n";
   }
-  if (!lacks.empty()) {
-    std::string names;
-    for (const auto& n : lacks) names += (names.empty() ? "" : ", ") + n;
-    s << "note: config.json has no " << names
-      << " (an older or interrupted run wrote it): cxr calibrate RUN "
-         "refits them\n";
-  }
+  s << missing_keys_note("config.json", lacks, "cxr calibrate RUN refits them");
   return s.str();
 }
 

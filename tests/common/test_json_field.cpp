@@ -28,5 +28,12 @@ TEST(JsonField, TextFallsBackWhenMissingOrNoString) {
   EXPECT_EQ(json_text(nlohmann::json(), "s"), "");
 }
 
+TEST(JsonField, MissingKeysNoteNamesTheKeysOrIsEmpty) {
+  EXPECT_EQ(missing_keys_note("x.json", {}, "fix"), "");
+  EXPECT_EQ(missing_keys_note("x.json", {"a", "b.c"}, "run it again"),
+            "note: x.json has no a, b.c (an older or interrupted run wrote "
+            "it): run it again\n");
+}
+
 }  // namespace
 }  // namespace cxr

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace cxr {
 
@@ -22,5 +23,12 @@ const nlohmann::json& json_field(const nlohmann::json& j,
 std::string json_text(const nlohmann::json& j,
                       const std::string& key,
                       const std::string& fallback = "");
+
+/// "note: FILE has no a, b (an older or interrupted run wrote it): FIX\n"
+/// naming the keys in `lacks`, or "" when there are none: a printed summary
+/// says what its file is missing instead of leaving blanks without a reason.
+std::string missing_keys_note(const std::string& file,
+                              const std::vector<std::string>& lacks,
+                              const std::string& fix);
 
 }  // namespace cxr
