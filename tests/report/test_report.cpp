@@ -67,6 +67,15 @@ fs::path write_study(const fs::path& root) {
   return study;
 }
 
+// Writes write_study's study under `tmp` and its report (options `o`, to
+// tmp/report.html); returns the HTML.
+std::string study_report(const TempDir& tmp, ReportOptions& o) {
+  o.inputs = {write_study(tmp.path()).string()};
+  o.out_path = (tmp / "report.html").string();
+  write_report(o);
+  return read_text(o.out_path);
+}
+
 TEST(Report, StudyFromFilesAlone) {
   TempDir tmp;
   ReportOptions o;
@@ -103,10 +112,7 @@ TEST(Report, StudyFromFilesAlone) {
 TEST(Report, MissingOptionalFilesGiveTheirFallbacks) {
   TempDir tmp;
   ReportOptions o;
-  o.inputs = {write_study(tmp.path()).string()};
-  o.out_path = (tmp / "report.html").string();
-  write_report(o);
-  const std::string html = read_text(o.out_path);
+  const std::string html = study_report(tmp, o);
   // No eval-test/metrics.json: a row that says so.
   EXPECT_TRUE(contains(html,
                        "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td "
@@ -132,10 +138,7 @@ TEST(Report, MissingOptionalFilesGiveTheirFallbacks) {
 TEST(Report, SectionsOpenWithTheirIntroduction) {
   TempDir tmp;
   ReportOptions o;
-  o.inputs = {write_study(tmp.path()).string()};
-  o.out_path = (tmp / "report.html").string();
-  write_report(o);
-  const std::string html = read_text(o.out_path);
+  const std::string html = study_report(tmp, o);
   EXPECT_TRUE(contains(html,
                        "<h2 id=\"calibration\">Calibration: do the "
                        "probabilities mean what they say?</h2>\n<p>"
