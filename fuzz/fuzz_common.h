@@ -1,8 +1,7 @@
 #pragma once
-/// Shared by the libFuzzer targets: one CPU thread (the targets measure the
-/// parsers, not torch's thread pool) and a scratch path in /dev/shm for the
-/// APIs that read files.
-#include <torch/torch.h>
+/// Shared by the libFuzzer targets: a scratch path in /dev/shm for the APIs
+/// that read files. Torch-free (fuzz_keras_h5 does not link torch); the
+/// others include fuzz_torch.h.
 #include <unistd.h>
 
 #include <cstdint>
@@ -10,11 +9,6 @@
 #include <string>
 
 namespace cxr::fuzz {
-
-inline void init_torch() {
-  torch::set_num_threads(1);
-  torch::set_num_interop_threads(1);
-}
 
 /// A per-process scratch path, so parallel fuzzers (-jobs) do not collide.
 inline std::string scratch(const std::string& name) {

@@ -8,7 +8,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/data/image_io.h"
-#include "fuzz_common.h"
+#include "fuzz_torch.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   cxr::fuzz::init_torch();

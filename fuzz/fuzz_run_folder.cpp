@@ -17,7 +17,7 @@
 #include "cxr/infer/ood.h"
 #include "cxr/infer/run_config.h"
 #include "cxr/models/weights_file.h"
-#include "fuzz_common.h"
+#include "fuzz_torch.h"
 
 namespace {
 

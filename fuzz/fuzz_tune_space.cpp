@@ -8,7 +8,7 @@
 
 #include "cxr/common/error.h"
 #include "cxr/tune/tune.h"
-#include "fuzz_common.h"
+#include "fuzz_torch.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   cxr::fuzz::init_torch();

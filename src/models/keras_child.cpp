@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,16 +10,13 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
 #include "cxr/common/error.h"
 
-// A sanitizer's death callback (libFuzzer's writes the input as a crash of
-// its own) must not run in the reader child: a crash there is contained and
-// reported by the parent. Weak: absent outside sanitizer builds.
-extern "C" void __sanitizer_set_death_callback(void (*)(void))
-    __attribute__((weak));
+extern char** environ;
 
 namespace cxr::models::detail {
 
@@ -38,9 +36,9 @@ void PipeWriter::text(const std::string& s) {
   bytes(s.data(), s.size());
 }
 
-void PipeWriter::weight(const std::string& name, const RawWeight& w) {
+void PipeWriter::weight(const RawWeight& w) {
   tag(Tag::kWeight);
-  text(name);
+  text(w.name);
   u32(static_cast<uint32_t>(w.shape.size()));
   for (int64_t d : w.shape) {
     const uint64_t v = static_cast<uint64_t>(d);
@@ -58,6 +56,7 @@ void Records::malformed() const {
 
 void Records::bytes(void* out, size_t n) {
   if (n > data_.size() - pos_) malformed();
+  if (n == 0) return;  // `out` may be an empty vector's null data()
   std::memcpy(out, data_.data() + pos_, n);
   pos_ += n;
 }
@@ -91,12 +90,11 @@ bool Records::next(Tag* t) {
   return true;
 }
 
-KerasWeight Records::weight() {
-  KerasWeight w;
+RawWeight Records::weight() {
+  RawWeight w;
   w.name = text();
   const uint32_t rank = u32();
   if (rank > 8) malformed();
-  std::vector<int64_t> shape;
   uint64_t values = 1;
   for (uint32_t i = 0; i < rank; ++i) {
     uint64_t d = 0;
@@ -106,12 +104,12 @@ KerasWeight Records::weight() {
       malformed();
     }
     values *= d;
-    shape.push_back(static_cast<int64_t>(d));
+    w.shape.push_back(static_cast<int64_t>(d));
   }
   // The values must be in what was received: no allocation beyond it.
   if (values * sizeof(float) > data_.size() - pos_) malformed();
-  w.value = torch::empty(shape, torch::kFloat32);
-  bytes(w.value.data_ptr<float>(), values * sizeof(float));
+  w.values.resize(static_cast<size_t>(values));
+  bytes(w.values.data(), values * sizeof(float));
   return w;
 }
 
@@ -127,31 +125,40 @@ struct ChildResult {
 
 using Clock = std::chrono::steady_clock;
 
-// The child's side: signals the parent handles (Ctrl-C, a fuzzer's crash
-// handlers) take their default action here, so the child just dies; then
-// stream, report the outcome as the last record and _exit (no atexit
-// handlers, no flushing of the parent's stdio buffers).
-[[noreturn]] void be_the_child(const std::string& path,
-                               void (*stream)(const std::string&, PipeWriter&),
-                               int fd) {
-  for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE,
-                  SIGALRM, SIGUSR1, SIGUSR2, SIGXFSZ, SIGPIPE}) {
-    ::signal(sig, SIG_DFL);
+bool is_executable(const std::string& file) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(file, ec) &&
+         ::access(file.c_str(), X_OK) == 0;
+}
+
+// cxr-keras-reader: $CXR_KERAS_READER when set, else beside the running
+// program (an installed or copied cxr), else where this build put it (the
+// test and fuzz programs live in other folders of the build tree).
+std::string reader_program(const std::string& path) {
+  if (const char* env = std::getenv("CXR_KERAS_READER"); env && *env) {
+    if (is_executable(env)) return env;
+    throw ModelError("weights file '" + path + "': CXR_KERAS_READER='" + env +
+                     "' is not an executable file; point it at "
+                     "cxr-keras-reader (built with cxr) or unset it");
   }
-  if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(nullptr);
-  PipeWriter out(fd);
-  try {
-    stream(path, out);
-    out.tag(Tag::kDone);
-  } catch (const Error& e) {
-    out.tag(Tag::kError);
-    out.text(e.what());
-  } catch (const std::exception& e) {
-    out.tag(Tag::kOther);
-    out.text(e.what());
+  std::vector<std::string> tried;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) tried.push_back((self.parent_path() / kReaderName).string());
+#ifdef CXR_KERAS_READER_BUILD_PATH
+  tried.push_back(CXR_KERAS_READER_BUILD_PATH);
+#endif
+  for (const auto& t : tried) {
+    if (is_executable(t)) return t;
   }
-  ::close(fd);
-  ::_exit(0);
+  std::string where;
+  for (const auto& t : tried) where += (where.empty() ? "" : ", ") + t;
+  throw ModelError("weights file '" + path +
+                   "': cannot find the HDF5 reader program " + kReaderName +
+                   " (looked for " + where +
+                   "); rebuild cxr (it builds the reader too) and keep the "
+                   "two programs together, or set CXR_KERAS_READER to its "
+                   "path");
 }
 
 // Reads the child's output until it ends, the deadline passes or it exceeds
@@ -209,29 +216,65 @@ void reap(pid_t pid, Clock::time_point deadline, ChildResult* r) {
   }
 }
 
-// Forks, lets the child stream, and collects its records and exit status.
+// Starts the reader program on `path` with its stdout on `out_fd`. posix_spawn
+// (vfork-like: no copy of this process's page tables, which LibTorch makes
+// large) and exec: the child is a fresh process image with default signal
+// handlers and no state of cxr's (threads, torch, sanitizer callbacks).
+pid_t spawn_reader(const std::string& program,
+                   const char* mode,
+                   const std::string& path,
+                   int out_fd) {
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&files, out_fd, 1);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  // Signals cxr ignores (SIGPIPE in `cxr serve`) or blocks are the
+  // defaults again in the reader.
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::string prog = program, m = mode, p = path;
+  char* argv[] = {prog.data(), m.data(), p.data(), nullptr};
+  pid_t pid = -1;
+  const int rc =
+      ::posix_spawn(&pid, program.c_str(), &files, &attr, argv, environ);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&files);
+  if (rc != 0) {
+    throw ModelError("weights file '" + path +
+                     "': cannot start the HDF5 reader program '" + program +
+                     "' (" + std::strerror(rc) +
+                     "); rebuild cxr, or set CXR_KERAS_READER to the path "
+                     "of cxr-keras-reader");
+  }
+  return pid;
+}
+
+// Runs the reader on `path` and collects its records and exit status.
 ChildResult run_reader_child(const std::string& path,
-                             void (*stream)(const std::string&, PipeWriter&),
+                             const char* mode,
                              double timeout_s,
                              uint64_t max_bytes) {
+  const std::string program = reader_program(path);
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     throw ModelError("weights file '" + path +
                      "': cannot start the HDF5 reader process (pipe: " +
                      std::strerror(errno) + "); try again");
   }
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    const int err = errno;
+  pid_t pid = -1;
+  try {
+    pid = spawn_reader(program, mode, path, fds[1]);
+  } catch (...) {
     ::close(fds[0]);
     ::close(fds[1]);
-    throw ModelError("weights file '" + path +
-                     "': cannot start the HDF5 reader process (fork: " +
-                     std::strerror(err) + "); try again");
-  }
-  if (pid == 0) {
-    ::close(fds[0]);
-    be_the_child(path, stream, fds[1]);
+    throw;
   }
   ::close(fds[1]);
   ChildResult r;
@@ -298,10 +341,10 @@ void check_child(const std::string& path,
 }  // namespace
 
 Records read_in_child(const std::string& path,
-                      void (*stream)(const std::string&, PipeWriter&),
+                      const char* mode,
                       double timeout_s) {
   const uint64_t cap = max_reader_bytes(path);
-  ChildResult r = run_reader_child(path, stream, timeout_s, cap);
+  ChildResult r = run_reader_child(path, mode, timeout_s, cap);
   check_child(path, r, timeout_s, cap);
   return Records(path, std::move(r.data));
 }

@@ -1,7 +1,17 @@
-// Keras .h5 files are parsed by libhdf5 in a child process (libhdf5 1.10.8
-// crashes on some corrupt files, docs/reliability.md): valid files read as
-// before, and a crash, a slow reader or a file claiming more weights than it
+// Keras .h5 files are parsed by libhdf5 in a child process, the program
+// cxr-keras-reader (libhdf5 1.10.8 crashes on some corrupt files,
+// docs/reliability.md): valid files read as before, and a crash, a slow
+// reader, a missing reader program or a file claiming more weights than it
 // can hold is one ModelError naming the file, with cxr's process intact.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
 #include "cxr/common/error.h"
 #include "cxr/models/keras_h5.h"
 #include "keras_test_util.h"
@@ -141,6 +151,100 @@ TEST(KerasChildReader, TheCliRefusesACrashingWeightsFileWithExit4) {
                                 "': not a readable Keras HDF5 weights file"))
       << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+// Sets CXR_KERAS_READER for one scope.
+class ReaderOverride {
+ public:
+  explicit ReaderOverride(const std::string& program) {
+    ::setenv("CXR_KERAS_READER", program.c_str(), 1);
+  }
+  ~ReaderOverride() { ::unsetenv("CXR_KERAS_READER"); }
+  ReaderOverride(const ReaderOverride&) = delete;
+  ReaderOverride& operator=(const ReaderOverride&) = delete;
+};
+
+TEST(KerasChildReader, AMissingOrFailingReaderProgramIsNamed) {
+  TempDir dir;
+  const auto path = (dir / "w.h5").string();
+  cxr::models::write_keras_h5(path, small_layers());
+  {
+    ReaderOverride o((dir / "no-such-reader").string());
+    EXPECT_TRUE(contains(refusal(path), "CXR_KERAS_READER='" +
+                                            (dir / "no-such-reader").string() +
+                                            "' is not an executable file"));
+  }
+  {
+    // A program that exits 1 without a word: not a reader's answer.
+    ReaderOverride o("/bin/false");
+    EXPECT_TRUE(contains(refusal(path),
+                         "the HDF5 reader crashed on it (exit status 1)"));
+  }
+  // Unset again: the reader beside the program (or this build's) is used.
+  EXPECT_EQ(cxr::models::read_keras_h5(path).size(), 2u);
+}
+
+TEST(KerasChildReader, TheReaderProgramRefusesAWrongCommandLine) {
+  for (const std::string args : {"", " weights", " all x.h5", " names a b"}) {
+    const int rc = std::system(
+        (std::string(CXR_KERAS_READER) + args + " 2>/dev/null").c_str());
+    ASSERT_TRUE(WIFEXITED(rc)) << args;
+    EXPECT_EQ(WEXITSTATUS(rc), 2) << args;
+  }
+}
+
+// Whether a process whose command line mentions `needle` is running.
+bool process_mentioning(const std::string& needle) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline", std::ios::binary);
+    const std::string cmd((std::istreambuf_iterator<char>(f)),
+                          std::istreambuf_iterator<char>());
+    if (cmd.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Polls `done` for up to `seconds`.
+bool within(double seconds, const std::function<bool()>& done) {
+  const auto end =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+// libhdf5 1.10.8 loops for good on this fuzzer input. cxr kills a reader
+// past its deadline; when cxr itself is killed first, the reader must not
+// go on looping as an orphan.
+TEST(KerasChildReader, AReaderWhoseCxrIsKilledEndsToo) {
+  TempDir dir;
+  const auto path = (dir / "loops-for-good.h5").string();
+  fs::copy_file(fs::path(CXR_SOURCE_DIR) / "fuzz" / "regressions" /
+                    "fuzz_keras_h5" / "timeout-hdf5-loop",
+                path);
+  // The deadline path first: the loop is cut off and named.
+  EXPECT_TRUE(contains(refusal(path, 0.3), "reader took longer than"));
+  // A stand-in for cxr (torch-free: it only starts the reader and waits).
+  const pid_t cxr = ::fork();
+  ASSERT_GE(cxr, 0);
+  if (cxr == 0) {
+    try {
+      cxr::models::read_keras_layer_names(path, 60);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  const bool started = within(10, [&] { return process_mentioning(path); });
+  ::kill(cxr, SIGKILL);
+  int status = 0;
+  ::waitpid(cxr, &status, 0);
+  ASSERT_TRUE(started) << "the reader never started";
+  EXPECT_TRUE(within(5, [&] { return !process_mentioning(path); }))
+      << "the reader of a killed cxr is still running";
 }
 
 }  // namespace

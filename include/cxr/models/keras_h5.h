@@ -38,12 +38,15 @@ inline constexpr double kKerasReadTimeout = 60;
 /// type is converted to float32. Throws ModelError naming the file (and the
 /// layer or dataset) when the file is missing, not HDF5 or not in this layout.
 ///
-/// libhdf5 (1.10.8 on Debian 12) crashes on some corrupt files, so the file
-/// is parsed in a forked child process that sends the weights back over a
-/// pipe: a crash, a reader slower than `timeout_s`, or more data than 64 MiB
-/// plus 8 times the file's size is a ModelError "weights file 'PATH': not a
-/// readable Keras HDF5 weights file (the HDF5 reader crashed on it ...)"
-/// (docs/reliability.md, "Third campaign").
+/// libhdf5 (1.10.8 on Debian 12) crashes and loops on some corrupt files, so
+/// the file is parsed in a process of its own, the program cxr-keras-reader
+/// (built with cxr and found beside the running program, or through
+/// $CXR_KERAS_READER), which sends the weights back over a pipe: a crash, a
+/// reader slower than `timeout_s`, or more data than 64 MiB plus 8 times the
+/// file's size is a ModelError "weights file 'PATH': not a readable Keras
+/// HDF5 weights file (the HDF5 reader crashed on it ...)"; a missing reader
+/// program is a ModelError that says where it was looked for
+/// (docs/reliability.md, "Fuzzing").
 std::vector<KerasLayerWeights> read_keras_h5(
     const std::string& path, double timeout_s = kKerasReadTimeout);
 
