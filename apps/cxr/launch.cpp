@@ -249,15 +249,18 @@ struct Rendezvous {
 };
 
 Rendezvous pick_rendezvous(const DistFlags& f) {
-  Rendezvous r{f.master_addr, f.master_port};
-  if (f.nnodes > 1 && r.addr.empty()) {
+  if (f.nnodes > 1 && !f.master_addr) {
     throw ConfigError("--nnodes " + std::to_string(f.nnodes) +
                       " needs --master-addr: the host name or address of "
                       "node 0, the same on every node");
   }
-  if (f.nnodes > 1 && r.port == 0) r.port = 29500;
-  if (r.addr.empty()) r.addr = "127.0.0.1";
-  if (r.port == 0) r.port = free_port();
+  Rendezvous r;
+  r.addr = f.master_addr.value_or("127.0.0.1");
+  if (f.master_port) {
+    r.port = *f.master_port;
+  } else {
+    r.port = f.nnodes > 1 ? 29500 : free_port();
+  }
   if (f.node_rank == 0) check_port_free(r.addr, r.port);
   return r;
 }

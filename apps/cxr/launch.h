@@ -18,8 +18,10 @@ struct DistFlags {
   // The job: the same on every node.
   int nproc = 1;
   int nnodes = 1;
-  std::string master_addr;  ///< "" = 127.0.0.1 on one node
-  int master_port = 0;      ///< 0 = a free port (one node) or 29500
+  /// Unset: 127.0.0.1 on one node (needed on many).
+  std::optional<std::string> master_addr;
+  /// Unset: a free port on one node, 29500 on many.
+  std::optional<int> master_port;
   // This node's place in the job: the one flag that differs between nodes.
   int node_rank = 0;
   // Each rank's own patience: how long it waits for the others (the
