@@ -2,6 +2,7 @@
 /// and random trial lists, and applying a trial's parameters to RunOptions.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <set>
 #include <sstream>
@@ -300,17 +301,28 @@ void apply_params(const Params& params, train::RunOptions& o) {
   for (const auto& [n, v] : params) {
     const std::string token = n + "=" + v;
     if (n == "filters") {
-      std::vector<int> f;
-      if (v.find('-') != std::string::npos) {
+      // In int64: one value B means the blocks B, 2B, 4B, 4B, and 4B
+      // overflowed int for B near parse_int's bound (UB; fuzz_tune_space:
+      // filters=999999998).
+      std::vector<int64_t> f;
+      const bool one_value = v.find('-') == std::string::npos;
+      if (!one_value) {
         for (const auto& part : split(v, '-')) f.push_back(parse_int(part, n));
       } else {
-        const int b = parse_int(v, n);
+        const int64_t b = parse_int(v, n);
         f = {b, 2 * b, 4 * b, 4 * b};
       }
-      for (int x : f) {
-        if (x <= 0) throw ConfigError(token + ": filters must be > 0");
+      for (int64_t x : f) {
+        // The baseline's own bound on a block (models/baseline.cpp).
+        if (x <= 0 || x > 4096) {
+          throw ConfigError(
+              token + ": each conv block has 1 to 4096 filters" +
+              (one_value ? " (one value B means the blocks B, 2B, 4B, 4B: "
+                           "B is 1 to 1024)"
+                         : ""));
+        }
       }
-      o.model.filters = f;
+      o.model.filters.assign(f.begin(), f.end());
     } else if (n == "batch_norm") {
       if (v != "true" && v != "false") {
         throw ConfigError(token + ": use true or false");

@@ -63,4 +63,20 @@ TEST(FuzzFindings, SearchSpaceIntegerBeyondIntIsAConfigError) {
   EXPECT_NO_THROW(cxr::tune::parse_space({"filters=8,32"}));
 }
 
+TEST(FuzzFindings, SearchSpaceFiltersWhoseBlocksOverflowAreAConfigError) {
+  // One value B means the blocks B, 2B, 4B, 4B: 4 * 999999998 overflowed
+  // int (UBSan, fuzz_tune_space, fourth campaign). Now each block must be a
+  // channel count the baseline takes (1..4096), named in the message.
+  const auto e = cxr::testing::error_of<cxr::ConfigError>(
+      [] { cxr::tune::parse_space({"filters=999999998"}); });
+  EXPECT_NE(e.find("filters=999999998: each conv block has 1 to 4096 "
+                   "filters (one value B means the blocks B, 2B, 4B, 4B: B "
+                   "is 1 to 1024)"),
+            std::string::npos)
+      << e;
+  EXPECT_THROW(cxr::tune::parse_space({"filters=1025"}), cxr::ConfigError);
+  EXPECT_THROW(cxr::tune::parse_space({"filters=8-5000"}), cxr::ConfigError);
+  EXPECT_NO_THROW(cxr::tune::parse_space({"filters=1024,8-4096"}));
+}
+
 }  // namespace
