@@ -184,6 +184,29 @@ TEST(KerasChildReader, AMissingOrFailingReaderProgramIsNamed) {
   EXPECT_EQ(cxr::models::read_keras_h5(path).size(), 2u);
 }
 
+// The environment variable is an input of the CLI too: a wrong one is one
+// line naming it, exit 4, before any training.
+TEST(KerasChildReader, TheCliNamesABadCxrKerasReaderWithExit4) {
+  TempDir dir;
+  cxr::testing::make_tiny_dataset(dir / "data");
+  const auto weights = (dir / "w.h5").string();
+  cxr::models::write_keras_h5(weights, small_layers());
+  const auto reader = (dir / "no-such-reader").string();
+  std::string out;
+  const int rc = cxr::testing::run_command(
+      "CXR_KERAS_READER=" + reader + " " + std::string(CXR_BINARY) + " train " +
+          (dir / "data").string() + " --model mobilenetv2 --weights " +
+          weights + " --out " + (dir / "run").string() +
+          " --size 32 --epochs 1 --device cpu " + "--no-cache",
+      &out);
+  EXPECT_EQ(rc, 4) << out;
+  EXPECT_TRUE(contains(out, "cxr: error: weights file '" + weights +
+                                "': CXR_KERAS_READER='" + reader +
+                                "' is not an executable file"))
+      << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
 TEST(KerasChildReader, TheReaderProgramRefusesAWrongCommandLine) {
   for (const std::string args : {"", " weights", " all x.h5", " names a b"}) {
     const int rc = std::system(
